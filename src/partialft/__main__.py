@@ -1,0 +1,3 @@
+from partialft.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""PEFT baselines (Adapter, VPT-Deep, SSF, LoRA): one module each, a fixed parameter prefix.
+
+Each baseline is an object with ``apply(model, layer_map, **options) -> (model, names)``: it
+inserts its modules into ``model`` and returns the model and the names of its own parameters,
+which are the only ones (with the head) that train. ``keeps_names`` says whether the original
+parameter names survive (so layers can be found again on the returned model).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch.nn as nn
+
+from partialft.layers import LayerMap
+
+
+class Baseline(Protocol):
+    prefix: str
+    keeps_names: bool
+
+    def apply(self, model: nn.Module, layer_map: LayerMap, **options: Any
+              ) -> tuple[nn.Module, list[str]]: ...
+
+
+BASELINES: dict[str, Baseline] = {}

@@ -1,0 +1,1 @@
+"""One module per CLI verb; shared argument groups live in :mod:`partialft.commands.common`."""

@@ -1,0 +1,139 @@
+"""Create timm models and load weights safely (safetensors, or ``torch.load(weights_only=True)``)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from partialft.errors import PartialFTError, first_items, suggest
+
+StateDict = dict[str, torch.Tensor]
+
+
+def _known_models() -> list[str]:
+    _register_bundled()
+    return timm.list_models()
+
+
+def _register_bundled() -> None:
+    """Register the backbone that ships with partialft (no-op if absent)."""
+    try:
+        import partialft.backbone  # noqa: F401  (registers its timm names on import)
+    except ImportError:
+        pass
+
+
+def create_model(name: str, num_classes: int | None = None, pretrained: bool = False,
+                 checkpoint: str | Path | None = None, **kwargs) -> nn.Module:
+    """A timm model by name; ``pretrained`` uses timm's hub, ``checkpoint`` a local file.
+
+    Create it under ``with torch.device("meta"):`` to count parameters without memory.
+    """
+    _register_bundled()
+    if not timm.is_model(name) and not name.startswith("hf-hub:"):
+        raise PartialFTError(f"unknown model {name!r}{suggest(name, _known_models())}; use a "
+                             "timm model name (see timm.list_models()).")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if not pretrained:
+            raise
+        raise PartialFTError(f"could not get pretrained weights for {name!r} ({exc}); without "
+                             "network pass --checkpoint PATH or --no-pretrained.") from None
+    if checkpoint is not None:
+        load_into(model, load_state_dict_file(checkpoint), source=str(checkpoint))
+    return model
+
+
+def load_state_dict_file(path: str | Path) -> StateDict:
+    """Read tensors from ``.safetensors``, or ``.pth``/``.pt``/``.bin`` with ``weights_only``.
+
+    A pickle that would run code is refused; a truncated file gives a clear error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PartialFTError(f"checkpoint {path} does not exist; pass a .safetensors, .pth or "
+                             ".pt file.")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise PartialFTError(f"checkpoint {path} is truncated or not a safetensors file "
+                                 f"({exc}).") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise PartialFTError(f"refused to load {path}: it is a pickle holding objects other "
+                             "than tensors, which could run code; save it as safetensors or a "
+                             "plain state dict.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise PartialFTError(f"checkpoint {path} is truncated or corrupt ({exc}).") from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> StateDict:
+    """Accept a plain state dict or one nested under 'state_dict', 'model' or 'module'."""
+    for key in ("state_dict", "model", "module", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PartialFTError(f"checkpoint {path} holds no state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_into(model: nn.Module, state: StateDict, source: str = "checkpoint",
+              reset_head: bool = True) -> list[str]:
+    """Copy ``state`` into ``model``, checking names and shapes; returns skipped head keys.
+
+    With ``reset_head`` a head of another size (other number of classes) is skipped and keeps
+    its fresh initialisation, as timm does for pretrained weights.
+    """
+    own = model.state_dict()
+    head = _head_keys(model)
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    skipped = [k for k in mismatched if reset_head and k in head]
+    mismatched = [k for k in mismatched if k not in skipped]
+    missing = [k for k in missing if not (reset_head and k in head)]
+    if missing or extra or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing {first_items(missing, 3)}")
+        if extra:
+            problems.append(f"unexpected {first_items(extra, 3)}")
+        if mismatched:
+            k = mismatched[0]
+            problems.append(f"mis-shaped {k} ({tuple(state[k].shape)} vs the model's "
+                            f"{tuple(own[k].shape)})")
+        raise PartialFTError(f"{source} does not fit the model: {'; '.join(problems)}.")
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return skipped
+
+
+def _head_keys(model: nn.Module) -> set[str]:
+    if not hasattr(model, "get_classifier"):
+        return set()
+    heads = model.get_classifier()
+    heads = heads if isinstance(heads, (tuple, list)) else [heads]
+    ids = {id(h) for h in heads}
+    keys = set()
+    for name, module in model.named_modules():
+        if id(module) in ids:
+            keys |= {f"{name}.{k}" for k in module.state_dict()}
+    return keys
+
+
+def input_size(model: nn.Module) -> tuple[int, int, int]:
+    """The (channels, height, width) a timm model expects."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("input_size", (3, 224, 224)))  # type: ignore[return-value]
