@@ -1,0 +1,94 @@
+"""Datasets by name and batch augmentation: the one entry point the trainer and evaluators use.
+
+In-memory sets (cifar10, cifar100, fashion-mnist, digits, synthetic) yield uint8 images at native
+resolution; file sets (folder:PATH, cub, nabirds, flowers, dogs, cars) yield float images in
+[0, 1] already cropped to img_size. ``BatchAugment`` does the rest on the batch's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from partialft.data_augment import AugmentConfig, BatchAugment, parse_randaugment
+from partialft.data_base import Datasets, Request, first_n, make_split
+from partialft.data_files import (
+    FileImageDataset,
+    build_cars,
+    build_cub_style,
+    build_dogs,
+    build_flowers,
+    build_folder,
+    load_rgb,
+)
+from partialft.data_memory import (
+    TensorImageDataset,
+    build_cifar,
+    build_digits,
+    build_fashion_mnist,
+    build_synthetic,
+    read_idx,
+)
+from partialft.errors import PartialFTError, suggest
+
+__all__ = ["AugmentConfig", "BatchAugment", "Datasets", "FileImageDataset", "TensorImageDataset",
+           "DATASETS", "build_datasets", "dataset_names", "load_rgb", "make_split",
+           "parse_randaugment", "read_idx"]
+
+Builder = Callable[[Request], Datasets]
+
+# name -> builder; "folder" and "synthetic" also take an argument after a colon
+DATASETS: dict[str, Builder] = {
+    "cifar10": build_cifar,
+    "cifar100": build_cifar,
+    "fashion-mnist": build_fashion_mnist,
+    "digits": build_digits,
+    "synthetic": build_synthetic,
+    "folder": build_folder,
+    "cub": build_cub_style,
+    "nabirds": build_cub_style,
+    "flowers": build_flowers,
+    "dogs": build_dogs,
+    "cars": build_cars,
+}
+TAKES_ARG = {"folder": True, "synthetic": False}  # True: the argument is required
+
+
+def dataset_names() -> list[str]:
+    """Valid dataset names, as a user writes them."""
+    return [f"{n}:PATH" if n == "folder" else n for n in DATASETS] + ["synthetic:N"]
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """ "folder:/x" -> ("folder", "/x"); check the name exists."""
+    base, sep, arg = name.partition(":")
+    if base not in DATASETS or (sep and base not in TAKES_ARG) or \
+            (TAKES_ARG.get(base) and not arg):
+        raise PartialFTError(f"dataset {name!r} is not known{suggest(base, DATASETS)}; valid: "
+                             f"{', '.join(dataset_names())}.")
+    return base, (arg if sep else None)
+
+
+def build_datasets(name: str, *, data_dir: str | Path | None = None, img_size: int = 224,
+                   val_fraction: float = 0.1, seed: int = 0, download: bool = True,
+                   split_file: str | Path | None = None, max_per_split: int | None = None,
+                   augment: AugmentConfig | None = None) -> Datasets:
+    """Build the train/val/test splits of dataset ``name`` (see docs/datasets.md).
+
+    ``split_file``: JSON of the random train/val indices, read if it exists, else written.
+    ``augment``: crop scale and flip of the loader-side transforms of file datasets.
+    """
+    base, arg = parse_name(name)
+    if not 0.0 < val_fraction < 1.0:
+        raise PartialFTError(f"val_fraction {val_fraction} is not valid; use a value between 0 "
+                             "and 1, e.g. 0.1.")
+    if max_per_split is not None and max_per_split < 1:
+        raise PartialFTError(f"max_per_split {max_per_split} is not valid; use a positive number.")
+    req = Request(name=base, arg=arg, data_dir=None if data_dir is None else Path(data_dir),
+                  img_size=int(img_size), val_fraction=val_fraction, seed=seed,
+                  download=download, split_file=None if split_file is None else Path(split_file),
+                  max_per_split=max_per_split, augment=augment)
+    ds = DATASETS[base](req)
+    ds.train, ds.val = first_n(ds.train, max_per_split), first_n(ds.val, max_per_split)
+    ds.test = None if ds.test is None else first_n(ds.test, max_per_split)
+    return ds
