@@ -11,8 +11,6 @@ a user-given layer spec (:func:`load_layer_spec`).
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -20,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-import yaml
 
-from partialft.errors import PartialFTError, first_items
+from partialft.errors import PartialFTError
 
 
 @dataclass(frozen=True)
@@ -119,18 +116,23 @@ class Family:
     classes: tuple[str, ...]  # "module:Class" of timm model classes (subclasses match too)
     block_pattern: str  # regex over module paths; optional groups (?P<stage>) (?P<index>)
     branches: tuple[Branch, ...]
+    main_path: tuple[str, ...] = ()  # block submodules on the main path: non-residual
 
 
 _WHOLE_BLOCK = Branch("block", ("",), ("",))
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        "vit",
-        ("timm.models.vision_transformer:VisionTransformer",),
-        r"blocks\.(?P<index>\d+)",
+        "vit",  # ViT, DeiT (distilled too), CLIP, ... and Eva/BEiT, whose blocks name parts alike
         (
-            Branch("attn", ("attn",), ("norm1", "attn", "ls1")),
-            Branch("ffn", ("mlp",), ("norm2", "mlp", "ls2")),
+            "timm.models.vision_transformer:VisionTransformer",
+            "timm.models.eva:Eva",
+            "timm.models.beit:Beit",
+        ),
+        r"blocks\.(?P<index>\d+)",
+        (  # "attns"/"ffns": ParallelThingsBlock's parallel branches, summed into one residual
+            Branch("attn", ("attn", "attns"), ("norm1", "attn", "ls1", "gamma_1", "attns")),
+            Branch("ffn", ("mlp", "ffns"), ("norm2", "mlp", "ls2", "gamma_2", "ffns")),
         ),
     ),
     Family(
@@ -144,6 +146,16 @@ FAMILIES: tuple[Family, ...] = (
             Branch("attn", ("attn",), ("norm1", "attn")),
             Branch("ffn", ("mlp",), ("norm2", "mlp")),
         ),
+    ),
+    Family(
+        "swin",  # Swin V2 "cr": res-post-norm; its optional norm3 acts on the main path
+        ("timm.models.swin_transformer_v2_cr:SwinTransformerV2Cr",),
+        r"stages\.(?P<stage>\d+)\.blocks\.(?P<index>\d+)",
+        (
+            Branch("attn", ("attn",), ("norm1", "attn")),
+            Branch("ffn", ("mlp",), ("norm2", "mlp")),
+        ),
+        main_path=("norm3",),
     ),
     Family(
         "convnext",
@@ -174,10 +186,10 @@ def find_layers(model: nn.Module, spec: dict[str, Any] | str | Path | None = Non
     head = _head_params(model, numel)
     if spec is not None:
         spec_dict = load_layer_spec(spec) if isinstance(spec, (str, Path)) else spec
-        return _layers_from_spec(spec_dict, numel, head)
+        return layers_from_spec(check_layer_spec(spec_dict, "the layer spec"), numel, head)
     family = _family_of(model)
-    if family is not None:
-        layers = _layers_from_family(model, family, numel)
+    layers = _layers_from_family(model, family, numel) if family is not None else []
+    if layers:
         return LayerMap(family.name, layers, head, numel)
     layers = _layers_from_group_matcher(model, numel, head)
     return LayerMap("group-matcher", layers, head, numel)
@@ -225,27 +237,44 @@ def _params_under(prefix: str, numel: dict[str, int]) -> list[str]:
 
 
 def _layers_from_family(model: nn.Module, family: Family, numel: dict[str, int]) -> list[Layer]:
-    pattern = re.compile(family.block_pattern + r"$")
+    pattern = re.compile(family.block_pattern)
     submodules = dict(model.named_modules())
     found: list[tuple[str, int, int, str, list[str]]] = []
     for path in submodules:
         match = pattern.fullmatch(path)
-        if not match:
-            continue
-        stage = int(match.groupdict().get("stage") or 0)
-        index = int(match.groupdict().get("index") or 0)
-        for branch in family.branches:
-            main = next((m for m in branch.main if _join(path, m) in submodules), None)
-            if main is None:
-                continue
-            names = [n for part in branch.parts for n in _params_under(_join(path, part), numel)]
-            found.append((_join(path, main), stage, index, branch.kind, names))
-    multi_stage = len({stage for _, stage, _, _, _ in found}) > 1 or "stage" in family.block_pattern
+        if match:
+            stage = int(match.groupdict().get("stage") or 0)
+            index = int(match.groupdict().get("index") or 0)
+            found += [(lid, stage, index, kind, names)
+                      for lid, kind, names in _block_layers(path, family, submodules, numel)]
+    multi_stage = "stage" in family.block_pattern
     layers = []
     for layer_id, stage, index, kind, names in found:
         group = f"stage{stage}.{kind}" if multi_stage else kind
         layers.append(Layer(layer_id, kind, stage, index, group, tuple(names), _sum(names, numel)))
     return layers
+
+
+def _block_layers(path: str, family: Family, submodules: dict[str, nn.Module],
+                  numel: dict[str, int]) -> list[tuple[str, str, list[str]]]:
+    """(id, kind, parameter names) of the layers of the block at ``path``.
+
+    A block whose branches leave some of its parameters uncovered (timm's fused
+    ParallelScalingBlock, say) is one layer of kind ``block``, so no block parameter is ever
+    mistaken for a non-residual one (except the family's declared ``main_path`` modules).
+    """
+    out = []
+    for branch in family.branches:
+        main = next((m for m in branch.main if _join(path, m) in submodules), None)
+        if main is not None:
+            names = [n for part in branch.parts for n in _params_under(_join(path, part), numel)]
+            out.append((_join(path, main), branch.kind, list(dict.fromkeys(names))))
+    covered = {n for _, _, names in out for n in names}
+    covered |= {n for part in family.main_path for n in _params_under(_join(path, part), numel)}
+    in_block = _params_under(path, numel)
+    if any(n not in covered for n in in_block):
+        return [(path, "block", in_block)]
+    return out
 
 
 def _join(path: str, name: str) -> str:
@@ -298,112 +327,22 @@ def _layers_from_group_matcher(
 
 
 def _block_regex(model: nn.Module) -> re.Pattern[str] | None:
-    """The first block regex with a capture group in a timm ``group_matcher``, if any."""
-    if not hasattr(model, "group_matcher"):
-        return None
-    blocks = model.group_matcher(coarse=False).get("blocks")
-    candidates = [blocks] if isinstance(blocks, str) else [b[0] for b in blocks or []]
-    for regex in candidates:
-        compiled = re.compile(regex)
-        if compiled.groups:
-            return compiled
-    return None
+    """The per-block regex of a timm ``group_matcher``: the one with the most captures.
 
-
-# --- user-given layer specs -------------------------------------------------------------------
-
-
-def load_layer_spec(path: str | Path) -> dict[str, Any]:
-    """Read a layer spec from YAML or JSON (``safe_load``; no code runs).
-
-    Format::
-
-        layers:             # layer id -> glob patterns over parameter names
-          encoder.0.attn: ["encoder.0.ln_1.*", "encoder.0.attn.*"]
-          encoder.0.mlp:  ["encoder.0.ln_2.*", "encoder.0.mlp.*"]
-        groups:             # group -> layer ids; "stage<s>.<kind>" names set stage and kind
-          attn: [encoder.0.attn]
-          ffn:  [encoder.0.mlp]
-        head: ["fc.*"]      # optional; default: get_classifier() or the last nn.Linear
+    Entries with a fixed suffix (``('^layers\\.(\\d+).downsample', (0,))``) attach extra
+    modules to a block and are skipped, as are regexes without a capture group.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PartialFTError(f"layer spec {path} does not exist; pass a YAML or JSON file.")
-    text = path.read_text()
-    try:
-        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PartialFTError(f"layer spec {path} is not valid YAML/JSON: {exc}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("layers"), dict):
-        raise PartialFTError(
-            f"layer spec {path} needs a mapping 'layers: {{layer id: [param patterns]}}' "
-            "and a mapping 'groups: {group: [layer ids]}'."
-        )
-    return spec
+    matcher = getattr(model, "group_matcher", None)
+    if not callable(matcher):
+        return None
+    blocks = matcher(coarse=False).get("blocks")
+    entries = [(blocks, None)] if isinstance(blocks, str) else list(blocks or [])
+    compiled = [re.compile(regex) for regex, suffix in entries if suffix is None]
+    compiled = [c for c in compiled if c.groups]
+    return max(compiled, key=lambda c: c.groups, default=None)
 
 
-def _layers_from_spec(
-    spec: dict[str, Any], numel: dict[str, int], head: tuple[str, ...]
-) -> LayerMap:
-    patterns: dict[str, list[str]] = spec["layers"]
-    groups: dict[str, list[str]] = spec.get("groups") or {}
-    group_of = _invert_groups(groups, patterns)
-    if spec.get("head"):
-        head = tuple(_match(["head"], spec["head"], numel))
-    claimed: dict[str, str] = {}
-    layers = []
-    index_in_group: dict[str, int] = defaultdict(int)
-    for layer_id, pats in patterns.items():
-        names = _match([layer_id], pats if isinstance(pats, list) else [pats], numel)
-        for name in names:
-            if name in claimed:
-                raise PartialFTError(
-                    f"parameter {name} is claimed by both layer {claimed[name]} and layer "
-                    f"{layer_id} in the layer spec; each parameter may belong to one layer."
-                )
-            claimed[name] = layer_id
-        group = group_of[layer_id]
-        stage_match = re.match(r"stage(\d+)\.", group)
-        stage = int(stage_match.group(1)) if stage_match else 0
-        kind = group.split(".")[-1]
-        layers.append(Layer(layer_id, kind, stage, index_in_group[group], group, tuple(names),
-                            _sum(names, numel)))
-        index_in_group[group] += 1
-    return LayerMap("spec", layers, head, numel)
+# A user-given layer spec describes any nn.Module; it lives in its own module.
+from partialft.layerspec import check_layer_spec, layers_from_spec, load_layer_spec  # noqa: E402
 
-
-def _invert_groups(groups: dict[str, list[str]], patterns: dict[str, Any]) -> dict[str, str]:
-    group_of: dict[str, str] = {}
-    for group, ids in groups.items():
-        for layer_id in ids:
-            if layer_id not in patterns:
-                raise PartialFTError(
-                    f"group {group} names layer {layer_id}, which is not under 'layers' in the "
-                    f"layer spec; known layers: {first_items(patterns)}."
-                )
-            if layer_id in group_of:
-                raise PartialFTError(
-                    f"layer {layer_id} is in groups {group_of[layer_id]} and {group}; "
-                    "each layer belongs to exactly one group."
-                )
-            group_of[layer_id] = group
-    missing = [layer_id for layer_id in patterns if layer_id not in group_of]
-    if missing:
-        raise PartialFTError(
-            f"layer(s) {first_items(missing)} are in no group of the layer spec; add each "
-            "layer id to one list under 'groups'."
-        )
-    return group_of
-
-
-def _match(owner: list[str], pats: list[str], numel: dict[str, int]) -> list[str]:
-    names = []
-    for pat in pats:
-        hits = [n for n in numel if fnmatch.fnmatchcase(n, pat)]
-        if not hits:
-            raise PartialFTError(
-                f"pattern {pat!r} of {owner[0]} in the layer spec matches no parameter; "
-                f"parameters look like {first_items(numel, 3)}."
-            )
-        names += [h for h in hits if h not in names]
-    return names
+__all__ = ["FAMILIES", "Layer", "LayerMap", "check_layer_spec", "find_layers", "load_layer_spec"]

@@ -1,0 +1,61 @@
+"""Shared tiny models for the core tests: one of every supported family, built in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+
+IMG = 32  # every tiny model here takes 32x32 images
+
+_SWIN = dict(img_size=IMG, patch_size=4, window_size=2, embed_dim=8, depths=(1, 1, 2, 1),
+             num_heads=(1, 1, 2, 2))
+_MIXER = dict(img_size=IMG, patch_size=8, num_blocks=3, embed_dim=16)
+
+# family name -> builder(num_classes) of a tiny model of that family
+TINY: dict[str, Callable[[int], nn.Module]] = {
+    "vit": lambda nc: timm.create_model("test_vit", num_classes=nc, img_size=IMG),
+    "deit_distilled": lambda nc: timm.create_model(
+        "deit_tiny_distilled_patch16_224", num_classes=nc, img_size=IMG, patch_size=8, depth=2,
+        embed_dim=16, num_heads=2),
+    "swin": lambda nc: timm.create_model("swin_tiny_patch4_window7_224", num_classes=nc,
+                                         **_SWIN),
+    "swinv2": lambda nc: timm.create_model("swinv2_tiny_window8_256", num_classes=nc, **_SWIN),
+    "convnext": lambda nc: timm.create_model("test_convnext", num_classes=nc),
+    "convnextv2": lambda nc: timm.create_model("convnextv2_atto", num_classes=nc,
+                                               depths=(1, 1, 2, 1), dims=(8, 16, 32, 64)),
+    "mixer": lambda nc: MlpMixer(num_classes=nc, **_MIXER),
+    "resmlp": lambda nc: MlpMixer(num_classes=nc, mlp_ratio=4, block_layer=ResBlock,
+                                  norm_layer=Affine, **_MIXER),
+}
+
+
+def tiny(family: str, num_classes: int = 5, seed: int = 0) -> nn.Module:
+    """A freshly initialised tiny model of ``family`` (a key of :data:`TINY`), on the CPU."""
+    torch.manual_seed(seed)
+    return TINY[family](num_classes)
+
+
+@cache
+def meta_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """A timm model built on the meta device (no memory, instant counts); cached: do not mutate."""
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    with torch.device("meta"):
+        return timm.create_model(name, **kwargs)
+
+
+@pytest.fixture(params=sorted(TINY))
+def family(request: pytest.FixtureRequest) -> str:
+    """Each tiny family in turn."""
+    return request.param
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """A tiny batch of 32x32 RGB images."""
+    return torch.randn(4, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
