@@ -1,4 +1,4 @@
-"""Create timm models and load weights safely (safetensors, or ``torch.load(weights_only=True)``)."""
+"""Create timm models and load weights safely: safetensors, or ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ def _register_bundled() -> None:
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: bool = False,
-                 checkpoint: str | Path | None = None, **kwargs) -> nn.Module:
+                 checkpoint: str | Path | None = None, img_size: int | None = None,
+                 **kwargs) -> nn.Module:
     """A timm model by name; ``pretrained`` uses timm's hub, ``checkpoint`` a local file.
 
-    Create it under ``with torch.device("meta"):`` to count parameters without memory.
+    ``img_size`` other than the model's own is passed to timm (which resizes position
+    embeddings). Create it under ``with torch.device("meta"):`` to count parameters.
     """
     _register_bundled()
     if not timm.is_model(name) and not name.startswith("hf-hub:"):
@@ -42,6 +44,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
                              "timm model name (see timm.list_models()).")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if img_size is not None and img_size != default_input_size(name)[-1]:
+        kwargs["img_size"] = img_size
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
     except (OSError, RuntimeError) as exc:
@@ -97,6 +101,17 @@ def load_into(model: nn.Module, state: StateDict, source: str = "checkpoint",
     With ``reset_head`` a head of another size (other number of classes) is skipped and keeps
     its fresh initialisation, as timm does for pretrained weights.
     """
+    skipped = check_fits(model, state, source, reset_head)
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return skipped
+
+
+def check_fits(model: nn.Module, state: StateDict, source: str = "checkpoint",
+               reset_head: bool = True) -> list[str]:
+    """Raise a clear error unless ``state`` fits ``model``; returns the head keys to skip.
+
+    Works on a ``meta`` model too (shapes only), so a plan can check a checkpoint instantly.
+    """
     own = model.state_dict()
     head = _head_keys(model)
     missing = [k for k in own if k not in state]
@@ -116,7 +131,6 @@ def load_into(model: nn.Module, state: StateDict, source: str = "checkpoint",
             problems.append(f"mis-shaped {k} ({tuple(state[k].shape)} vs the model's "
                             f"{tuple(own[k].shape)})")
         raise PartialFTError(f"{source} does not fit the model: {'; '.join(problems)}.")
-    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     return skipped
 
 
@@ -131,6 +145,13 @@ def _head_keys(model: nn.Module) -> set[str]:
         if id(module) in ids:
             keys |= {f"{name}.{k}" for k in module.state_dict()}
     return keys
+
+
+def default_input_size(name: str) -> tuple[int, int, int]:
+    """The (channels, height, width) timm's pretrained config gives model ``name``."""
+    _register_bundled()
+    cfg = timm.models.get_pretrained_cfg(name)
+    return tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
 
 
 def input_size(model: nn.Module) -> tuple[int, int, int]:

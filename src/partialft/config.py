@@ -1,0 +1,198 @@
+"""The training config: one dataclass, validated in ``__post_init__``, read from YAML and flags.
+
+Precedence: field defaults < ``--config FILE`` (YAML) < flags given on the command line.
+Every field is also a ``partialft train`` flag (``batch_size`` -> ``--batch-size``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from partialft.errors import PartialFTError, suggest
+
+AMP = ("auto", "no", "bf16", "fp16")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the run dir's config.yaml is this, resolved."""
+
+    # what to train
+    model: str = _f("partialft_vit_tiny", "timm model name")
+    pretrained: bool = _f(True, "start from the model's pretrained weights (timm hub or bundled)")
+    checkpoint: str | None = _f(None, "start from these weights instead (.safetensors/.pth)")
+    layer_spec: str | None = _f(None, "YAML/JSON layer spec for models partialft does not know")
+    method: str = _f("full", "full, linear, attn, ffn, the *-half-* strategies, layers, fapft, "
+                     "adapter, vpt-deep, ssf, lora")
+    layers: list[str] | None = _f(None, "layer ids for --method layers (comma-separated)")
+    angles: str | None = _f(None, "angles JSON for --method fapft")
+    topk: str | None = _f(None, "fapft layers per group: one number or one per stage (0,0,6,2)")
+    mode: str = _f("large", "fapft: train the largest (hard task) or smallest (easy) angles")
+    train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
+    baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only)")
+    # data
+    dataset: str = _f("digits", "cifar10, cifar100, fashion-mnist, digits, synthetic, "
+                      "folder:PATH, cub, nabirds, flowers, dogs, cars")
+    data_dir: str | None = _f(None, "where the dataset's files are (or are downloaded to)")
+    img_size: int | None = _f(None, "input size (default: the model's)")
+    val_fraction: float = _f(0.1, "share of the training split held out for validation")
+    max_per_split: int | None = _f(None, "keep only the first N images of each split")
+    workers: int = _f(0, "DataLoader worker processes")
+    # recipe
+    epochs: int = _f(10, "training epochs")
+    batch_size: int = _f(64, "global batch size (split across processes)")
+    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    min_lr: float = _f(1e-6, "final learning rate of the cosine decay")
+    weight_decay: float = _f(0.05, "AdamW weight decay")
+    warmup_epochs: float = _f(1.0, "linear warm-up, in epochs (per-step schedule)")
+    label_smoothing: float = _f(0.1, "label smoothing")
+    mixup: float = _f(0.0, "mixup alpha (0 = off)")
+    cutmix: float = _f(0.0, "cutmix alpha (0 = off)")
+    randaugment: str | None = _f(None, "timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
+    hflip: float = _f(0.5, "horizontal flip probability")
+    random_erasing: float = _f(0.0, "random erasing probability")
+    crop_scale: float = _f(1.0, "lower bound of random-resized-crop scale (1 = no crop)")
+    grad_clip: float | None = _f(1.0, "clip gradient norm (none = off)")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    ema: float | None = _f(None, "EMA decay of the weights, e.g. 0.9998 (none = off)")
+    amp: str = _f("auto", "mixed precision: auto (bf16 on a GPU that has it), no, bf16, fp16")
+    compile: bool = _f(False, "torch.compile the model")
+    seed: int = _f(0, "random seed")
+    # run dir
+    out: str = _f("runs/train", "run dir to write")
+    save_full: bool = _f(False, "also write the full model.safetensors")
+    checkpoint_every: int = _f(0, "also save resume state every N steps (0 = each epoch only)")
+    max_steps: int | None = _f(None, "stop after N optimizer steps (the run can be resumed)")
+
+    def __post_init__(self) -> None:
+        self._check_positive("epochs", "batch_size", "grad_accum")
+        self._check_range("val_fraction", 0.0, 1.0, upper_open=True)
+        self._check_range("crop_scale", 0.05, 1.0)
+        for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",
+                     "warmup_epochs", "hflip", "random_erasing"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
+        if self.lr == 0:
+            raise PartialFTError("lr 0 is not valid; use a positive learning rate such as 1e-3.")
+        if self.amp not in AMP:
+            raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
+        if self.mode not in ("large", "small"):
+            raise PartialFTError(f"mode {self.mode!r} is not valid; use large or small.")
+        if isinstance(self.layers, str):
+            self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
+        if self.topk is not None:
+            self.topk = str(self.topk)
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PartialFTError(f"{name} {value!r} is not valid; use a whole number >= 1.")
+
+    def _check_range(self, name: str, low: float, high: float, upper_open: bool = False) -> None:
+        value = getattr(self, name)
+        ok = isinstance(value, (int, float)) and low <= value and (
+            value < high if upper_open else value <= high)
+        if not ok:
+            bound = f"[{low}, {high})" if upper_open else f"[{low}, {high}]"
+            raise PartialFTError(f"{name} {value!r} is not valid; use a number in {bound}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file, then ``overrides``; unknown keys are an error."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(read_yaml(path))
+    values.update(overrides or {})
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        key = unknown[0]
+        raise PartialFTError(f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are "
+                             "the fields of 'partialft train --help'.")
+    return TrainConfig(**values)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PartialFTError(f"config {path} does not exist; pass a YAML file (see configs/).")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PartialFTError(f"config {path} is not valid YAML: {exc}".replace("\n", " ")
+                             ) from None
+    if not isinstance(data, dict):
+        raise PartialFTError(f"config {path} must be a YAML mapping of TrainConfig fields.")
+    return data
+
+
+def _arg_type(tp: Any) -> tuple[Any, bool]:
+    """The argparse type for a field's annotation, and whether None is allowed."""
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    inner = [a for a in args if a is not type(None)][0] if args and (
+        typing.get_origin(tp) in (typing.Union, types.UnionType)) else tp
+    if typing.get_origin(inner) in (list, dict):
+        return str, optional
+    return inner, optional
+
+
+def _parse(kind: Any, optional: bool, name: str) -> Any:
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} {text!r} is not a valid {kind.__name__}") from None
+
+    return parse
+
+
+def add_config_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field; flags not given stay absent (argparse.SUPPRESS)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for name, f in FIELDS.items():
+        if name in skip or name == "baseline":
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind, optional = _arg_type(hints[name])
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=_parse(kind, optional, flag),
+                                default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in FIELDS}
+
+
+def write_config(path: str | Path, cfg: TrainConfig | dict[str, Any]) -> None:
+    from partialft.io import atomic_write_text
+
+    data = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,84 @@
+"""The FAPFT pipeline: full fine-tuning -> angles -> selection -> partial fine-tuning -> compare.
+
+Each stage writes under ``out``: ``full/`` (a run dir), ``angles.json``, ``fapft/`` (a run dir)
+and ``summary.json`` + ``comparison.md``. Rerunning skips the stages that are complete and
+resumes the one that was interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from partialft.angles import compute_angles, save_angles
+from partialft.config import TrainConfig
+from partialft.errors import PartialFTError
+from partialft.io import atomic_write_json, atomic_write_text
+from partialft.layers import find_layers
+from partialft.models import create_model, load_state_dict_file
+from partialft.runs import base_state, is_run_dir, load_run_model
+
+
+def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool = True
+              ) -> dict[str, Any]:
+    """Run (or finish) the pipeline under ``cfg.out`` and return the comparison summary."""
+    from partialft.train import train
+
+    out = Path(cfg.out)
+    full_dir = Path(reference) if reference and Path(reference).is_dir() else out / "full"
+    if reference is None:
+        train(dataclasses.replace(cfg, method="full", out=str(full_dir)), resume=True,
+              progress=progress)
+    angles_path = out / "angles.json"
+    if not angles_path.is_file():
+        angles = _angles(cfg, full_dir, reference)
+        save_angles(angles_path, angles[0], angles[1], model=cfg.model,
+                    reference=str(reference or full_dir))
+    partial = dataclasses.replace(cfg, method="fapft", angles=str(angles_path),
+                                  out=str(out / "fapft"))
+    fapft_summary = train(partial, resume=True, progress=progress)
+    full_summary = _summary_of(full_dir) if is_run_dir(full_dir) else None
+    return _compare(out, full_summary, fapft_summary)
+
+
+def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
+    """Angles between the base weights and the fully fine-tuned ones."""
+    if reference is not None and not Path(reference).is_dir():
+        base = create_model(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+        pretrained, finetuned = base.state_dict(), load_state_dict_file(reference)
+        layer_map = find_layers(base, cfg.layer_spec)
+    else:
+        if not is_run_dir(full_dir):
+            raise PartialFTError(f"reference {full_dir} is not a finished run dir; pass a "
+                                 "finished 'partialft train' run dir or a checkpoint file.")
+        model, _ = load_run_model(full_dir)
+        pretrained, finetuned = base_state(full_dir), model.state_dict()
+        layer_map = find_layers(model, cfg.layer_spec)
+    return compute_angles(pretrained, finetuned, layer_map), layer_map
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    from partialft.checkpoints import read_summary
+
+    return read_summary(run_dir)
+
+
+def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> dict[str, Any]:
+    rows = {"fapft": fapft} if full is None else {"full": full, "fapft": fapft}
+    table = {name: {k: s.get(k) for k in ("best_acc", "test_acc", "trainable_params", "wall_s")}
+             for name, s in rows.items()}
+    summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
+                               "topk": fapft["config"].get("topk"),
+                               "mode": fapft["config"].get("mode")}
+    if full is not None:
+        summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
+        summary["param_ratio"] = fapft["trainable_params"] / full["trainable_params"]
+    lines = ["| run | best val acc (%) | test acc (%) | trainable params | wall (s) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, r in table.items():
+        lines.append(f"| {name} | {r['best_acc']:.2f} | {r['test_acc']:.2f} | "
+                     f"{r['trainable_params']:,} | {r['wall_s']:.1f} |")
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
+    return summary

@@ -1,0 +1,136 @@
+"""A run dir being written: exclusive lock, overwrite/resume rules, crash-safe resume state.
+
+Resume state lives in ``state/``: ``tensors-<step>.safetensors`` (trainable weights, EMA,
+optimizer tensors, RNG states) and ``state.json`` (counters, scheduler, optimizer param groups,
+Python/NumPy RNG), written last and atomically, so a crash at any point leaves the previous
+complete state in force.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from partialft.checkpoints import SUMMARY, save_tensors
+from partialft.errors import PartialFTError
+from partialft.io import atomic_write_json
+
+STATE_DIR = "state"
+LOCK = ".lock"
+
+
+class RunDir:
+    """Open ``path`` for writing a run: lock it and apply the overwrite/resume rules."""
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
+                 main_process: bool = True) -> None:
+        self.path = Path(path)
+        self.main = main_process
+        self._lock_fh = None
+        if main_process:
+            self._prepare(overwrite, resume)
+
+    def _prepare(self, overwrite: bool, resume: bool) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise PartialFTError(f"{self.path} exists and is not a directory; choose another "
+                                 "--out.")
+        used = self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        if used and overwrite:
+            for child in self.path.iterdir():
+                if child.name != LOCK:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif used and not resume:
+            raise PartialFTError(f"run dir {self.path} already exists; pass --resume to "
+                                 "continue it or --overwrite to replace it.")
+
+    def _lock(self) -> None:
+        fh = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            fh.close()
+            raise PartialFTError(f"run dir {self.path} is in use by {owner}; wait for it to "
+                                 "finish or choose another --out.") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    def close(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / SUMMARY).is_file()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # --- resume state -----------------------------------------------------------------------
+
+    def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Write one resume point; older tensor files are removed after the new one is live."""
+        if not self.main:
+            return
+        state = self.path / STATE_DIR
+        step = int(info["global_step"])
+        name = f"tensors-{step}.safetensors"
+        rng = rng_state()
+        save_tensors(state / name, {**tensors, **rng["tensors"]}, {})
+        atomic_write_json(state / "state.json", {**info, "tensors": name, "rng": rng["json"]})
+        for old in state.glob("tensors-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The last complete resume point, or None when the run has none yet."""
+        state = self.path / STATE_DIR
+        if not (state / "state.json").is_file():
+            return None
+        info = json.loads((state / "state.json").read_text())
+        tensors = load_file(str(state / info["tensors"]))
+        set_rng_state(tensors, info["rng"])
+        return tensors, info
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states as tensors + JSON."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, internal, gauss_next = random.getstate()
+    return {"tensors": tensors,
+            "json": {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                     "python": [version, list(internal), gauss_next]}}
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = saved["numpy"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))
+    version, internal, gauss_next = saved["python"]
+    random.setstate((version, tuple(internal), gauss_next))

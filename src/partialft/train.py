@@ -1,0 +1,246 @@
+"""One training loop for every method (accelerate): the same recipe for full, partial and PEFT.
+
+``train(cfg)`` reads a :class:`TrainConfig`, writes a run dir (see :mod:`partialft.checkpoints`)
+and returns the summary. It resumes from ``state/`` with ``resume=True``; an interrupted run
+(``max_steps``, a crash, ``kill -9``) continues to the same final metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+from timm.data import Mixup, resolve_data_config
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from tqdm.auto import tqdm
+
+from partialft.checkpoints import DELTA, FULL, SUMMARY, save_delta, save_tensors
+from partialft.config import TrainConfig, write_config
+from partialft.errors import PartialFTError
+from partialft.io import atomic_write_json, atomic_write_text
+from partialft.loaders import Batches, evaluate, loader
+from partialft.methods import Prepared, prepare
+from partialft.models import default_input_size
+from partialft.rundir import RunDir
+from partialft.runs import CONFIG, SELECTION, SPLIT, base_model
+
+
+@dataclass
+class Setup:
+    """Everything the loop touches, built once by :func:`build`."""
+
+    cfg: TrainConfig
+    acc: Accelerator
+    run: RunDir
+    data: Any
+    prepared: Prepared
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    criterion: nn.Module
+    mixup: Mixup | None
+    ema: ModelEmaV3 | None
+    augment_train: nn.Module
+    augment_eval: nn.Module
+    batches: Batches
+    base: dict[str, Any]
+
+
+def _precision(amp: str) -> str:
+    if amp != "auto":
+        return amp
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _trackers() -> str | None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return None
+    return "tensorboard"
+
+
+def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> Setup:
+    """Accelerator, run dir, data, model with its selection, optimizer, schedule and loss."""
+    acc = Accelerator(mixed_precision=_precision(cfg.amp), split_batches=True,
+                      gradient_accumulation_steps=cfg.grad_accum, log_with=_trackers(),
+                      project_dir=cfg.out)
+    run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process)
+    acc.wait_for_everyone()
+    torch.manual_seed(cfg.seed)  # augmentation, mixup, dropout
+    model, prepared, data, base = _model_and_data(cfg, run)
+    batches = Batches(len(data.train), cfg.batch_size, cfg.grad_accum, cfg.seed,
+                      acc.process_index, acc.num_processes)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    fused=acc.device.type == "cuda" or None)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="cosine", num_epochs=cfg.epochs, min_lr=cfg.min_lr,
+        warmup_lr=cfg.lr * 1e-3, warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
+        updates_per_epoch=batches.steps_per_epoch)
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                      label_smoothing=cfg.label_smoothing, num_classes=data.num_classes)
+    criterion = (SoftTargetCrossEntropy() if mixup
+                 else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+    if prepared.layer_map.family == "convnext" and acc.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None
+    if cfg.compile:
+        model = torch.compile(model)
+    model, optimizer = acc.prepare(model, optimizer)
+    aug_train, aug_eval = _augmenters(cfg, model, data, acc.device)
+    return Setup(cfg, acc, run, data, prepared, model, optimizer, scheduler, criterion, mixup,
+                 ema, aug_train, aug_eval, batches, base)
+
+
+def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared, Any, dict]:
+    from partialft.angles import load_angles
+    from partialft.data import build_datasets
+    from partialft.layers import find_layers
+
+    img_size = cfg.img_size or default_input_size(cfg.model)[-1]
+    data = build_datasets(cfg.dataset, data_dir=cfg.data_dir, img_size=img_size,
+                          val_fraction=cfg.val_fraction, seed=cfg.seed,
+                          split_file=run.file(SPLIT), max_per_split=cfg.max_per_split,
+                          augment=augment_config(cfg))
+    cfg.img_size = img_size
+    base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
+            "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
+            "layer_spec": _absolute(cfg.layer_spec), "init_seed": cfg.seed}
+    model = base_model(base)
+    angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
+    prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
+                       train_non_residual=cfg.train_non_residual,
+                       baseline_options=cfg.baseline or {}, layers=cfg.layers, angles=angles,
+                       topk=cfg.topk, mode=cfg.mode)
+    if run.main:
+        write_config(run.file(CONFIG), cfg)
+        atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
+    return prepared.model, prepared, data, base
+
+
+def _absolute(path: str | None) -> str | None:
+    """Paths recorded in a run dir must work from any working directory."""
+    return str(Path(path).resolve()) if path else None
+
+
+def augment_config(cfg: TrainConfig) -> Any:
+    from partialft.data import AugmentConfig
+
+    return AugmentConfig(randaugment=cfg.randaugment, hflip=cfg.hflip,
+                         random_erasing=cfg.random_erasing, crop_scale=(cfg.crop_scale, 1.0))
+
+
+def _augmenters(cfg: TrainConfig, model: nn.Module, data: Any, device: torch.device
+                ) -> tuple[nn.Module, nn.Module]:
+    from partialft.data import BatchAugment
+
+    dcfg = resolve_data_config({}, model=model)
+    in_chans = dcfg["input_size"][0]
+    aug = augment_config(cfg)
+    make = lambda train: BatchAugment(cfg.img_size, in_chans, dcfg["mean"], dcfg["std"],  # noqa: E731
+                                      train=train, cfg=aug).to(device)
+    return make(True), make(False)
+
+
+def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
+          progress: bool = True) -> dict[str, Any] | None:
+    """Train one run; returns its summary, or None when stopped early by ``max_steps``."""
+    if resume and (Path(cfg.out) / SUMMARY).is_file():
+        return json.loads((Path(cfg.out) / SUMMARY).read_text())  # already complete
+    s = build(cfg, overwrite=overwrite, resume=resume)
+    try:
+        from partialft.loop import run_loop
+
+        if s.acc.log_with:
+            s.acc.init_trackers("partialft", config=_scalar_config(cfg))
+        finished = run_loop(s, progress=progress)
+        summary = _finish(s) if finished else None
+        s.acc.end_training()
+        return summary
+    except torch.cuda.OutOfMemoryError:
+        raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
+                             f"--batch-size {max(1, cfg.batch_size // 2)} (with --grad-accum 2 "
+                             "to keep the same global batch).") from None
+    finally:
+        s.run.close()
+
+
+def _scalar_config(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+
+
+def delta_names(model: nn.Module) -> list[str]:
+    """Trainable parameters plus the persistent buffers of modules that train (BatchNorm stats)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    keys = set(model.state_dict())
+    for mod_name, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            prefix = f"{mod_name}." if mod_name else ""
+            names += [prefix + b for b, _ in module.named_buffers(recurse=False)
+                      if prefix + b in keys]
+    return names
+
+
+def _finish(s: Setup) -> dict[str, Any]:
+    """Test accuracy, delta (and full) checkpoint, summary.json."""
+    cfg, acc = s.cfg, s.acc
+    model = _final_model(s)
+    test_acc = evaluate(model, s.data.test, s.augment_eval, acc, cfg.batch_size, cfg.workers)
+    state = s.run.load_state()
+    info = state[1] if state else {}
+    summary = {
+        "method": cfg.method, "model": cfg.model, "num_classes": s.data.num_classes,
+        "dataset": cfg.dataset, "seed": cfg.seed, "lr": cfg.lr, "epochs": cfg.epochs,
+        "layers": list(s.prepared.selection.layers),
+        "trainable_params": s.prepared.summary.trainable_params,
+        "total_params": s.prepared.summary.total_params,
+        "groups": s.prepared.summary.groups,
+        "best_acc": info.get("best_acc"), "final_acc": info.get("final_acc"),
+        "test_acc": test_acc, "wall_s": round(info.get("elapsed_s", 0.0), 3),
+        "images_per_s": info.get("images_per_s"), "device": _device_name(acc.device),
+        "processes": acc.num_processes, "precision": acc.mixed_precision,
+        "config": cfg.to_dict(),
+    }
+    if acc.is_main_process:
+        selection = s.prepared.selection.to_dict()
+        save_delta(s.run.file(DELTA), model, s.base, selection, delta_names(model))
+        if cfg.save_full:
+            save_tensors(s.run.file(FULL), model.state_dict(),
+                         {"format": "partialft-delta", "base": s.base, "selection": selection})
+        atomic_write_json(s.run.file(SUMMARY), summary)
+        atomic_write_text(s.run.file("README.md"), _run_readme(summary))
+    acc.wait_for_everyone()
+    return summary
+
+
+def _final_model(s: Setup) -> nn.Module:
+    model = s.acc.unwrap_model(s.model)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if s.ema is not None:
+        model.load_state_dict(s.ema.module.state_dict())
+    return model
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _run_readme(summary: dict[str, Any]) -> str:
+    acc = summary["best_acc"]
+    return (f"# {summary['method']} on {summary['dataset']}\n\nmodel {summary['model']}, "
+            f"trainable {summary['trainable_params']:,} of {summary['total_params']:,} "
+            f"parameters; best val acc {acc if acc is None else round(acc, 2)}%, "
+            f"test acc {round(summary['test_acc'], 2)}%, {summary['wall_s']:.1f} s on "
+            f"{summary['device']}.\n")
