@@ -47,6 +47,8 @@ def layer_angle(pretrained: list[torch.Tensor], finetuned: list[torch.Tensor]) -
         dot += float((p64 * f64).sum())
         norm_p += float((p64 * p64).sum())
         norm_f += float((f64 * f64).sum())
+    if not all(map(math.isfinite, (dot, norm_p, norm_f))):
+        return math.nan  # NaN/inf weights have no angle; compute_angles names the layer
     if norm_p == 0.0 or norm_f == 0.0:
         return 0.0 if norm_p == norm_f else 90.0
     cos = dot / math.sqrt(norm_p * norm_f)
@@ -58,11 +60,16 @@ def compute_angles(pretrained: StateDict, finetuned: StateDict, layer_map: Layer
     """Fine-tuned angle of every layer of ``layer_map``, in degrees, keyed by layer id."""
     names = [n for layer in layer_map.layers for n in layer.param_names]
     check_compatible(pretrained, finetuned, names)
-    return {
+    angles = {
         layer.id: layer_angle([pretrained[n] for n in layer.param_names],
                               [finetuned[n] for n in layer.param_names])
         for layer in layer_map.layers
     }
+    bad = [layer_id for layer_id, angle in angles.items() if math.isnan(angle)]
+    if bad:
+        raise PartialFTError(f"layer(s) {first_items(bad, 3)} hold NaN or infinite weights, "
+                             "which have no angle; check the fine-tuning run diverged or not.")
+    return angles
 
 
 def rank(angles: Mapping[str, float], ids: list[str]) -> list[int]:
@@ -108,11 +115,16 @@ def load_angles(path: str | Path, layer_map: LayerMap | None = None) -> dict[str
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise PartialFTError(f"angles file {path} is not a JSON object whose key 'angles' maps "
                              "layer ids to degrees.") from None
+    bad = [k for k, v in angles.items() if not 0.0 <= v <= 180.0]  # NaN fails this too
+    if bad:
+        raise PartialFTError(f"angles file {path} gives layer {bad[0]} the angle "
+                             f"{angles[bad[0]]}; angles are degrees from 0 to 180.")
     if layer_map is not None:
         ids = {la.id for la in layer_map.layers}
         missing, extra = sorted(ids - set(angles)), sorted(set(angles) - ids)
         if missing or extra:
-            which = f"lacks {first_items(missing, 3)}" if missing else f"has {first_items(extra, 3)}"
-            raise PartialFTError(f"angles file {path} {which}, which the model's layers do not "
-                                 "match; it was computed for another model.")
+            which = (f"lacks {first_items(missing, 3)}" if missing
+                     else f"has {first_items(extra, 3)}")
+            raise PartialFTError(f"angles file {path} does not match the model's layers (it "
+                                 f"{which}); was it computed for another model?")
     return angles
