@@ -1,0 +1,119 @@
+"""`partialft soup RUN_DIR... --out DIR [--greedy]`: uniform or greedy model soup of runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+from partialft.commands.common import fmt_params, print_json
+from partialft.errors import PartialFTError
+from partialft.soups import (
+    Evaluator,
+    check_same_base,
+    greedy_soup,
+    load_ingredient,
+    soup_params,
+    uniform_soup,
+    write_soup_run,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("soup", help="average fine-tuned runs into a model soup",
+                       description="Average runs fine-tuned from the same base (full or partial, "
+                       "paper Sec. 3.3 / Table 3) into a new run dir. Uniform by default; "
+                       "--greedy adds ingredients by held-out (val) accuracy, each only if it "
+                       "strictly improves it.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="ingredient run dirs")
+    p.add_argument("--out", required=True, metavar="DIR", help="run dir to write the soup to")
+    p.add_argument("--greedy", action="store_true",
+                   help="greedy soup (Wortsman et al.) instead of the uniform average")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-eval", action="store_true",
+                   help="do not measure the soup's accuracy (uniform soups only)")
+    p.add_argument("--device", default=None,
+                   help="device for evaluation (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--json", action="store_true", help="print the soup's summary as JSON")
+    p.set_defaults(func=run)
+
+
+def default_device(device: str | None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
+                   workers: int = 0) -> Evaluator:
+    """``state_dict -> accuracy (%)`` on a split of ``run_dir``'s dataset (its model structure)."""
+    from torch.utils.data import DataLoader
+
+    from partialft.checkpoints import apply_delta
+    from partialft.commands.eval import eval_preprocess
+    from partialft.evaluate import accuracy
+    from partialft.runs import delta_info, read_config, run_datasets, structured_model
+
+    meta = delta_info(run_dir)
+    model = structured_model(meta["base"], meta.get("selection", {})).to(device).eval()
+    data = run_datasets(run_dir, split)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
+    preprocess = eval_preprocess(model, read_config(run_dir).get("img_size"), device)
+
+    def evaluate(state: dict[str, torch.Tensor]) -> float:
+        apply_delta(model, state)
+        return accuracy(model, loader, preprocess, device)
+
+    return evaluate
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.greedy and args.no_eval:
+        raise PartialFTError("--greedy needs held-out accuracies; drop --no-eval.")
+    from partialft.runs import base_state, is_run_dir
+
+    bad = [r for r in args.runs if not is_run_dir(r)]
+    if bad:
+        raise PartialFTError(f"{bad[0]} is not a finished run dir (summary.json and "
+                             "delta.safetensors); pass run dirs written by 'partialft train'.")
+    ingredients = [load_ingredient(r) for r in args.runs]
+    check_same_base(ingredients)
+    base = base_state(args.runs[0])
+    device = default_device(args.device)
+    accuracies: dict[str, Any] = {"val_acc": None, "test_acc": None}
+    evaluate = None
+    if not args.no_eval:
+        evaluate = make_evaluator(args.runs[0], "val", device, args.batch_size, args.workers)
+    if args.greedy:
+        result = greedy_soup(base, ingredients, evaluate)
+        accuracies["val_acc"] = result.val_acc
+    else:
+        result = uniform_soup(base, ingredients)
+        if evaluate is not None:
+            accuracies["val_acc"] = evaluate({**base, **result.delta})
+    if not args.no_eval:
+        test = make_evaluator(args.runs[0], "test", device, args.batch_size, args.workers)
+        accuracies["test_acc"] = test({**base, **result.delta})
+    out = write_soup_run(args.out, ingredients, result, accuracies, overwrite=args.overwrite)
+    return _print(args, out, result, ingredients, accuracies)
+
+
+def _print(args: argparse.Namespace, out: Any, result: Any, ingredients: list,
+           accuracies: dict[str, Any]) -> int:
+    params = soup_params(ingredients, result.used)
+    if args.json:
+        import json
+
+        print_json(json.loads((out / "summary.json").read_text()))
+        return 0
+    print(f"{result.kind} soup of {len(result.used)} of {len(ingredients)} runs -> {out}")
+    for step in result.history:
+        mark = "kept" if step["kept"] else "rejected"
+        print(f"  {mark:<8} {step['ingredient']}  val acc {step['val_acc']:.2f}%")
+    for key in ("val_acc", "test_acc"):
+        if accuracies.get(key) is not None:
+            print(f"{key.replace('_', ' ')}: {accuracies[key]:.2f}%")
+    print(f"trainable params (sum over ingredients, paper Table 3): "
+          f"{fmt_params(params['trainable_params'])}")
+    return 0

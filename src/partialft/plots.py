@@ -1,0 +1,214 @@
+"""Figures like the paper's Figs. 1, 3, 4 and 6, drawn with matplotlib's Agg canvas.
+
+Figures are built as ``matplotlib.figure.Figure`` objects (no pyplot global state, no GUI
+backend), one subplot per (model, dataset) pair.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import cm, ticker
+from matplotlib.figure import Figure
+
+from partialft.angles import kendall_tau, rank
+from partialft.errors import PartialFTError
+from partialft.io import atomic_write
+from partialft.report import AngleSet, Row
+
+MANUAL = ("full", "attn", "ffn", "first-half-attn", "last-half-attn", "first-half-ffn",
+          "last-half-ffn", "first-half-blocks", "last-half-blocks")
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def _save(fig: Figure, path: Path) -> str:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight"))
+    return path.name
+
+
+def _panels(n: int, width: float = 6.0, height: float = 4.5) -> tuple[Figure, list[Any]]:
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _by_task(rows: Sequence[Row]) -> dict[tuple[str, str], list[Row]]:
+    tasks: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        tasks.setdefault((r.model, r.dataset), []).append(r)
+    return tasks
+
+
+def _acc_name(rows: Sequence[Row]) -> str:
+    return "test" if all(r.test_mean is not None for r in rows) else "val"
+
+
+def accuracy_vs_params(rows: Sequence[Row], path: Path) -> str:
+    """Fig. 1: accuracy against trainable parameters (log scale), one point per configuration."""
+    tasks = _by_task([r for r in rows if r.acc is not None and r.trainable_params])
+    fig, axes = _panels(len(tasks))
+    colors = [cm.tab20(i % 20) for i in range(20)]
+    for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
+        for i, r in enumerate(task_rows):
+            x = r.trainable_params / 1e6
+            ax.errorbar(x, r.acc, yerr=r.acc_std or 0.0, fmt=MARKERS[i % len(MARKERS)], ms=8,
+                        capsize=3, color=colors[i % 20], label=_short(r))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("trainable parameters (millions, log scale)")
+        ax.set_ylabel(f"top-1 {_acc_name(task_rows)} accuracy (%)")
+        ax.set_title(f"Accuracy vs trainable parameters\n{model} on {dataset}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def _short(r: Row) -> str:
+    if r.method == "fapft" and "topk" in r.options:
+        return f"fapft k={r.options['topk']} {r.options.get('mode', '')}".strip()
+    return r.method
+
+
+def manual_strategies(rows: Sequence[Row], path: Path) -> str:
+    """Fig. 3: the manual partial strategies next to full fine-tuning (dashed line)."""
+    tasks = {k: v for k, v in _by_task(rows).items() if _has_manual(v)}
+    fig, axes = _panels(len(tasks), width=7.5)
+    for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
+        chosen = sorted((r for r in task_rows if r.method in MANUAL and r.acc is not None),
+                        key=lambda r: MANUAL.index(r.method))
+        accs = [r.acc for r in chosen]
+        colors = ["tab:gray" if r.method == "full" else "tab:blue" for r in chosen]
+        bars = ax.bar(range(len(chosen)), accs, yerr=[r.acc_std or 0 for r in chosen],
+                      color=colors, capsize=3)
+        lo, hi = min(accs), max(accs)
+        pad = max(1.0, 0.15 * (hi - lo))
+        ax.set_ylim(lo - 2 * pad, hi + 2 * pad)
+        for bar, r in zip(bars, chosen):
+            ax.annotate(f"{r.trainable_params / 1e6:.2f}M", (bar.get_x() + bar.get_width() / 2,
+                        lo - 2 * pad), ha="center", va="bottom", fontsize=8, color="white",
+                        xytext=(0, 4), textcoords="offset points")
+        full = next(r.acc for r in chosen if r.method == "full")
+        ax.axhline(full, ls="--", color="black", lw=1, label="full fine-tuning")
+        ax.set_xticks(range(len(chosen)), [r.method for r in chosen], rotation=35, ha="right")
+        ax.set_xlabel("fine-tuning strategy (in bar: trainable parameters)")
+        ax.set_ylabel(f"top-1 {_acc_name(chosen)} accuracy (%)")
+        ax.set_title(f"Manual partial fine-tuning vs full\n{model} on {dataset}")
+        ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, path)
+
+
+def _has_manual(rows: Sequence[Row]) -> bool:
+    methods = {r.method for r in rows if r.acc is not None}
+    return "full" in methods and bool(methods & set(MANUAL[1:]))
+
+
+def angle_ranks(sets: Sequence[AngleSet], path: Path) -> str:
+    """Fig. 4: per homogeneous group, the rank (1 = largest angle) of each layer in each set."""
+    groups = [g for g, ids in sets[0].groups.items() if len(ids) > 1]
+    for s in sets[1:]:
+        missing = [i for g in groups for i in sets[0].groups[g] if i not in s.angles]
+        if missing:
+            raise PartialFTError(f"angles {s.label} lack layer {missing[0]} that {sets[0].label} "
+                                 "has; compare angles of the same model only.")
+    fig, axes = _panels(len(groups), width=max(4.0, 1.1 * len(sets) + 2.5),
+                        height=max(4.0, 0.45 * max(len(sets[0].groups[g]) for g in groups) + 2))
+    for ax, group in zip(axes, groups):
+        ids = sets[0].groups[group]
+        ranks = np.array([rank(s.angles, ids) for s in sets]).T  # (layers, sets)
+        im = ax.imshow(ranks, cmap="Blues", aspect="auto", vmin=1, vmax=len(ids))
+        for (i, j), value in np.ndenumerate(ranks):
+            dark = value > 0.6 * len(ids)
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+        ax.set_xticks(range(len(sets)), [s.label for s in sets], rotation=35, ha="right")
+        ax.set_yticks(range(len(ids)), ids, fontsize=7)
+        ax.set_xlabel("angle set (run / angles file)")
+        ax.set_ylabel("layer (depth increases downward)")
+        tau = _mean_tau(sets, ids)
+        tau_text = f"mean Kendall tau {tau:.3f}" if tau is not None else "one set: no tau"
+        ax.set_title(f"Fine-tuned angle ranks, group {group}\n{tau_text}")
+        bar = fig.colorbar(im, ax=ax, label="rank (1 = largest angle)")
+        bar.set_ticks(sorted({1, len(ids), *range(1, len(ids) + 1, max(1, len(ids) // 6))}))
+    return _save(fig, path)
+
+
+def _mean_tau(sets: Sequence[AngleSet], ids: list[str]) -> float | None:
+    pairs = list(itertools.combinations(sets, 2))
+    if not pairs:
+        return None
+    taus = [kendall_tau({i: a.angles[i] for i in ids}, {i: b.angles[i] for i in ids})
+            for a, b in pairs]
+    return float(np.mean(taus))
+
+
+def _topk(r: Row) -> int | None:
+    try:
+        return int(str(r.options.get("topk")))
+    except ValueError:
+        return None
+
+
+def topk_mode(rows: Sequence[Row], path: Path) -> str:
+    """Fig. 6: FAPFT accuracy against top-k for largest/smallest angles, full FT dashed."""
+    tasks = {k: v for k, v in _by_task(rows).items() if _fapft_points(v)}
+    fig, axes = _panels(len(tasks))
+    for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
+        points = _fapft_points(task_rows)
+        for mode, marker in (("large", "o"), ("small", "s")):
+            pts = sorted((k, r) for k, r in points if r.options.get("mode") == mode)
+            if pts:
+                ax.errorbar([k for k, _ in pts], [r.acc for _, r in pts], marker=marker,
+                            yerr=[r.acc_std or 0 for _, r in pts], capsize=3,
+                            label=f"{'largest' if mode == 'large' else 'smallest'} angles")
+        full = [r for r in task_rows if r.method == "full" and r.acc is not None]
+        if full:
+            ax.axhline(full[0].acc, ls="--", color="black", lw=1, label="full fine-tuning (FFT)")
+        ax.set_xticks(sorted({k for k, _ in points}))
+        ax.set_xlabel("top-k (layers fine-tuned per homogeneous group)")
+        ax.set_ylabel(f"top-1 {_acc_name(task_rows)} accuracy (%)")
+        ax.set_title(f"FAPFT: top-k and angle magnitude\n{model} on {dataset}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def _fapft_points(rows: Sequence[Row]) -> list[tuple[int, Row]]:
+    return [(_topk(r), r) for r in rows if r.method == "fapft" and r.acc is not None
+            and _topk(r) is not None and r.options.get("mode") in ("large", "small")]
+
+
+def make_all(rows: Sequence[Row], angle_sets: Sequence[AngleSet], out: Path
+             ) -> tuple[dict[str, str], dict[str, str]]:
+    """Draw every figure the inputs have data for; returns (made, skipped with reasons)."""
+    made: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    checks = [
+        ("fig1_accuracy_vs_params", accuracy_vs_params,
+         any(r.acc is not None and r.trainable_params for r in rows),
+         "no run has an accuracy and a trainable-parameter count", rows),
+        ("fig3_manual_strategies", manual_strategies,
+         any(_has_manual(v) for v in _by_task(rows).values()),
+         "needs a full fine-tuning run and a manual-strategy run of the same model and dataset",
+         rows),
+        ("fig4_angle_ranks", angle_ranks, bool(angle_sets) and any(
+            len(ids) > 1 for ids in angle_sets[0].groups.values()),
+         "no angles files (angles.json in a run dir, or FILE.json) were given", angle_sets),
+        ("fig6_topk_mode", topk_mode, any(_fapft_points(v) for v in _by_task(rows).values()),
+         "needs fapft runs whose selection has an integer topk and a mode", rows),
+    ]
+    for name, draw, ok, why, data in checks:
+        if ok:
+            made[name] = draw(data, out / f"{name}.png")
+        else:
+            skipped[name] = why
+    return made, skipped

@@ -1,0 +1,169 @@
+"""Uniform and greedy soups: exact averages, frozen tensors, int buffers, bases, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _fake_runs import make_base, make_run, perturbed
+
+from partialft.cli import main
+from partialft.errors import PartialFTError
+from partialft.soups import Ingredient, greedy_soup, uniform_soup
+
+BASE_META = {"model": "m", "num_classes": 3, "pretrained": False, "checkpoint": "b"}
+
+
+@pytest.fixture
+def base() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {"w": torch.zeros(2, 2), "b": torch.ones(3), "frozen": torch.randn(5),
+            "idx": torch.tensor([0, 1], dtype=torch.long)}
+
+
+def ing(name: str, delta: dict, acc: float = 50.0, base: dict | None = None) -> Ingredient:
+    return Ingredient(name, delta, {"best_acc": acc, "trainable_params": 10 * len(delta)},
+                      base or dict(BASE_META))
+
+
+def test_uniform_soup_averages_exactly_over_all_ingredients(base):
+    a = ing("a", {"w": torch.full((2, 2), 3.0), "idx": torch.tensor([5, 6])})
+    b = ing("b", {"b": torch.full((3,), 5.0), "idx": torch.tensor([7, 8])})
+    full = ing("full", {**base, "w": torch.full((2, 2), 6.0)})  # a full checkpoint
+    soup = uniform_soup(base, [a, b, full])
+    assert torch.equal(soup.delta["w"], torch.full((2, 2), 3.0))  # (3 + 0 + 6) / 3
+    assert torch.equal(soup.delta["b"], torch.full((3,), 7 / 3))  # (1 + 5 + 1) / 3
+    assert torch.equal(soup.delta["idx"], torch.tensor([5, 6]))  # first ingredient's, no mean
+    assert soup.delta["idx"].dtype == torch.long
+    assert "frozen" not in soup.delta  # nobody changed it: stays the base's
+    merged = {**base, **soup.delta}
+    assert torch.equal(merged["frozen"], base["frozen"])
+
+
+def test_identical_values_stay_bit_identical(base):
+    value = torch.randn(2, 2) * 1e-3 + 0.1
+    soup = uniform_soup(base, [ing(str(i), {"w": value.clone()}) for i in range(7)])
+    assert torch.equal(soup.delta["w"], value)
+
+
+def test_greedy_keeps_only_strict_improvements(base):
+    a = ing("a", {"w": torch.full((2, 2), 1.0)}, acc=70.0)
+    b = ing("b", {"w": torch.full((2, 2), 2.0)}, acc=90.0)
+    c = ing("c", {"w": torch.full((2, 2), 4.0)}, acc=80.0)
+    script = iter([50.0, 60.0, 60.0])  # b alone, b+c (better: kept), b+c+a (equal: rejected)
+    seen = []
+
+    def evaluate(state):
+        seen.append(state["w"][0, 0].item())
+        return next(script)
+
+    soup = greedy_soup(base, [a, b, c], evaluate)
+    assert seen == pytest.approx([2.0, 3.0, 7 / 3])  # by held-out accuracy: b, c, a
+    assert soup.used == ["b", "c"] and soup.rejected == ["a"]
+    assert torch.equal(soup.delta["w"], torch.full((2, 2), 3.0))
+    assert soup.val_acc == 60.0
+    assert [h["kept"] for h in soup.history] == [True, True, False]
+
+
+def test_greedy_rejects_a_worse_ingredient_then_keeps_a_better_one(base):
+    ings = [ing(n, {"w": torch.full((2, 2), float(i))}, acc=90.0 - i)
+            for i, n in enumerate("xyz")]
+    soup = greedy_soup(base, ings, lambda s: {0.0: 10.0, 0.5: 5.0, 1.0: 11.0}[
+        round(s["w"][0, 0].item(), 4)])
+    assert soup.used == ["x", "z"] and soup.rejected == ["y"]
+
+
+def test_different_bases_are_refused(base):
+    other = {**BASE_META, "num_classes": 10}
+    with pytest.raises(PartialFTError, match="num_classes"):
+        uniform_soup(base, [ing("a", {"w": base["w"] + 1}),
+                            ing("b", {"w": base["w"] + 2}, base=other)])
+
+
+def test_mis_shaped_ingredient_is_refused(base):
+    with pytest.raises(PartialFTError, match="shape"):
+        uniform_soup(base, [ing("a", {"w": torch.zeros(3, 3)})])
+
+
+def digest(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    base = make_base(tmp_path)
+    r1 = make_run(tmp_path / "r1", base, perturbed(base, ("blocks.0.attn", "head"), 0.5),
+                  layers=["blocks.0.attn"], best_acc=60.0)
+    r2 = make_run(tmp_path / "r2", base, perturbed(base, ("blocks.1.mlp", "head"), -0.25),
+                  layers=["blocks.1.mlp"], best_acc=70.0)
+    return base, r1, r2
+
+
+def test_cli_uniform_soup_writes_a_run_dir(tmp_path, two_runs, capsys):
+    from partialft.runs import base_state, load_run_model
+
+    base, r1, r2 = two_runs
+    before = digest(r1), digest(r2)
+    out = tmp_path / "soup"
+    assert main(["soup", str(r1), str(r2), "--out", str(out), "--no-eval"]) == 0
+    assert (digest(r1), digest(r2)) == before  # ingredients untouched
+    summary = json.loads((out / "summary.json").read_text())
+    s1, s2 = (json.loads((r / "summary.json").read_text()) for r in (r1, r2))
+    assert summary["method"] == "soup" and summary["soup"] == "uniform"
+    assert summary["trainable_params"] == s1["trainable_params"] + s2["trainable_params"]
+    assert summary["layers"] == ["blocks.0.attn", "blocks.1.mlp"]
+    model, _ = load_run_model(out)
+    pre = base_state(r1)
+    state = model.state_dict()
+    for key, value in pre.items():
+        if key.startswith(("blocks.0.attn", "blocks.1.mlp")) and value.is_floating_point():
+            shift = 0.25 if key.startswith("blocks.0") else -0.125
+            assert torch.allclose(state[key], value + shift, atol=1e-6), key
+        elif key.startswith("head"):
+            assert torch.allclose(state[key], value + 0.125, atol=1e-6)
+        else:
+            assert torch.equal(state[key], value), key  # frozen: bit-identical to the base
+    assert main(["soup", str(r1), str(r2), "--out", str(out), "--no-eval"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["soup", str(r1), str(r2), "--out", str(out), "--no-eval", "--overwrite"]) == 0
+
+
+def test_cli_greedy_soup_with_scripted_evaluator(tmp_path, two_runs, monkeypatch):
+    import partialft.commands.soup as soup_cmd
+
+    _, r1, r2 = two_runs
+    scores = {"val": iter([80.0, 79.0]), "test": iter([77.0])}
+    monkeypatch.setattr(soup_cmd, "make_evaluator",
+                        lambda run, split, *a, **k: lambda state: next(scores[split]))
+    out = tmp_path / "greedy"
+    assert main(["soup", str(r1), str(r2), "--greedy", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["used"] == [str(r2)] and summary["rejected"] == [str(r1)]
+    assert summary["best_acc"] == 80.0 and summary["test_acc"] == 77.0
+    assert summary["trainable_params"] == json.loads(
+        (r2 / "summary.json").read_text())["trainable_params"]
+
+
+def test_cli_refuses_different_bases(tmp_path, two_runs, capsys):
+    _, r1, _ = two_runs
+    other = make_base(tmp_path, num_classes=5, seed=1)
+    r3 = make_run(tmp_path / "r3", other, perturbed(other, ("head",), 1.0))
+    assert main(["soup", str(r1), str(r3), "--out", str(tmp_path / "x"), "--no-eval"]) == 2
+    err = capsys.readouterr().err
+    assert "same base" in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cli_greedy_soup_evaluates_on_the_val_split(tmp_path, two_runs):
+    _, r1, r2 = two_runs
+    out = tmp_path / "real"
+    assert main(["soup", str(r1), str(r2), "--greedy", "--out", str(out), "--device", "cpu",
+                 "--batch-size", "32"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    history = summary["greedy_history"]
+    assert [h["ingredient"] for h in history] == [str(r2), str(r1)]  # by best_acc 70 > 60
+    assert summary["best_acc"] == max(h["val_acc"] for h in history if h["kept"])
+    assert 0.0 <= summary["test_acc"] <= 100.0
