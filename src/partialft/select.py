@@ -205,16 +205,7 @@ def parse_topk(topk: int | str | Sequence[int] | None, layer_map: LayerMap, mode
     """Top-k per stage from one number, ``"0,0,6,2"``, a list, or None (Table 7 default)."""
     if topk is None or topk == "":
         return default_topk(layer_map, mode)
-    if isinstance(topk, str):
-        try:
-            values = [int(v) for v in topk.split(",")]
-        except ValueError:
-            raise PartialFTError(f"top-k {topk!r} is not a number or a comma-separated list of "
-                                 "numbers such as 4 or 0,0,6,2.") from None
-    elif isinstance(topk, int):
-        values = [topk]
-    else:
-        values = [int(v) for v in topk]
+    values = _topk_values(topk)
     stages = layer_map.num_stages
     if len(values) == 1:
         values = values * stages
@@ -225,3 +216,21 @@ def parse_topk(topk: int | str | Sequence[int] | None, layer_map: LayerMap, mode
         raise PartialFTError(f"top-k {','.join(map(str, values))} has a negative value; each "
                              "must be 0 or more.")
     return values
+
+
+def _topk_values(topk: int | str | Sequence[int]) -> list[int]:
+    """Whole numbers from ``4``, ``"0,0,6,2"`` or ``[0, 0, 6, 2]``; anything else is an error."""
+    items = topk.split(",") if isinstance(topk, str) else [topk] if isinstance(topk, int) \
+        else topk
+    try:
+        values = [_whole(v) for v in items]
+    except (TypeError, ValueError):
+        raise PartialFTError(f"top-k {topk!r} is not a whole number or a comma-separated list "
+                             "of them such as 4 or 0,0,6,2.") from None
+    return values
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value.strip()) if isinstance(value, str) else int(value)
