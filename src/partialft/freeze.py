@@ -74,7 +74,7 @@ def apply_selection(model: nn.Module, layer_map: LayerMap, selection: Selection,
     names = trainable_names(layer_map, selection, train_non_residual, extra)
     for name, param in model.named_parameters():
         param.requires_grad_(name in names)
-    _freeze_batchnorm_stats(model)
+    _freeze_batchnorm_stats(model, names)
     return summarize(layer_map, names)
 
 
@@ -82,13 +82,22 @@ def _keep_eval(module: nn.Module, _args: Any) -> None:
     module.train(False)
 
 
-def _freeze_batchnorm_stats(model: nn.Module) -> None:
+def _bn_is_frozen(name: str, module: nn.Module, trainable: set[str]) -> bool:
+    """Frozen when its affine parameters are; without any, when nothing beside it trains."""
+    own = [f"{name}.{n}" for n, _ in module.named_parameters()]
+    if own:
+        return not any(n in trainable for n in own)
+    parent = name.rpartition(".")[0]
+    return not any(n.startswith(f"{parent}.") or not parent for n in trainable)
+
+
+def _freeze_batchnorm_stats(model: nn.Module, trainable: set[str]) -> None:
+    """Keep frozen BatchNorm layers in eval mode (a forward pre-hook), so running stats stay."""
     for handle in getattr(model, _BN_HOOKS, []):
         handle.remove()
     handles = []
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            params = list(module.parameters())
-            if not any(p.requires_grad for p in params):
+            if _bn_is_frozen(name, module, trainable):
                 handles.append(module.register_forward_pre_hook(_keep_eval))
     object.__setattr__(model, _BN_HOOKS, handles)
