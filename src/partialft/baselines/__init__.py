@@ -24,3 +24,17 @@ class Baseline(Protocol):
 
 
 BASELINES: dict[str, Baseline] = {}
+
+
+def _register() -> None:
+    """Register the four baselines (imported here, after Baseline and BASELINES exist)."""
+    from partialft.baselines.adapter import ADAPTER
+    from partialft.baselines.lora import LORA
+    from partialft.baselines.ssf import SSF_BASELINE
+    from partialft.baselines.vpt import VPT_DEEP
+
+    for baseline in (ADAPTER, VPT_DEEP, SSF_BASELINE, LORA):
+        BASELINES[baseline.name] = baseline
+
+
+_register()
