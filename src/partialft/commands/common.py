@@ -11,16 +11,17 @@ import torch
 import torch.nn as nn
 
 from partialft.errors import PartialFTError
-from partialft.models import create_model
+from partialft.models import check_fits, create_model, load_state_dict_file
 
 
 def add_model_args(parser: argparse.ArgumentParser, positional: bool = False,
                    pretrained_default: bool = False) -> None:
-    """MODEL (or --model), --num-classes, --checkpoint, --pretrained/--no-pretrained, --layer-spec."""
+    """MODEL or --model, --num-classes, --checkpoint, --pretrained/--no-pretrained, --layer-spec."""
+    model_help = "timm model name, e.g. vit_base_patch16_224"
     if positional:
-        parser.add_argument("model", metavar="MODEL", help="timm model name, e.g. vit_base_patch16_224")
+        parser.add_argument("model", metavar="MODEL", help=model_help)
     else:
-        parser.add_argument("--model", required=True, help="timm model name, e.g. vit_base_patch16_224")
+        parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="classes of the new head (default: the model's own)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -38,7 +39,10 @@ def model_from_args(args: argparse.Namespace, meta: bool = False) -> nn.Module:
     """Build the model the arguments name; ``meta`` builds it without memory (counts only)."""
     if meta:
         with torch.device("meta"):
-            return create_model(args.model, num_classes=args.num_classes)
+            model = create_model(args.model, num_classes=args.num_classes)
+        if getattr(args, "checkpoint", None):  # still check the file exists and fits the model
+            check_fits(model, load_state_dict_file(args.checkpoint), source=str(args.checkpoint))
+        return model
     return create_model(args.model, num_classes=args.num_classes, pretrained=args.pretrained,
                         checkpoint=args.checkpoint)
 
