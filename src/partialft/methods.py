@@ -52,7 +52,9 @@ def prepare(model: nn.Module, method: str, *, layer_spec: str | Path | dict | No
     baseline = BASELINES[method]
     model, own = baseline.apply(model, layer_map, **(baseline_options or {}))
     new_map = find_layers(model, layer_spec) if baseline.keeps_names else layer_map
-    selection = Selection(method, options=dict(baseline_options or {}))
+    # record resolved options, so a rebuild is right even if a default changes later
+    resolved = {k: o.default for k, o in getattr(baseline, "options", {}).items()}
+    selection = Selection(method, options={**resolved, **(baseline_options or {})})
     new_map = _with_all_params(new_map, model)
     summary = apply_selection(model, new_map, selection, train_non_residual, extra=own)
     return Prepared(model, new_map, selection, summary)

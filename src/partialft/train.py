@@ -70,7 +70,8 @@ def _trackers() -> str | None:
 
 def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> Setup:
     """Accelerator, run dir, data, model with its selection, optimizer, schedule and loss."""
-    acc = Accelerator(mixed_precision=_precision(cfg.amp), split_batches=True,
+    acc = Accelerator(cpu=not torch.cuda.is_available(),  # several CPU processes -> gloo
+                      mixed_precision=_precision(cfg.amp), split_batches=True,
                       gradient_accumulation_steps=cfg.grad_accum, log_with=_trackers(),
                       project_dir=cfg.out)
     run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process)
@@ -96,8 +97,8 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) ->
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None
     if cfg.compile:
         model = torch.compile(model)
+    aug_train, aug_eval = _augmenters(cfg, prepared.model, acc.device)  # before DDP wraps it
     model, optimizer = acc.prepare(model, optimizer)
-    aug_train, aug_eval = _augmenters(cfg, model, data, acc.device)
     return Setup(cfg, acc, run, data, prepared, model, optimizer, scheduler, criterion, mixup,
                  ema, aug_train, aug_eval, batches, base)
 
@@ -140,7 +141,7 @@ def augment_config(cfg: TrainConfig) -> Any:
                          random_erasing=cfg.random_erasing, crop_scale=(cfg.crop_scale, 1.0))
 
 
-def _augmenters(cfg: TrainConfig, model: nn.Module, data: Any, device: torch.device
+def _augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device
                 ) -> tuple[nn.Module, nn.Module]:
     from partialft.data import BatchAugment
 
