@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from partialft.errors import PartialFTError
 
 # Verb modules in the order `partialft --help` lists them.
-COMMANDS = ("layers", "angles", "plan", "train", "fapft", "soup", "eval", "report")
+COMMANDS = ("demo", "layers", "angles", "plan", "train", "fapft", "soup", "eval", "report", "pretrain")
 
 
 class Parser(argparse.ArgumentParser):
