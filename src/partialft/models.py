@@ -80,7 +80,8 @@ def load_state_dict_file(path: str | Path) -> StateDict:
                              "than tensors, which could run code; save it as safetensors or a "
                              "plain state dict.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise PartialFTError(f"checkpoint {path} is truncated or corrupt ({exc}).") from None
+        raise PartialFTError(f"checkpoint {path} is truncated or corrupt "
+                             f"({exc or type(exc).__name__}).") from None
     return _unwrap(obj, path)
 
 

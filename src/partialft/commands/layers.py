@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
               f"{la.num_params:>12,}")
     print("\nhomogeneous groups:")
     for group, layers in layer_map.groups().items():
-        print(f"  {group:<16} {len(layers):>3} layers x {layers[0].num_params:,} params")
+        sizes = sorted({la.num_params for la in layers})
+        each = f"x {sizes[0]:,}" if len(sizes) == 1 else f"of {sizes[0]:,}-{sizes[-1]:,}"
+        print(f"  {group:<16} {len(layers):>3} layers {each} params")
     print(f"head: {fmt_params(layer_map.count(layer_map.head_params))}; non-residual (frozen by "
           f"default): {fmt_params(layer_map.count(layer_map.non_residual_params()))}")
     return 0
