@@ -51,7 +51,9 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                    disable=not (progress and acc.is_main_process))
         start = time.perf_counter()
-        for x, y in loader(s.data.train, s.batches.sampler(epoch, p.step_in_epoch), cfg.workers):
+        batches = loader(s.data.train, s.batches.sampler(epoch, p.step_in_epoch), cfg.workers,
+                         acc.device)
+        for x, y in batches:
             loss, logits, y = _step(s, x, y)
             sums += torch.stack([loss.detach().double() * y.numel(),
                                  (logits.argmax(-1) == y).sum().double(),
