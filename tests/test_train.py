@@ -165,3 +165,19 @@ def test_fapft_pipeline_runs_and_skips_completed_stages(tmp_path, capsys):
     stamp = (tmp_path / "pipe" / "full" / "summary.json").stat().st_mtime_ns
     run_fapft(cfg, progress=False)
     assert (tmp_path / "pipe" / "full" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_bf16_autocast_on_cpu_and_tensorboard_logs(tmp_path):
+    pytest.importorskip("tensorboard")
+    summary = train(tiny(tmp_path / "bf16", amp="bf16", epochs=1), progress=False)
+    assert summary["precision"] == "bf16"
+    assert list((tmp_path / "bf16").rglob("events.out.tfevents*")), "no TensorBoard event file"
+
+
+def test_recipe_options_run_together(tmp_path):
+    summary = train(tiny(tmp_path / "recipe", epochs=1, mixup=0.8, cutmix=1.0, grad_accum=2,
+                         randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
+                         crop_scale=0.5, hflip=0.5, batch_size=4), progress=False)
+    record = metrics(tmp_path / "recipe")[0]
+    assert record["step"] == 5  # 40 images / (4 x 2 accumulation) optimizer steps
+    assert summary["best_acc"] is not None

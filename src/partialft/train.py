@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from timm.data import Mixup, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -70,6 +71,11 @@ def _trackers() -> str | None:
 
 def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> Setup:
     """Accelerator, run dir, data, model with its selection, optimizer, schedule and loss."""
+    # accelerate keeps one global state per process; clearing it (not the distributed
+    # PartialState) lets one process run several trainings with other precision or
+    # accumulation: the demo, the fapft pipeline, the tests.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     acc = Accelerator(cpu=not torch.cuda.is_available(),  # several CPU processes -> gloo
                       mixed_precision=_precision(cfg.amp), split_batches=True,
                       gradient_accumulation_steps=cfg.grad_accum, log_with=_trackers(),
