@@ -122,7 +122,7 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     cfg.img_size = img_size
     base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
             "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
-            "layer_spec": _absolute(cfg.layer_spec), "init_seed": cfg.seed}
+            "layer_spec": _absolute(cfg.layer_spec), "init_seed": _init_seed(cfg)}
     model = base_model(base)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
@@ -133,6 +133,13 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
     return prepared.model, prepared, data, base
+
+
+def _init_seed(cfg: TrainConfig) -> int:
+    """Seed of the weights no checkpoint gives. A pretrained model's new head is drawn from a
+    fixed seed, so runs that differ only in --seed share their base (and can be souped); a
+    model trained from scratch is initialised from --seed."""
+    return 0 if cfg.pretrained or cfg.checkpoint else cfg.seed
 
 
 def _absolute(path: str | None) -> str | None:
