@@ -164,6 +164,7 @@ class Reducer:
         return (os.getcwd, ())
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, timm and every verb
 def test_installed_script_exit_code_2_without_traceback() -> None:
     script = Path(sys.executable).with_name("partialft")
     proc = subprocess.run([str(script), "plan", "--model", "no_such_model", "--method", "attn"],
