@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from partialft.errors import PartialFTError
 
 # Verb modules in the order `partialft --help` lists them.
-COMMANDS = ("demo", "layers", "angles", "plan", "train", "fapft", "soup", "eval", "report", "pretrain")
+COMMANDS = ("demo", "layers", "angles", "plan", "train", "fapft", "soup", "eval", "report", "pretrain",
+            "bench")
 
 
 class Parser(argparse.ArgumentParser):
