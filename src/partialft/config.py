@@ -47,6 +47,8 @@ class TrainConfig:
     dataset: str = _f("digits", "cifar10, cifar100, fashion-mnist, digits, synthetic, "
                       "folder:PATH, cub, nabirds, flowers, dogs, cars")
     data_dir: str | None = _f(None, "where the dataset's files are (or are downloaded to)")
+    num_classes: int | None = _f(None, "classes of the data; checked against the dataset "
+                                 "(default: the dataset's)")
     img_size: int | None = _f(None, "input size (default: the model's)")
     val_fraction: float = _f(0.1, "share of the training split held out for validation")
     max_per_split: int | None = _f(None, "keep only the first N images of each split")
@@ -79,6 +81,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self._check_positive("epochs", "batch_size", "grad_accum")
+        if self.num_classes is not None:
+            self._check_positive("num_classes")
         self._check_range("val_fraction", 0.0, 1.0, upper_open=True)
         self._check_range("crop_scale", 0.05, 1.0)
         for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",

@@ -28,8 +28,10 @@ def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool 
     out = Path(cfg.out)
     full_dir = Path(reference) if reference and Path(reference).is_dir() else out / "full"
     if reference is None:
-        train(dataclasses.replace(cfg, method="full", out=str(full_dir)), resume=True,
-              progress=progress)
+        # selection settings do not affect the full run: a rerun with another --topk reuses it
+        full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
+                                   angles=None, topk=None, mode="large")
+        train(full, resume=True, progress=progress)
     angles_path = out / "angles.json"
     if not angles_path.is_file():
         angles = _angles(cfg, full_dir, reference)
@@ -71,14 +73,19 @@ def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> d
     summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
                                "topk": fapft["config"].get("topk"),
                                "mode": fapft["config"].get("mode")}
-    if full is not None:
+    if full is not None and None not in (fapft["test_acc"], full["test_acc"]):
         summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
+    if full is not None:
         summary["param_ratio"] = fapft["trainable_params"] / full["trainable_params"]
     lines = ["| run | best val acc (%) | test acc (%) | trainable params | wall (s) |",
              "|---|---:|---:|---:|---:|"]
     for name, r in table.items():
-        lines.append(f"| {name} | {r['best_acc']:.2f} | {r['test_acc']:.2f} | "
+        lines.append(f"| {name} | {r['best_acc']:.2f} | {_num(r['test_acc'])} | "
                      f"{r['trainable_params']:,} | {r['wall_s']:.1f} |")
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
     return summary
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
         start = time.perf_counter()
         batches = loader(s.data.train, s.batches.sampler(epoch, p.step_in_epoch), cfg.workers,
                          acc.device)
-        for x, y in batches:
+        for x, y in _iterate(batches):
             loss, logits, y = _step(s, x, y)
             sums += torch.stack([loss.detach().double() * y.numel(),
                                  (logits.argmax(-1) == y).sum().double(),
@@ -87,6 +88,17 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
     return True
 
 
+def _iterate(batches: Iterable[Any]) -> Iterator[Any]:
+    """Start iterating ``batches`` without touching the global RNG.
+
+    A DataLoader draws its workers' base seed from the global torch RNG when iteration starts; a
+    run resumed mid-epoch starts one more iteration than an uninterrupted run, which shifted
+    every later random augmentation. Drawing that seed inside a fork keeps both runs identical.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return iter(batches)
+
+
 def _step(s: Setup, x: torch.Tensor, y: torch.Tensor
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One micro-batch: augment on the device, forward, backward, maybe an optimizer step."""
@@ -112,6 +124,17 @@ def _check_finite(sums: torch.Tensor, p: Progress) -> None:
     if not math.isfinite(float(sums[0])):
         raise PartialFTError(
             f"the training loss became non-finite at step {p.global_step}; the run stopped and "
+            "keeps its last good resume point (lower --lr or enable --grad-clip, then --resume).")
+
+
+def _check_finite_weights(s: Setup, p: Progress) -> None:
+    """A finite loss can still end in non-finite weights (an overflowing gradient)."""
+    model = s.acc.unwrap_model(s.model)
+    bad = next((n for n, w in model.named_parameters()
+                if w.requires_grad and not bool(w.detach().isfinite().all())), None)
+    if bad is not None:
+        raise PartialFTError(
+            f"the weights became non-finite ({bad}) by step {p.global_step}; the run stopped and "
             "keeps its last good resume point (lower --lr or enable --grad-clip, then --resume).")
 
 
@@ -146,6 +169,8 @@ def _end_epoch(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> Non
 
 def _save(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> None:
     """Write metrics.jsonl and a resume point (trainable tensors, optimizer, EMA, counters)."""
+    _check_finite(sums, p)  # never replace the last good resume point with a diverged one
+    _check_finite_weights(s, p)
     p.train_s += seconds
     p.elapsed_s += seconds
     p.loss_sum, p.correct, p.seen = (float(v) for v in sums.tolist())

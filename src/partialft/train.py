@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from timm.data import Mixup, resolve_data_config
@@ -21,13 +22,12 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
-from tqdm.auto import tqdm
 
 from partialft.checkpoints import DELTA, FULL, SUMMARY, save_delta, save_tensors
 from partialft.config import TrainConfig, write_config
 from partialft.errors import PartialFTError
 from partialft.io import atomic_write_json, atomic_write_text
-from partialft.loaders import Batches, evaluate, loader
+from partialft.loaders import Batches, evaluate
 from partialft.methods import Prepared, prepare
 from partialft.models import default_input_size
 from partialft.rundir import RunDir
@@ -119,7 +119,11 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
                           val_fraction=cfg.val_fraction, seed=cfg.seed,
                           split_file=run.file(SPLIT), max_per_split=cfg.max_per_split,
                           augment=augment_config(cfg))
-    cfg.img_size = img_size
+    if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
+        raise PartialFTError(f"num_classes {cfg.num_classes} does not match dataset "
+                             f"{cfg.dataset}, which has {data.num_classes} classes; pass "
+                             f"--num-classes {data.num_classes} or leave it out.")
+    cfg.img_size, cfg.num_classes = img_size, data.num_classes
     base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
             "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
             "layer_spec": _absolute(cfg.layer_spec), "init_seed": _init_seed(cfg)}
@@ -169,6 +173,8 @@ def _augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device
 def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
           progress: bool = True) -> dict[str, Any] | None:
     """Train one run; returns its summary, or None when stopped early by ``max_steps``."""
+    if resume and not overwrite:
+        check_resumable(cfg)
     if resume and (Path(cfg.out) / SUMMARY).is_file():
         return json.loads((Path(cfg.out) / SUMMARY).read_text())  # already complete
     s = build(cfg, overwrite=overwrite, resume=resume)
@@ -187,6 +193,27 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                              "to keep the same global batch).") from None
     finally:
         s.run.close()
+
+
+# settings that may change between a run and its --resume: they do not change the results
+RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile")
+
+
+def check_resumable(cfg: TrainConfig) -> None:
+    """Refuse to --resume a run dir with settings that differ from its config.yaml."""
+    path = Path(cfg.out) / CONFIG
+    if not path.is_file():
+        return
+    saved = yaml.safe_load(path.read_text()) or {}
+    for key, value in cfg.to_dict().items():
+        if key in RUNTIME_ONLY or key not in saved:
+            continue
+        if value is None and key in ("img_size", "num_classes"):
+            continue  # resolved from the model/data when the run started
+        if saved[key] != value:
+            raise PartialFTError(f"--resume of {cfg.out} with {key}={value!r}, but the run was "
+                                 f"started with {key}={saved[key]!r}; resume with the same "
+                                 "settings, or use --overwrite or another --out.")
 
 
 def _scalar_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -209,7 +236,9 @@ def _finish(s: Setup) -> dict[str, Any]:
     """Test accuracy, delta (and full) checkpoint, summary.json."""
     cfg, acc = s.cfg, s.acc
     model = _final_model(s)
-    test_acc = evaluate(model, s.data.test, s.augment_eval, acc, cfg.batch_size, cfg.workers)
+    test_acc = None  # a folder dataset may have no test/ split
+    if s.data.test is not None:
+        test_acc = evaluate(model, s.data.test, s.augment_eval, acc, cfg.batch_size, cfg.workers)
     state = s.run.load_state()
     info = state[1] if state else {}
     summary = {
@@ -231,8 +260,8 @@ def _finish(s: Setup) -> dict[str, Any]:
         if cfg.save_full:
             save_tensors(s.run.file(FULL), model.state_dict(),
                          {"format": "partialft-delta", "base": s.base, "selection": selection})
-        atomic_write_json(s.run.file(SUMMARY), summary)
         atomic_write_text(s.run.file("README.md"), _run_readme(summary))
+        atomic_write_json(s.run.file(SUMMARY), summary)  # last: it marks the run as finished
     acc.wait_for_everyone()
     return summary
 
@@ -256,5 +285,9 @@ def _run_readme(summary: dict[str, Any]) -> str:
     return (f"# {summary['method']} on {summary['dataset']}\n\nmodel {summary['model']}, "
             f"trainable {summary['trainable_params']:,} of {summary['total_params']:,} "
             f"parameters; best val acc {acc if acc is None else round(acc, 2)}%, "
-            f"test acc {round(summary['test_acc'], 2)}%, {summary['wall_s']:.1f} s on "
+            f"test acc {fmt_pct(summary['test_acc'])}, {summary['wall_s']:.1f} s on "
             f"{summary['device']}.\n")
+
+
+def fmt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"

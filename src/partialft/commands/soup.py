@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise PartialFTError("--greedy needs held-out accuracies; drop --no-eval.")
     from partialft.runs import base_state, is_run_dir
 
+    _check_out(Path(args.out), args.runs, args.overwrite)
     bad = [r for r in args.runs if not is_run_dir(r)]
     if bad:
         raise PartialFTError(f"{bad[0]} is not a finished run dir (summary.json and "
@@ -95,8 +99,35 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_eval:
         test = make_evaluator(args.runs[0], "test", device, args.batch_size, args.workers)
         accuracies["test_acc"] = test({**base, **result.delta})
-    out = write_soup_run(args.out, ingredients, result, accuracies, overwrite=args.overwrite)
+    out = _write_whole(Path(args.out), ingredients, result, accuracies)
     return _print(args, out, result, ingredients, accuracies)
+
+
+def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
+    """Fail before any work when --out is taken."""
+    if any(Path(r).resolve() == out.resolve() for r in runs):
+        raise PartialFTError(f"--out {out} is one of the ingredients; choose a new directory.")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise PartialFTError(f"--out {out} already exists; pass --overwrite to replace it.")
+
+
+def _write_whole(out: Path, ingredients: list, result: Any, accuracies: dict[str, Any]) -> Path:
+    """Write the soup into a hidden sibling dir, then rename it onto --out.
+
+    A crash (even ``kill -9``) never leaves a half-written --out, and rerunning the same command
+    completes the soup: it clears the sibling a crashed attempt left behind.
+    """
+    staging = out.parent / f".{out.name}.partial"
+    write_soup_run(staging, ingredients, result, accuracies, overwrite=True)
+    if out.exists():  # --overwrite (checked by _check_out) or an empty directory
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+    return out
 
 
 def _print(args: argparse.Namespace, out: Any, result: Any, ingredients: list,

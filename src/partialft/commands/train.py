@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.train import train
+    from partialft.train import fmt_pct, train
 
     cfg = load_config(args.config, overrides_from_args(args))
     summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress)
@@ -42,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
               f"'partialft train --out {cfg.out} --resume' (same flags).")
         return 0
     print(f"{summary['method']}: best val acc {summary['best_acc']:.2f}%, test acc "
-          f"{summary['test_acc']:.2f}%, {summary['trainable_params']:,} trainable parameters, "
+          f"{fmt_pct(summary['test_acc'])}, {summary['trainable_params']:,} trainable parameters, "
           f"{summary['wall_s']:.1f} s on {summary['device']}; run dir {cfg.out}")
     return 0
