@@ -46,14 +46,15 @@ def trainable_names(layer_map: LayerMap, selection: Selection, train_non_residua
     return names
 
 
-def summarize(layer_map: LayerMap, names: set[str]) -> FreezeSummary:
-    """Count trainable parameters per homogeneous group, the head and non-residual modules."""
+def summarize(layer_map: LayerMap, names: set[str], added: Iterable[str] = ()) -> FreezeSummary:
+    """Count trainable parameters per homogeneous group, the head, non-residual modules and the
+    ``added`` ones (a PEFT baseline's own modules)."""
+    added = [n for n in added if n in layer_map.param_numel]
     groups: dict[str, dict[str, int]] = {}
     parts = {g: [n for la in ls for n in la.param_names] for g, ls in layer_map.groups().items()}
     parts["head"] = list(layer_map.head_params)
-    parts["non_residual"] = layer_map.non_residual_params()
-    known = {n for ns in parts.values() for n in ns}
-    parts["added"] = [n for n in layer_map.param_numel if n not in known]  # e.g. PEFT modules
+    parts["non_residual"] = [n for n in layer_map.non_residual_params() if n not in set(added)]
+    parts["added"] = added
     for group, members in parts.items():
         if members:
             groups[group] = {"trainable": layer_map.count(n for n in members if n in names),
@@ -75,7 +76,7 @@ def apply_selection(model: nn.Module, layer_map: LayerMap, selection: Selection,
     for name, param in model.named_parameters():
         param.requires_grad_(name in names)
     _freeze_batchnorm_stats(model, names)
-    return summarize(layer_map, names)
+    return summarize(layer_map, names, added=extra)
 
 
 def _keep_eval(module: nn.Module, _args: Any) -> None:

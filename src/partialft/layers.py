@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,13 +177,16 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
-def find_layers(model: nn.Module, spec: dict[str, Any] | str | Path | None = None) -> LayerMap:
+def find_layers(model: nn.Module, spec: dict[str, Any] | str | Path | None = None,
+                ignore: Collection[str] = ()) -> LayerMap:
     """Return the residual layers and homogeneous groups of ``model``.
 
     With ``spec`` (a dict or a YAML/JSON file, see :func:`load_layer_spec`) any module works;
     otherwise the model's timm family decides, then timm's ``group_matcher`` as a best effort.
+    Parameters in ``ignore`` (a PEFT baseline's own) are left out, as if their modules were not
+    there.
     """
-    numel = {name: p.numel() for name, p in model.named_parameters()}
+    numel = {name: p.numel() for name, p in model.named_parameters() if name not in ignore}
     head = _head_params(model, numel)
     if spec is not None:
         spec_dict = load_layer_spec(spec) if isinstance(spec, (str, Path)) else spec

@@ -51,7 +51,9 @@ def prepare(model: nn.Module, method: str, *, layer_spec: str | Path | dict | No
         return Prepared(model, layer_map, selection, summary)
     baseline = BASELINES[method]
     model, own = baseline.apply(model, layer_map, **(baseline_options or {}))
-    new_map = find_layers(model, layer_spec) if baseline.keeps_names else layer_map
+    own = list(own)
+    new_map = find_layers(model, layer_spec, ignore=set(own)) if baseline.keeps_names \
+        else layer_map
     # record resolved options, so a rebuild is right even if a default changes later
     resolved = {k: o.default for k, o in getattr(baseline, "options", {}).items()}
     selection = Selection(method, options={**resolved, **(baseline_options or {})})
