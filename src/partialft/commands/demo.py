@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and args.overwrite:
         shutil.rmtree(out)
-    elif out.exists() and not (out / "scratch").exists():
+    elif out.is_dir() and any(out.iterdir()) and not (out / "scratch").exists():
         raise PartialFTError(f"{out} exists and is not a demo dir; pass --overwrite or choose "
                              "another --out.")
     start = time.perf_counter()

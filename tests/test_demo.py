@@ -1,0 +1,37 @@
+"""A shortened `partialft demo` end to end on the bundled backbone (offline, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from partialft.cli import main
+from partialft.demo import RUNS
+
+
+@pytest.mark.slow
+def test_short_demo_writes_six_runs_a_table_and_a_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--max-per-split", "96",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for name, method, pretrained in RUNS:
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["method"] == method
+        assert summary["config"]["pretrained"] is pretrained
+        assert f"| {name} |" in printed
+    fapft = json.loads((out / "fapft" / "selection.json").read_text())
+    assert fapft["mode"] == "small" and len(fapft["layers"]) == 8  # top-4 of attn and of ffn
+    assert (out / "demo.md").read_text().count("\n") == 2 + len(RUNS)
+    assert (out / "report" / "report.md").is_file()
+    assert list((out / "report").glob("*.png"))
+    assert str(out / "report") in printed
+
+
+def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
