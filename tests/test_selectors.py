@@ -1,0 +1,158 @@
+"""Selectors (probe-angle, grad, greedy, angle), auto mode, comparison and the select CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from partialft.cli import main
+from partialft.config import TrainConfig
+from partialft.errors import PartialFTError
+from partialft.layers import find_layers
+from partialft.runs import is_run_dir
+from partialft.selectors import (
+    auto_mode,
+    linear_probe,
+    load_task,
+    resolve_auto_mode,
+    run_selector,
+)
+
+TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "--img-size", "32",
+        "--max-per-split", "40", "--epochs", "2", "--batch-size", "8", "--amp", "no",
+        "--hflip", "0", "--warmup-epochs", "0.5"]
+
+
+def tiny(out: Path, **kw) -> TrainConfig:
+    """test_vit at 32 px on 4-class synthetic data: one epoch is 4 optimizer steps."""
+    base = dict(model="test_vit", pretrained=False, dataset="synthetic:4", img_size=32,
+                max_per_split=40, epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5,
+                hflip=0.0, amp="no", out=str(out), seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def layer_ids(cfg: TrainConfig) -> set[str]:
+    task = load_task(cfg)
+    return {la.id for la in find_layers(task.model()).layers}
+
+
+def test_grad_scores_cover_every_layer_finite_positive_and_select(tmp_path):
+    cfg = tiny(tmp_path / "g")
+    result = run_selector("grad", cfg, tmp_path / "g", batches=2)
+    assert set(result.scores) == layer_ids(cfg)
+    assert all(math.isfinite(v) and v > 0 for v in result.scores.values())
+    assert result.cost["backward_passes"] == 2 and result.cost["wall_s"] > 0
+    layer_map = find_layers(load_task(cfg).model())
+    large = result.choose(layer_map, topk=1, mode="large")
+    small = result.choose(layer_map, topk=1, mode="small")
+    assert len(large) == len(small) == 2  # one per homogeneous group (attn, ffn)
+    by_group = {g: [la.id for la in ls] for g, ls in layer_map.groups().items()}
+    for group, ids in by_group.items():
+        top = max(ids, key=result.scores.get)
+        assert top in large and min(ids, key=result.scores.get) in small, group
+
+
+def test_grad_scores_depend_on_the_head_fit(tmp_path):
+    cfg = tiny(tmp_path / "g")
+    fitted = run_selector("grad", cfg, tmp_path / "a", batches=1).scores
+    raw = run_selector("grad", cfg, tmp_path / "b", batches=1, fit_head=False).scores
+    assert fitted != raw
+
+
+def test_probe_angle_trains_a_fraction_of_the_schedule(tmp_path):
+    cfg = tiny(tmp_path / "p")
+    result = run_selector("probe-angle", cfg, tmp_path / "p", fraction=0.25)
+    assert result.cost["steps"] == math.ceil(0.25 * result.info["total_steps"]) == 3
+    assert set(result.scores) == layer_ids(cfg)
+    assert all(0.0 < v < 180.0 for v in result.scores.values())  # the probe moved every layer
+    assert not is_run_dir(tmp_path / "p" / "probe")  # stopped early by max_steps
+    with pytest.raises(PartialFTError, match="probe fraction"):
+        run_selector("probe-angle", cfg, tmp_path / "q", fraction=0.0)
+
+
+@pytest.mark.slow
+def test_greedy_stops_by_epsilon_and_reports_its_cost(tmp_path):
+    cfg = tiny(tmp_path / "gr")
+    stop = run_selector("greedy", cfg, tmp_path / "gr", steps=1, epsilon=1000.0, unit="block")
+    assert stop.layers == [] and stop.info["stop"].startswith("gain")
+    assert stop.cost["trainings"] == 1 + 6  # head only, then each of test_vit's 6 blocks
+    assert stop.cost["steps"] == 7 and stop.cost["wall_s"] > 0
+    grow = run_selector("greedy", cfg, tmp_path / "gr2", steps=1, epsilon=-1000.0,
+                        max_layers=1, unit="block")
+    assert grow.info["stop"] == "max_layers" and grow.cost["trainings"] == 1 + 6
+    assert len(grow.layers) == 2  # one block: attn + ffn
+    history = grow.info["history"]
+    assert [h["round"] for h in history] == [0, 1] and history[1]["added"] == grow.layers
+    assert grow.choose(find_layers(load_task(cfg).model())) == grow.layers
+
+
+@pytest.mark.parametrize(("acc", "classes", "mode"), [
+    (88.70, 100, "small"), (97.90, 102, "small"), (86.20, 120, "small"),   # paper: easy
+    (82.04, 1000, "large"), (85.30, 200, "large"), (75.90, 555, "large"),  # paper: hard
+    (51.30, 196, "large"), (25.0, 4, "large"), (99.0, 2, "small"),
+])
+def test_auto_mode_rule(acc, classes, mode):
+    got, reason = auto_mode(acc, classes)
+    assert got == mode
+    assert f"{acc:.1f}%" in reason and ("easy" if mode == "small" else "hard") in reason
+
+
+def test_auto_mode_errors_and_threshold():
+    with pytest.raises(PartialFTError, match="2 classes"):
+        auto_mode(50.0, 1)
+    assert auto_mode(60.0, 10, threshold=0.5)[0] == "small"
+    assert auto_mode(60.0, 10)[0] == "large"
+
+
+def test_linear_probe_fits_the_head_and_resolves_a_mode(tmp_path):
+    cfg = tiny(tmp_path / "lp")
+    task = load_task(cfg)
+    model = task.model()
+    before = model.get_classifier().weight.detach().clone()
+    acc = linear_probe(task, model, steps=5)
+    assert 0.0 <= acc <= 100.0
+    assert not model.get_classifier().weight.detach().equal(before)
+    mode, reason, seconds = resolve_auto_mode(cfg, task)
+    assert mode in ("large", "small") and "linear probe" in reason and seconds > 0
+
+
+def test_unknown_selector_is_a_clear_error(tmp_path):
+    with pytest.raises(PartialFTError, match="unknown selector 'gard'"):
+        run_selector("gard", tiny(tmp_path), tmp_path)
+
+
+def test_cli_select_writes_scores_and_selection(tmp_path, capsys):
+    out = tmp_path / "sel"
+    args = ["select", "--selector", "grad", "--batches", "1", "--mode", "large", "--topk", "1",
+            *TINY, "--out", str(out)]
+    assert main(args) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["selector"] == "grad" and len(scores["angles"]) == 12
+    assert scores["cost"]["wall_s"] > 0
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["mode"] == "large" and len(selection["layers"]) == 2
+    assert "partialft train --method layers" in capsys.readouterr().out
+    assert main(args) == 2  # exists: needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_runs_full_selector_and_partial_runs(tmp_path):
+    from partialft.selectors_compare import compare_selectors
+
+    out = tmp_path / "cmp"
+    summary = compare_selectors(tiny(out, epochs=1), out, ["angle", "grad"],
+                                {"grad": {"batches": 1}}, topk="1")
+    names = [(r["selector"], r["mode"].split()[0]) for r in summary["rows"]]
+    assert names == [("full", "-"), ("angle", "large"), ("angle", "small"), ("grad", "large"),
+                     ("grad", "small")]
+    angle_row = summary["rows"][1]
+    assert angle_row["tau"] == pytest.approx(1.0)  # the reference against itself
+    assert angle_row["select_s"] == summary["rows"][0]["train_s"]  # angles cost a full run
+    assert all(len(r["layers"]) == 2 for r in summary["rows"][1:])
+    assert set(summary["auto_picks_better"]) == {"angle", "grad"}
+    assert "Kendall tau" in (out / "comparison.md").read_text()
+    assert is_run_dir(out / "grad" / "partial-small")
