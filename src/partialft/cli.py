@@ -16,7 +16,7 @@ from partialft.errors import PartialFTError
 
 # Verb modules in the order `partialft --help` lists them.
 COMMANDS = ("demo", "layers", "angles", "plan", "train", "fapft", "soup", "eval", "report", "pretrain",
-            "bench")
+            "bench", "select", "multitask")
 
 
 class Parser(argparse.ArgumentParser):
