@@ -1,0 +1,380 @@
+"""Pretrain a backbone on FractalDB-style categories rendered on the fly (``partialft pretrain``).
+
+Every step renders a fresh batch of fractal instances on the training device (seeded by
+``(seed, step, process)``, so a resumed run sees the same images as an uninterrupted one),
+trains the model to name the category (AdamW from timm, timm's cosine schedule with warm-up,
+accelerate for device and mixed precision) and, every ``eval_every`` steps, measures accuracy on
+a fixed held-out set of instances. The run dir holds::
+
+    config.json        the PretrainConfig
+    metrics.jsonl      one line per log interval: step, loss, train_acc, lr, images/s, val_acc
+    state/             resume point (weights, optimizer, counters), see partialft.rundir
+    model.safetensors  the final weights in float16: the file that ships as
+                       partialft/weights/partialft_vit_tiny.safetensors
+    MODEL_CARD.md      corpus, recipe, accuracy, wall time, device, date and the command
+    summary.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+
+from partialft.backbone import ARCH, NAME
+from partialft.checkpoints import SUMMARY, save_tensors
+from partialft.errors import PartialFTError, suggest
+from partialft.fractal import FractalConfig, FractalCorpus
+from partialft.io import append_line, atomic_write_json, atomic_write_text
+from partialft.models import input_size
+from partialft.rundir import RunDir
+
+METRICS = "metrics.jsonl"
+WEIGHTS = "model.safetensors"
+CARD = "MODEL_CARD.md"
+
+
+@dataclass
+class PretrainConfig:
+    """One pretraining run; every field is a ``partialft pretrain`` flag."""
+
+    out: str = "runs/pretrain"
+    model: str = NAME
+    categories: int = 100
+    seed: int = 0
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    val_per_category: int = 10
+    eval_every: int = 500
+    checkpoint_every: int = 200
+    log_every: int = 25
+    amp: str = "no"
+    chains: int = FractalConfig.chains
+    iters: int = FractalConfig.iters
+    max_steps: int | None = None
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("categories", "steps", "batch_size", "val_per_category", "eval_every",
+                     "checkpoint_every", "log_every", "chains", "iters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PartialFTError(f"{name} {value!r} is not valid; use a whole number >= 1.")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise PartialFTError(f"warmup_steps {self.warmup_steps} is not valid; use 0 <= "
+                                 f"warmup_steps < steps ({self.steps}).")
+        if self.amp not in ("no", "bf16", "fp16"):
+            raise PartialFTError(f"amp {self.amp!r} is not valid; use no, bf16 or fp16.")
+        for name in ("min_lr", "weight_decay", "label_smoothing", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use a number "
+                                     ">= 0.")
+        if not timm.is_model(self.model):
+            close = suggest(self.model, timm.list_models())
+            raise PartialFTError(f"unknown model {self.model!r}{close}; use a timm model name "
+                                 f"such as {NAME}.")
+        if not self.lr > 0:
+            raise PartialFTError(f"lr {self.lr} is not valid; use a positive number.")
+
+    def fractal(self, img_size: int) -> FractalConfig:
+        return FractalConfig(img_size=img_size, render_size=2 * img_size, chains=self.chains,
+                             iters=self.iters)
+
+
+@dataclass
+class Job:
+    """Everything the loop touches."""
+
+    cfg: PretrainConfig
+    acc: Accelerator
+    run: RunDir
+    corpus: FractalCorpus
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    val: tuple[torch.Tensor, torch.Tensor]
+    mean_std: tuple[torch.Tensor, torch.Tensor]
+    step: int = 0
+    elapsed_s: float = 0.0
+    val_acc: float | None = None
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from integers (NumPy's SeedSequence mixes them)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> 1)
+
+
+def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False) -> Job:
+    """Accelerator, run dir, corpus, model, optimizer and schedule (restored with ``resume``)."""
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.amp)
+    run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process)
+    torch.manual_seed(cfg.seed)
+    model = timm.create_model(cfg.model, num_classes=cfg.categories)
+    _, height, _ = input_size(model)
+    corpus = FractalCorpus(cfg.categories, cfg.seed, cfg.fractal(height), device=acc.device)
+    val = corpus.fixed_set(cfg.val_per_category, _seed(cfg.seed, 2))
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.steps, lr_min=cfg.min_lr,
+                                  warmup_t=cfg.warmup_steps, warmup_lr_init=cfg.lr * 0.01,
+                                  t_in_epochs=False)
+    model, optimizer = acc.prepare(model, optimizer)
+    pcfg = acc.unwrap_model(model).pretrained_cfg
+    mean_std = tuple(torch.tensor(pcfg.get(k, (0.5,) * 3), device=acc.device).view(1, -1, 1, 1)
+                     for k in ("mean", "std"))
+    job = Job(cfg, acc, run, corpus, model, optimizer, scheduler, val, mean_std)  # type: ignore[arg-type]
+    if acc.is_main_process:
+        atomic_write_json(run.file("config.json"), dataclasses.asdict(cfg))
+    _restore(job)
+    return job
+
+
+def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False,
+             progress: bool = True) -> dict[str, Any] | None:
+    """Run (or continue) pretraining; the summary, or None when stopped by ``max_steps``."""
+    if resume and (Path(cfg.out) / SUMMARY).is_file():
+        return json.loads((Path(cfg.out) / SUMMARY).read_text())
+    job = build(cfg, overwrite=overwrite, resume=resume)
+    try:
+        return _loop(job, progress)
+    finally:
+        job.run.close()
+
+
+def _loop(job: Job, progress: bool) -> dict[str, Any] | None:
+    cfg, acc = job.cfg, job.acc
+    stop = cfg.steps if cfg.max_steps is None else min(cfg.steps, cfg.max_steps)
+    sums, images = torch.zeros(3, device=acc.device), 0
+    last = start = time.perf_counter()
+    job.model.train()
+    while job.step < stop:
+        sums += _train_step(job)
+        job.step += 1
+        images += cfg.batch_size * acc.num_processes
+        if job.step % cfg.eval_every == 0 or job.step == cfg.steps:
+            job.val_acc = evaluate(job)
+        now = time.perf_counter()
+        job.elapsed_s += now - last
+        last = now
+        if job.step % cfg.log_every == 0 or job.step == stop:
+            _log(job, sums, images / max(now - start, 1e-9), progress)
+            sums, images, start = torch.zeros(3, device=acc.device), 0, now
+        if job.step % cfg.checkpoint_every == 0 or job.step == stop:
+            _save_state(job)
+    if job.step < cfg.steps:
+        return None
+    return _finish(job)
+
+
+def _train_step(job: Job) -> torch.Tensor:
+    """One optimizer step on a freshly rendered batch; returns (loss sum, correct, count)."""
+    cfg, acc = job.cfg, job.acc
+    gen = job.corpus.generator(_seed(cfg.seed, 1, job.step, acc.process_index))
+    x, y = job.corpus.sample(cfg.batch_size, gen)
+    with acc.autocast():
+        logits = job.model(_normalize(job, x))
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    acc.backward(loss)
+    if cfg.grad_clip > 0:
+        acc.clip_grad_norm_(job.model.parameters(), cfg.grad_clip)
+    job.optimizer.step()
+    job.optimizer.zero_grad(set_to_none=True)
+    job.scheduler.step_update(num_updates=job.step + 1)
+    n = torch.tensor(float(len(y)), device=acc.device)
+    correct = (logits.argmax(-1) == y).sum().float()
+    return torch.stack([loss.detach().float() * n, correct, n])
+
+
+def _normalize(job: Job, x: torch.Tensor) -> torch.Tensor:
+    mean, std = job.mean_std
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def evaluate(job: Job, batch: int = 256) -> float:
+    """Top-1 accuracy (percent) on the fixed held-out instances."""
+    job.model.eval()
+    x, y = job.val
+    correct = 0
+    for xb, yb in zip(x.split(batch), y.split(batch)):
+        with job.acc.autocast():
+            correct += int((job.model(_normalize(job, xb)).argmax(-1) == yb).sum())
+    job.model.train()
+    return 100.0 * correct / len(y)
+
+
+def _log(job: Job, sums: torch.Tensor, images_per_s: float, progress: bool) -> None:
+    loss_sum, correct, count = job.acc.reduce(sums, reduction="sum").tolist()
+    line = {"step": job.step, "loss": round(loss_sum / count, 4),
+            "train_acc": round(100 * correct / count, 2),
+            "lr": job.optimizer.param_groups[0]["lr"], "images_per_s": round(images_per_s, 1),
+            "elapsed_s": round(job.elapsed_s, 1), "val_acc": job.val_acc}
+    if job.acc.is_main_process:
+        append_line(job.run.file(METRICS), json.dumps(line))
+        if progress:
+            print(" ".join(f"{k} {v}" for k, v in line.items()), flush=True)
+
+
+# --- resume state ---------------------------------------------------------------------------
+
+def _save_state(job: Job) -> None:
+    """A resume point: weights, optimizer tensors (+ scalars and groups as JSON), counters."""
+    model = job.acc.unwrap_model(job.model)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim = job.optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in optim["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    info = {"global_step": job.step, "elapsed_s": job.elapsed_s, "val_acc": job.val_acc,
+            "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars}}
+    job.run.save_state(tensors, info)
+
+
+def _restore(job: Job) -> None:
+    """Continue from the last resume point in the run dir, if there is one."""
+    loaded = job.run.load_state()
+    if loaded is None:
+        return
+    tensors, info = loaded
+    model = job.acc.unwrap_model(job.model)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in info["optimizer"]["scalars"].items():
+        state.setdefault(int(idx), {}).update(scalars)
+    job.optimizer.load_state_dict({"state": state,
+                                   "param_groups": info["optimizer"]["param_groups"]})
+    job.step, job.elapsed_s, job.val_acc = info["global_step"], info["elapsed_s"], info["val_acc"]
+    job.scheduler.step_update(num_updates=job.step)
+    if job.acc.is_main_process and job.run.file(METRICS).is_file():  # drop lines past the state
+        lines = job.run.file(METRICS).read_text().splitlines()
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= job.step]
+        atomic_write_text(job.run.file(METRICS), "".join(ln + "\n" for ln in kept))
+
+
+# --- results --------------------------------------------------------------------------------
+
+def _finish(job: Job) -> dict[str, Any]:
+    """Final weights (float16), summary.json and MODEL_CARD.md."""
+    cfg, acc = job.cfg, job.acc
+    model = acc.unwrap_model(job.model)
+    val_acc = job.val_acc if job.val_acc is not None else evaluate(job)
+    summary = {
+        "model": cfg.model, "categories": cfg.categories, "seed": cfg.seed, "steps": cfg.steps,
+        "images_seen": cfg.steps * cfg.batch_size * acc.num_processes,
+        "val_images": len(job.val[1]), "val_acc": round(val_acc, 2),
+        "final_train_loss": _last_metric(job, "loss"),
+        "final_train_acc": _last_metric(job, "train_acc"),
+        "wall_s": round(job.elapsed_s, 1), "device": device_name(acc.device),
+        "processes": acc.num_processes, "precision": acc.mixed_precision,
+        "torch_threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "fractal": dataclasses.asdict(job.corpus.cfg), "config": dataclasses.asdict(cfg),
+    }
+    if acc.is_main_process:
+        half = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
+                for k, v in model.state_dict().items()}
+        meta = {k: summary[k] for k in ("model", "categories", "seed", "steps", "val_acc", "date")}
+        save_tensors(job.run.file(WEIGHTS), half, {"format": "partialft-backbone", **meta})
+        atomic_write_json(job.run.file(SUMMARY), summary)
+        atomic_write_text(job.run.file(CARD), model_card(summary))
+    acc.wait_for_everyone()
+    return summary
+
+
+def _last_metric(job: Job, key: str) -> float | None:
+    path = job.run.file(METRICS)
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    return json.loads(lines[-1])[key] if lines else None
+
+
+def device_name(device: torch.device) -> str:
+    """'cuda (NVIDIA H100 ...)' or 'cpu (model name from /proc/cpuinfo)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu ({line.split(':', 1)[1].strip()})"
+    return device.type
+
+
+def model_card(s: dict[str, Any]) -> str:
+    """The MODEL_CARD.md of a finished run, from its summary."""
+    c, f = s["config"], s["fractal"]
+    rows = [
+        ("architecture", f"timm `{s['model']}`"
+         + (" (VisionTransformer: " + ", ".join(f"{k} {v}" for k, v in ARCH.items()) + ")"
+            if s["model"] == NAME else "") + f", {s['params']:,} parameters"),
+        ("corpus", f"{s['categories']} IFS categories (seed {s['seed']}), {f['min_maps']}-"
+         f"{f['max_maps']} affine maps each, accepted by sigma-factor and filling rate >= "
+         f"{f['fill_threshold']}; a fresh instance rendered for every training image"),
+        ("instances", f"one parameter of one map times U({1 - f['jitter']:.1f}, "
+         f"{1 + f['jitter']:.1f}); 8 flips/rotations; point density U({f['min_density']}, 1); "
+         f"3x3 patches for {f['patch_prob']:.0%}; {f['gray_prob']:.0%} grayscale, the rest "
+         f"colour; chaos game {f['chains']} chains x {f['iters']} steps at "
+         f"{f['render_size']}x{f['render_size']}, pooled to {f['img_size']}x{f['img_size']}"),
+        ("recipe", f"{s['steps']} steps x batch {c['batch_size']} ({s['images_seen']:,} "
+         f"images), AdamW lr {c['lr']}, weight decay {c['weight_decay']}, {c['warmup_steps']} "
+         f"warm-up steps then cosine to {c['min_lr']}, label smoothing "
+         f"{c['label_smoothing']}, grad clip {c['grad_clip']}, precision {s['precision']}"),
+        ("accuracy", f"{s['val_acc']}% top-1 on {s['val_images']:,} held-out generated "
+         f"instances ({c['val_per_category']} per category); last training interval: loss "
+         f"{s['final_train_loss']}, accuracy {s['final_train_acc']}%"),
+        ("wall time", f"{s['wall_s']:.0f} s ({s['wall_s'] / 3600:.2f} h)"),
+        ("device", f"{s['device']}, {s['processes']} process(es), {s['torch_threads']} torch "
+         "thread(s)"),
+        ("date", s["date"]),
+        ("weights", f"float16 safetensors with the {s['categories']}-way fractal head (timm "
+         "drops it when num_classes differs)"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    command = c["command"] or "(called from Python: partialft.pretrain.pretrain)"
+    return f"""# {s['model']}: a ViT pretrained on synthetic fractals
+
+Pretrained by `partialft pretrain` on a FractalDB-style formula-driven corpus rendered on the
+fly (no natural images, no download). Load it with
+`timm.create_model("{s['model']}", pretrained=True, num_classes=N)` after
+`import partialft.backbone` (`partialft.models.create_model` does that itself).
+
+| | |
+|---|---|
+{table}
+
+Command:
+
+```
+{command}
+```
+
+References: Kataoka et al., "Pre-training without Natural Images", ACCV 2020 (FractalDB);
+Nakashima et al., "Can Vision Transformers Learn without Natural Images?", AAAI 2022;
+Anderson & Farrell, "Improving Fractal Pre-training", WACV 2022 (sigma-factor).
+"""
