@@ -156,3 +156,18 @@ def test_compare_runs_full_selector_and_partial_runs(tmp_path):
     assert set(summary["auto_picks_better"]) == {"angle", "grad"}
     assert "Kendall tau" in (out / "comparison.md").read_text()
     assert is_run_dir(out / "grad" / "partial-small")
+
+
+@pytest.mark.slow
+def test_fapft_with_a_selector_skips_the_full_run(tmp_path, capsys):
+    out = tmp_path / "fp"
+    args = ["fapft", "--selector", "grad", "--mode", "auto", "--topk", "1", *TINY,
+            "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "mode auto -> " in printed and "linear probe" in printed
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["selector"] == "grad" and len(scores["chosen"]) == 2
+    assert not (out / "full").exists() and is_run_dir(out / "fapft")
+    summary = json.loads((out / "fapft" / "summary.json").read_text())
+    assert summary["layers"] == scores["chosen"]

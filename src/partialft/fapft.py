@@ -20,13 +20,20 @@ from partialft.models import create_model, load_state_dict_file
 from partialft.runs import base_state, is_run_dir, load_run_model
 
 
-def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool = True
-              ) -> dict[str, Any]:
-    """Run (or finish) the pipeline under ``cfg.out`` and return the comparison summary."""
+def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool = True,
+              selector: str = "angle") -> dict[str, Any]:
+    """Run (or finish) the pipeline under ``cfg.out`` and return the comparison summary.
+
+    ``selector`` other than ``angle`` (see :mod:`partialft.selectors`) replaces the full run and
+    its angles; the full run is then only compared against when ``reference`` names one.
+    """
     from partialft.train import train
 
     out = Path(cfg.out)
     full_dir = Path(reference) if reference and Path(reference).is_dir() else out / "full"
+    if selector != "angle":
+        full = _summary_of(full_dir) if reference and is_run_dir(full_dir) else None
+        return _compare(out, full, _selector_run(cfg, out, selector, progress))
     if reference is None:
         # selection settings do not affect the full run: a rerun with another --topk reuses it
         full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
@@ -58,6 +65,28 @@ def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
         pretrained, finetuned = base_state(full_dir), model.state_dict()
         layer_map = find_layers(model, cfg.layer_spec)
     return compute_angles(pretrained, finetuned, layer_map), layer_map
+
+
+def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
+                  ) -> dict[str, Any]:
+    """Score layers with ``selector``, pick top-k per group (or greedy's list), train those."""
+    import json
+
+    from partialft.selectors import load_task, run_selector
+    from partialft.train import train
+
+    scores_path = out / "scores.json"
+    if scores_path.is_file():
+        layers = json.loads(scores_path.read_text())["chosen"]
+    else:
+        result = run_selector(selector, cfg, out / "selector")
+        layer_map = find_layers(load_task(cfg).model(), cfg.layer_spec)
+        layers = result.choose(layer_map, cfg.topk, cfg.mode)
+        atomic_write_json(scores_path, {**result.to_dict(), "model": cfg.model, "chosen": layers,
+                                        "topk": cfg.topk, "mode": cfg.mode})
+    partial = dataclasses.replace(cfg, method="layers" if layers else "linear",
+                                  layers=layers or None, angles=None, out=str(out / "fapft"))
+    return train(partial, resume=True, progress=progress)
 
 
 def _summary_of(run_dir: Path) -> dict[str, Any]:

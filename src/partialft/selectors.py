@@ -193,7 +193,7 @@ def auto_mode(probe_acc: float, num_classes: int, threshold: float = EASY_THRESH
     cmp = ">=" if mode == "small" else "<"
     reason = (f"linear probe {probe_acc:.1f}% on {num_classes} classes (chance "
               f"{100 * chance:.1f}%) -> normalised {score:.3f} {cmp} {threshold}: {word} task, "
-              f"train the {mode}est-score layers")
+              f"train the {'largest' if mode == 'large' else 'smallest'}-score layers")
     return mode, reason
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fapft/, summary.json, comparison.md); rerunning skips completed stages.")
     p.add_argument("--reference", default=None, metavar="RUN_DIR|CHECKPOINT",
                    help="reuse this fully fine-tuned run dir or weights file instead of training")
+    p.add_argument("--selector", default="angle",
+                   choices=["angle", "probe-angle", "grad", "greedy"],
+                   help="how to score layers: angles of a full run (default), of a short probe, "
+                   "relative gradient norms, or SubTuning's greedy search (docs/selectors.md)")
     add_run_flags(p)
     add_config_args(p, skip=("method", "angles"))
     p.set_defaults(func=run)
@@ -27,11 +32,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from partialft.fapft import run_fapft
 
-    cfg = load_config(args.config, {**overrides_from_args(args), "method": "fapft"})
+    overrides = {**overrides_from_args(args), "method": "fapft"}
+    auto = overrides.get("mode") == "auto"
+    if auto:  # --mode auto: decided from a linear probe of the base model's features
+        overrides["mode"] = "large"
+    cfg = load_config(args.config, overrides)
     out = Path(cfg.out)
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    summary = run_fapft(cfg, reference=args.reference, progress=args.progress)
+    if auto:
+        from partialft.selectors import resolve_auto_mode
+
+        mode, reason, _ = resolve_auto_mode(cfg)
+        print(f"mode auto -> {mode}: {reason}")
+        cfg = dataclasses.replace(cfg, mode=mode)
+    summary = run_fapft(cfg, reference=args.reference, progress=args.progress,
+                        selector=args.selector)
     print((out / "comparison.md").read_text(), end="")
     print(f"FAPFT trained {len(summary['fapft_layers'])} layers (top-k {summary['topk']}, "
           f"mode {summary['mode']}); results in {out}")
