@@ -58,8 +58,8 @@ def test_shared_pass_equals_each_task_model_alone(runs, images):
             assert torch.equal(shared[run.name], alone(images)), run.name
     # tasks differ from each other (the deltas matter), untrained blocks are the base's modules
     assert not torch.equal(shared["late"], shared["early"])
-    assert multi.tasks["late"].blocks[0] is multi.base.blocks[0]
-    assert multi.tasks["late"].blocks[3] is not multi.base.blocks[3]
+    assert multi.task("late").blocks[0] is multi.base.blocks[0]
+    assert multi.task("late").blocks[3] is not multi.base.blocks[3]
 
 
 def test_benchmark_reports_throughput_and_equality(runs):
@@ -70,6 +70,12 @@ def test_benchmark_reports_throughput_and_equality(runs):
     assert result["equal"] and result["max_abs_diff"] == 0.0
     assert result["shared_img_s"] > 0 and result["separate_img_s"] > 0
     assert result["speedup"] > 0
+
+
+def test_tasks_with_the_same_dir_name_get_distinct_names(tmp_path):
+    a = make_run(tmp_path / "a" / "run", ("blocks.2.mlp.",), 1)
+    b = make_run(tmp_path / "b" / "run", ("blocks.2.mlp.",), 2)
+    assert [t["task"] for t in from_runs([a, b]).describe()] == ["run", "b/run"]
 
 
 def test_refuses_other_bases_and_peft_runs(tmp_path, runs):

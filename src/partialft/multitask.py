@@ -56,7 +56,11 @@ class MultiTaskViT(nn.Module):
                                  f"got {type(base).__name__}.")
         self.base = base.eval()
         self.branches = branches
-        self.tasks = nn.ModuleDict({b.name: b.model.eval() for b in branches})
+        self.tasks = nn.ModuleList(b.model.eval() for b in branches)  # registered for .to()
+
+    def task(self, name: str) -> VisionTransformer:
+        """The model of one task, by name."""
+        return next(b.model for b in self.branches if b.name == name)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         base, outs = self.base, {}
@@ -131,13 +135,15 @@ def from_runs(run_dirs: list[str | Path], device: str | torch.device = "cpu") ->
                                  "supports timm VisionTransformer models.")
         _check_same_base(str(run), base.state_dict(), model, keys)
         _share_untouched(base, model, keys)
-        branches.append(Branch(_unique(Path(run).name, branches), model,
+        branches.append(Branch(_unique(Path(run), branches), model,
                                fork_point(sorted(keys), len(model.blocks))))
     return MultiTaskViT(base, branches).to(device)
 
 
-def _unique(name: str, branches: list[Branch]) -> str:
+def _unique(run: Path, branches: list[Branch]) -> str:
+    """The run dir's name, with its parent's when that is taken (``angle/partial-large``)."""
     taken = {b.name for b in branches}
+    name = run.name if run.name not in taken else f"{run.resolve().parent.name}/{run.name}"
     out, i = name, 2
     while out in taken:
         out, i = f"{name}-{i}", i + 1

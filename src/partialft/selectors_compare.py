@@ -64,7 +64,7 @@ def compare_selectors(cfg: TrainConfig, out: str | Path, selectors: list[str],
             part, part_s = timed_train(dataclasses.replace(
                 cfg, method="layers" if layers else "linear", layers=layers or None,
                 out=str(out / name / f"partial-{mode}")))
-            tag = mode + (" (auto)" if mode == auto and result.scores is not None else "")
+            tag = "-" if result.scores is None else mode + (" (auto)" if mode == auto else "")
             rows.append(_row(name, part, part_s, sel_s, full_s, tau, layers, tag))
     summary = {"rows": rows, "auto_mode": auto, "auto_reason": reason, "auto_s": auto_s,
                "full_s": full_s, "topk": topk, "auto_picks_better": _auto_check(rows, auto)}
