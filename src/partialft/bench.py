@@ -351,7 +351,9 @@ def _result(ctx: Context, rows: list[dict[str, Any]], threads: int) -> dict[str,
     memory = ("torch.cuda.max_memory_allocated after reset_peak_memory_stats (MiB)"
               if meter.kind == "cuda" else
               "peak resident set size of this process (Linux VmHWM, reset before each phase; "
-              "MiB, includes the interpreter, libraries and model)")
+              "MiB). The absolute peak includes the interpreter, libraries, model and memory the "
+              "allocator kept from earlier rows, so it drifts up row by row; compare rows by "
+              "the increase over the phase's starting RSS")
     notes = ctx.notes + ([meter.note] if meter.note else [])
     img_size = ctx.opts.img_size or _img_size(ctx.opts.model)
     return {

@@ -14,9 +14,9 @@ from partialft.io import atomic_write, atomic_write_json, atomic_write_text
 FILES = ("bench.json", "bench.md", "bench.png")
 # (row key, panel title, y label) of the four panels of the paper's Fig. 5
 PANELS = (("train_ms", "(a) Training latency", "ms per step"),
-          ("train_peak_mb", "(b) Training memory", "peak MiB"),
+          ("train_peak_mb", "(b) Training memory", "peak"),
           ("infer_ms", "(c) Test latency", "ms per batch"),
-          ("infer_peak_mb", "(d) Test memory", "peak MiB"))
+          ("infer_peak_mb", "(d) Test memory", "peak"))
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -44,7 +44,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"| method | trainable params | train ms/step | train img/s | train peak {mem} "
         "(+ over start) | saved for backward MiB | test ms/batch | test peak "
-        f"{mem} | plain step ms | partialft / plain |",
+        f"{mem} (+ over start) | plain step ms | partialft / plain |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
@@ -52,7 +52,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['label']} | {_params(r['trainable_params'])} | {_num(r['train_ms'], 2)} | "
             f"{_num(r['train_images_per_s'])} | {_num(r['train_peak_mb'])} "
             f"(+{_num(r['train_peak_delta_mb'])}) | {_num(r['saved_activations_mb'], 2)} | "
-            f"{_num(r['infer_ms'], 2)} | {_num(r['infer_peak_mb'])} | {_num(r['plain_ms'], 2)} | "
+            f"{_num(r['infer_ms'], 2)} | {_num(r['infer_peak_mb'])} "
+            f"(+{_num(r['infer_peak_delta_mb'])}) | {_num(r['plain_ms'], 2)} | "
             f"{r['overhead']:.3f}x |")
     lines += ["", *_footnotes(result)]
     return "\n".join(lines) + "\n"
@@ -86,7 +87,10 @@ def chart(result: dict[str, Any], path: Path) -> None:
     axes = fig.subplots(2, 2).ravel()
     labels = [r["label"] for r in rows]
     colors = [f"C{i % 10}" for i in range(len(rows))]
+    rss = result["memory"]["kind"] == "rss"
     for ax, (key, title, unit) in zip(axes, PANELS, strict=True):
+        if rss and key.endswith("_mb"):  # absolute RSS carries the process and allocator cache
+            key, unit = key.replace("_mb", "_delta_mb"), "peak RSS increase"
         values = [r[key] if r[key] is not None else 0.0 for r in rows]
         bars = ax.bar(range(len(rows)), values, color=colors,
                       label=labels if ax is axes[0] else None)
@@ -94,7 +98,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
             if r["ablation"]:
                 bar.set_hatch("//")
         ax.set_title(title)
-        ax.set_ylabel(unit if key.endswith("ms") else f"{unit} ({result['memory']['kind']})")
+        ax.set_ylabel(unit if key.endswith("ms") else f"{unit}, MiB ({result['memory']['kind']})")
         ax.set_xlabel("method")
         ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
     o = result["options"]
