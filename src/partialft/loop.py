@@ -46,6 +46,7 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
     cfg, acc = s.cfg, s.acc
     p = _restore(s)
     sums = torch.tensor([p.loss_sum, p.correct, p.seen], dtype=torch.float64, device=acc.device)
+    params = [q for q in s.model.parameters() if q.requires_grad]
     for epoch in range(p.epoch, cfg.epochs):
         s.model.train()
         bar = tqdm(total=s.batches.steps_per_epoch, initial=p.step_in_epoch, unit="step",
@@ -55,7 +56,7 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
         batches = loader(s.data.train, s.batches.sampler(epoch, p.step_in_epoch), cfg.workers,
                          acc.device)
         for x, y in _iterate(batches):
-            loss, logits, y = _step(s, x, y)
+            loss, logits, y = _step(s, x, y, params)
             sums += torch.stack([loss.detach().double() * y.numel(),
                                  (logits.argmax(-1) == y).sum().double(),
                                  torch.tensor(float(y.numel()), device=acc.device)])
@@ -99,9 +100,11 @@ def _iterate(batches: Iterable[Any]) -> Iterator[Any]:
         return iter(batches)
 
 
-def _step(s: Setup, x: torch.Tensor, y: torch.Tensor
+def _step(s: Setup, x: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor] | None = None
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One micro-batch: augment on the device, forward, backward, maybe an optimizer step."""
+    """One micro-batch: augment on the device, forward, backward, maybe an optimizer step.
+
+    ``params`` are the trainable parameters (clipping then skips the frozen ones)."""
     acc, cfg = s.acc, s.cfg
     x = s.augment_train(x.to(acc.device, non_blocking=True))
     y = y.to(acc.device, non_blocking=True)
@@ -114,7 +117,9 @@ def _step(s: Setup, x: torch.Tensor, y: torch.Tensor
             loss = s.criterion(logits, target)
         acc.backward(loss)
         if acc.sync_gradients and cfg.grad_clip:
-            acc.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
+            if params is None:
+                params = [q for q in s.model.parameters() if q.requires_grad]
+            acc.clip_grad_norm_(params, cfg.grad_clip)
         s.optimizer.step()
         s.optimizer.zero_grad(set_to_none=True)
     return loss, logits, y
