@@ -70,6 +70,8 @@ def test_benchmark_reports_throughput_and_equality(runs):
     assert result["equal"] and result["max_abs_diff"] == 0.0
     assert result["shared_img_s"] > 0 and result["separate_img_s"] > 0
     assert result["speedup"] > 0
+    # forks 3, 1 and 6 of 6 blocks: trunk 6 + suffixes 3 + 5 + 0 = 14 block runs instead of 18
+    assert result["block_ratio"] == pytest.approx(18 / 14, abs=1e-3)
 
 
 def test_tasks_with_the_same_dir_name_get_distinct_names(tmp_path):

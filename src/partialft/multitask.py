@@ -13,6 +13,7 @@ tokens, pre-norm) cannot share anything and runs its whole model on its own.
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,24 +151,41 @@ def _unique(run: Path, branches: list[Branch]) -> str:
     return out
 
 
+def block_ratio(multi: MultiTaskViT) -> float:
+    """Block evaluations of the separate models over those of the shared pass (ideal speed-up)."""
+    depth, forks = len(multi.base.blocks), [b.fork for b in multi.branches]
+    trunk = max((f for f in forks if f >= 0), default=0)
+    shared = trunk + sum(depth - max(f, 0) for f in forks)
+    return round(len(forks) * depth / max(shared, 1), 3)
+
+
+def _timed(fn: Any, x: torch.Tensor) -> float:
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(x)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 @torch.inference_mode()
 def benchmark(multi: MultiTaskViT, x: torch.Tensor, iters: int = 10) -> dict[str, Any]:
-    """Images/s of the shared pass vs the separate models, the speed-up, and the equality check."""
-    shared, separate = multi(x), multi.separate(x)
+    """Images/s of the shared pass vs the separate models, the speed-up, and the equality check.
+
+    The two variants alternate pass by pass and each rate uses its median pass time, so a load
+    change on a shared machine hits both alike.
+    """
+    shared, separate = multi(x), multi.separate(x)  # also the warm-up
     diff = max(float((shared[k] - separate[k]).abs().max()) for k in shared)
     equal = all(torch.equal(shared[k], separate[k]) for k in shared)
-    rates = {}
-    for label, fn in (("shared", multi), ("separate", multi.separate)):
-        fn(x)  # warm-up
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(iters):
-            fn(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        rates[label] = iters * x.shape[0] / (time.perf_counter() - start)
-    return {"tasks": multi.describe(), "batch_size": x.shape[0], "iters": iters,
+    times: dict[str, list[float]] = {"shared": [], "separate": []}
+    for _ in range(iters):
+        times["shared"].append(_timed(multi, x))
+        times["separate"].append(_timed(multi.separate, x))
+    rates = {k: x.shape[0] / statistics.median(v) for k, v in times.items()}
+    return {"tasks": multi.describe(), "block_ratio": block_ratio(multi),
+            "batch_size": x.shape[0], "iters": iters,
             "shared_img_s": round(rates["shared"], 2),
             "separate_img_s": round(rates["separate"], 2),
             "speedup": round(rates["shared"] / rates["separate"], 3), "equal": equal,

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {t['task']}: forks at block {t['fork']} of {t['depth']}: {where}")
     print(f"shared: {result['shared_img_s']:.1f} images/s, separate: "
           f"{result['separate_img_s']:.1f} images/s, speed-up {result['speedup']:.2f}x "
-          f"(batch {result['batch_size']}, {result['iters']} passes); outputs "
+          f"(ideal from block counts {result['block_ratio']:.2f}x; batch "
+          f"{result['batch_size']}, median of {result['iters']} alternating passes); outputs "
           f"{'identical' if result['equal'] else 'differ by ' + str(result['max_abs_diff'])}")
     return 0
