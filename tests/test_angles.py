@@ -161,3 +161,18 @@ def test_save_load_roundtrip_and_checks(tmp_path: Path) -> None:
     (tmp_path / "nan.json").write_text('{"angles": {"blocks.0.attn": NaN}}')
     with pytest.raises(PartialFTError, match="from 0 to 180"):
         load_angles(tmp_path / "nan.json")
+
+
+def test_scores_of_other_selectors_need_only_be_finite(tmp_path):
+    from partialft.angles import load_angles
+    from partialft.errors import PartialFTError
+
+    path = tmp_path / "grad.json"
+    path.write_text(json.dumps({"angles": {"a": 250.0, "b": -1.0}, "selector": "grad"}))
+    assert load_angles(path) == {"a": 250.0, "b": -1.0}
+    path.write_text(json.dumps({"angles": {"a": 250.0}, "selector": "probe-angle"}))
+    with pytest.raises(PartialFTError, match="0 to 180"):
+        load_angles(path)
+    path.write_text('{"angles": {"a": NaN}, "selector": "grad"}')
+    with pytest.raises(PartialFTError, match="finite"):
+        load_angles(path)

@@ -115,10 +115,14 @@ def load_angles(path: str | Path, layer_map: LayerMap | None = None) -> dict[str
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise PartialFTError(f"angles file {path} is not a JSON object whose key 'angles' maps "
                              "layer ids to degrees.") from None
-    bad = [k for k, v in angles.items() if not 0.0 <= v <= 180.0]  # NaN fails this too
+    # Scores of other selectors (e.g. relative gradient norms) need only be finite.
+    is_angle = data.get("selector", "angle") in ("angle", "probe-angle")
+    valid = (lambda v: 0.0 <= v <= 180.0) if is_angle else math.isfinite  # NaN fails both
+    bad = [k for k, v in angles.items() if not valid(v)]
     if bad:
-        raise PartialFTError(f"angles file {path} gives layer {bad[0]} the angle "
-                             f"{angles[bad[0]]}; angles are degrees from 0 to 180.")
+        what = "angles are degrees from 0 to 180" if is_angle else "scores must be finite"
+        raise PartialFTError(f"angles file {path} gives layer {bad[0]} the value "
+                             f"{angles[bad[0]]}; {what}.")
     if layer_map is not None:
         ids = {la.id for la in layer_map.layers}
         missing, extra = sorted(ids - set(angles)), sorted(set(angles) - ids)
