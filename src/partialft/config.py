@@ -80,9 +80,29 @@ class TrainConfig:
     max_steps: int | None = _f(None, "stop after N optimizer steps (the run can be resumed)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.layers, str):
+            self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
+        if isinstance(self.layers, list):
+            self.layers = [str(layer) for layer in self.layers]
+        if self.topk is not None and not isinstance(self.topk, (dict, list)):
+            self.topk = str(self.topk)
+        self._check_types()
         self._check_positive("epochs", "batch_size", "grad_accum")
-        if self.num_classes is not None:
-            self._check_positive("num_classes")
+        for name in ("num_classes", "img_size"):
+            if getattr(self, name) is not None:
+                self._check_positive(name)
+        for name in ("checkpoint_every", "workers", "max_steps"):  # 0 means off / none
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use 0 or more.")
+        self._check_range("label_smoothing", 0.0, 1.0, upper_open=True)
+        for name in ("ema", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0 "
+                                     "(or none for off).")
+        if self.ema is not None and self.ema >= 1:
+            raise PartialFTError(f"ema {self.ema} is not valid; use a decay below 1 such as "
+                                 "0.9998 (or none for off).")
         self._check_range("val_fraction", 0.0, 1.0, upper_open=True)
         self._check_range("crop_scale", 0.05, 1.0)
         for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",
@@ -96,10 +116,18 @@ class TrainConfig:
             raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
         if self.mode not in ("large", "small"):
             raise PartialFTError(f"mode {self.mode!r} is not valid; use large or small.")
-        if isinstance(self.layers, str):
-            self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
-        if self.topk is not None:
-            self.topk = str(self.topk)
+
+    def _check_types(self) -> None:
+        """YAML can give any type: each field must hold its annotated one (an int for a float)."""
+        hints = typing.get_type_hints(TrainConfig)
+        for name, tp in hints.items():
+            value = getattr(self, name)
+            if value is None and (FIELDS[name].default is None or _optional(tp)):
+                continue
+            kinds = _kinds(tp)
+            if not any(_is(value, k) for k in kinds):
+                raise PartialFTError(f"{name} {value!r} is not valid; use {_describe(kinds)} "
+                                     "(see 'partialft train --help').")
 
     def _check_positive(self, *names: str) -> None:
         for name in names:
@@ -120,6 +148,31 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+          list: "a list", dict: "a mapping"}
+
+
+def _optional(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _kinds(tp: Any) -> list[type]:
+    """The plain types an annotation allows: ``list[str] | None`` -> [list]."""
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    parts = typing.get_args(tp) if union else (tp,)
+    return [typing.get_origin(a) or a for a in parts if a is not type(None)]
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _describe(kinds: list[type]) -> str:
+    return " or ".join(_WORDS.get(k, k.__name__) for k in kinds)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -143,8 +196,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise PartialFTError(f"config {path} is not valid YAML: {exc}".replace("\n", " ")
-                             ) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PartialFTError(f"config {path} is not valid YAML{where}: {problem}.") from None
     if not isinstance(data, dict):
         raise PartialFTError(f"config {path} must be a YAML mapping of TrainConfig fields.")
     return data

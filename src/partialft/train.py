@@ -128,6 +128,7 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
             "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
             "layer_spec": _absolute(cfg.layer_spec), "init_seed": _init_seed(cfg)}
     model = base_model(base)
+    _check_img_size(model, img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
                        train_non_residual=cfg.train_non_residual,
@@ -137,6 +138,18 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
     return prepared.model, prepared, data, base
+
+
+def _check_img_size(model: nn.Module, img_size: int, name: str) -> None:
+    """A patch-embedding model needs an input size divisible by its patch size."""
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if not patch or getattr(embed, "dynamic_img_pad", False):
+        return
+    patch = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
+    if any(img_size % p for p in patch):
+        raise PartialFTError(f"img_size {img_size} does not fit {name}, whose patches are "
+                             f"{patch[0]}x{patch[1]}; use a multiple of {patch[0]}.")
 
 
 def _init_seed(cfg: TrainConfig) -> int:
@@ -191,6 +204,12 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
                              f"--batch-size {max(1, cfg.batch_size // 2)} (with --grad-accum 2 "
                              "to keep the same global batch).") from None
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc):
+            raise
+        raise PartialFTError(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
+                             f"img_size {cfg.img_size}; try a smaller --batch-size or "
+                             "--img-size.") from None
     finally:
         s.run.close()
 

@@ -1,0 +1,354 @@
+"""Run every bad input in :data:`CASES` through the real CLI and write docs/errors.md.
+
+    python benchmarks/bad_inputs.py            # regenerate docs/errors.md
+    python benchmarks/bad_inputs.py --check    # only verify: exit 2, one stderr line, no traceback
+
+Each case runs ``partialft.cli.main(argv)`` in this process (a few need a monkeypatch, e.g. a
+simulated CUDA out-of-memory error), on tiny files made in a temporary directory, so the table
+shows the exact message the current code prints. tests/test_bad_input.py runs the same cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "--img-size", "32",
+        "--max-per-split", "40", "--batch-size", "8", "--epochs", "1", "--amp", "no",
+        "--no-progress"]
+
+
+@dataclass
+class Case:
+    """One bad input: what is wrong, the command line (``{d}`` = the fixture dir), the message."""
+
+    what: str
+    argv: list[str]
+    expect: str  # a part of the one-line error the case must print
+    patch: Callable[[], contextlib.AbstractContextManager] | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    code: int | None
+    stderr: str
+    stdout: str
+    traceback: str | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        return [ln for ln in self.stderr.splitlines() if ln.strip()]
+
+
+def run_cli(argv: list[str]) -> Outcome:
+    """``partialft.cli.main(argv)`` with stdout/stderr captured; an escaping exception is a bug."""
+    from partialft.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | None
+    tb = None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # noqa: BLE001 - the point is to catch what the CLI did not
+            code, tb = None, traceback.format_exc()
+    return Outcome(code, err.getvalue(), out.getvalue(), tb)
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+def make_fixtures(d: Path) -> None:
+    """Tiny checkpoints, angles files, image folders and run dirs the cases point at."""
+    import timm
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from partialft.layers import find_layers
+
+    torch.manual_seed(0)
+    sd = timm.create_model("test_vit", num_classes=4).state_dict()
+    save_file(sd, str(d / "ok.safetensors"))
+    save_file({k: v for k, v in sd.items() if k != "blocks.0.attn.qkv.weight"},
+              str(d / "missing.safetensors"))
+    save_file({**sd, "blocks.9.mlp.fc1.weight": torch.zeros(2, 2)}, str(d / "extra.safetensors"))
+    save_file({**sd, "blocks.0.mlp.fc1.weight": sd["blocks.0.mlp.fc1.weight"].t().contiguous()},
+              str(d / "misshaped.safetensors"))
+    raw = (d / "ok.safetensors").read_bytes()
+    (d / "truncated.safetensors").write_bytes(raw[: len(raw) // 2])
+    torch.save(sd, d / "ok.pth")
+    raw = (d / "ok.pth").read_bytes()
+    (d / "truncated.pth").write_bytes(raw[: len(raw) // 2])
+    torch.save({"state_dict": sd, "hook": RunsCode()}, d / "evil.pth")
+    with torch.device("meta"):
+        convnext = find_layers(timm.create_model("test_convnext"))
+        vit = find_layers(timm.create_model("test_vit"))
+    (d / "convnext_angles.json").write_text(json.dumps(
+        {"angles": {la.id: 10.0 + i for i, la in enumerate(convnext.layers)}}))
+    (d / "vit_angles.json").write_text(json.dumps(
+        {"angles": {la.id: 10.0 + i for i, la in enumerate(vit.layers)}}))
+    (d / "nan_angles.json").write_text(json.dumps(
+        {"angles": {la.id: float("nan") for la in vit.layers}}).replace("NaN", "NaN"))
+    _image_folder(d / "images", Image)
+    (d / "config_unknown.yaml").write_text("model: test_vit\nlearning_rate: 0.1\n")
+    (d / "config_list.yaml").write_text("- model\n- test_vit\n")
+    (d / "config_broken.yaml").write_text("model: [test_vit\n")
+    (d / "config_type.yaml").write_text("epochs: three\n")
+    (d / "config_dataset.yaml").write_text("dataset: 3\n")
+    (d / "existing").mkdir()
+    (d / "existing" / "config.yaml").write_text("model: test_vit\n")
+
+
+class RunsCode:
+    """An object whose unpickling would call a function: weights_only loading must refuse it."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (print, ("this pickle ran code",))
+
+
+def _image_folder(root: Path, image: Any) -> None:
+    """root/{train,val}/{a,b}/*.png, 6 images per class, one file in train/a corrupt."""
+    for split in ("train", "val"):
+        for c, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+            (root / split / c).mkdir(parents=True)
+            for i in range(6):
+                image.new("RGB", (16, 16), colour).save(root / split / c / f"{i}.png")
+    (root / "train" / "a" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+
+
+def make_runs(d: Path) -> None:
+    """Two finished tiny runs with 4 and 3 classes (for soup/eval/resume cases)."""
+    for name, dataset in (("run4", "synthetic:4"), ("run3", "synthetic:3")):
+        argv = ["train", *TINY, "--method", "linear", "--max-per-split", "24",
+                "--dataset", dataset, "--out", str(d / name)]
+        result = run_cli(argv)
+        if result.code != 0:
+            raise RuntimeError(f"fixture run {name} failed: {result.stderr}{result.traceback}")
+
+
+# --- patches ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def cuda_oom() -> Iterator[None]:
+    """Every training step raises the error PyTorch raises when the GPU is out of memory."""
+    import partialft.loop as loop
+
+    def step(*_args: Any, **_kw: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    saved, loop._step = loop._step, step
+    try:
+        yield
+    finally:
+        loop._step = saved
+
+
+@contextlib.contextmanager
+def nan_loss_after(good_steps: int = 4) -> Iterator[None]:
+    """The loss turns NaN after ``good_steps`` optimizer steps (as a diverging run would)."""
+    import partialft.loop as loop
+
+    saved, calls = loop._step, [0]
+
+    def step(s: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > good_steps:
+            with torch.no_grad():
+                for p in s.model.parameters():
+                    if p.requires_grad:
+                        p.fill_(float("nan"))
+        return saved(s, *args, **kwargs)
+
+    loop._step = step
+    try:
+        yield
+    finally:
+        loop._step = saved
+
+
+# --- the cases --------------------------------------------------------------------------------
+
+def _plan(*extra: str) -> list[str]:
+    return ["plan", "--model", "test_vit", "--method", "full", *extra]
+
+
+def _train(out: str, *extra: str) -> list[str]:
+    return ["train", *TINY, "--out", out, *extra]
+
+
+CASES: list[Case] = [
+    Case("unknown model", ["plan", "--model", "vit_bse_patch16_224", "--method", "full"],
+         "unknown model 'vit_bse_patch16_224'"),
+    Case("unknown method", ["plan", "--model", "test_vit", "--method", "fapt"], "fapt"),
+    Case("unknown dataset", _train("{d}/r_ds", "--dataset", "cifar11"), "dataset 'cifar11'"),
+    Case("top-k not a whole number", ["plan", "--model", "test_vit", "--method", "fapft",
+                                      "--angles", "{d}/vit_angles.json", "--topk", "1.5"], "1.5"),
+    Case("top-k larger than a group", ["plan", "--model", "test_vit", "--method", "fapft",
+                                       "--angles", "{d}/vit_angles.json", "--topk", "9"], "9"),
+    Case("negative top-k", ["plan", "--model", "test_vit", "--method", "fapft", "--angles",
+                            "{d}/vit_angles.json", "--topk", "-1"], "-1"),
+    Case("top-k with the wrong number of stages", ["plan", "--model", "test_vit", "--method",
+                                                   "fapft", "--angles", "{d}/vit_angles.json",
+                                                   "--topk", "1,1"], "1,1"),
+    Case("fapft without an angles file", ["plan", "--model", "test_vit", "--method", "fapft"],
+         "angles"),
+    Case("angles file from another model", ["plan", "--model", "test_vit", "--method", "fapft",
+                                            "--angles", "{d}/convnext_angles.json"],
+         "another model"),
+    Case("angles file with NaN angles", ["plan", "--model", "test_vit", "--method", "fapft",
+                                         "--angles", "{d}/nan_angles.json"], "nan"),
+    Case("missing angles file", ["plan", "--model", "test_vit", "--method", "fapft", "--angles",
+                                 "{d}/nope.json"], "does not exist"),
+    Case("unknown layer id", ["plan", "--model", "test_vit", "--method", "layers", "--layers",
+                              "blocks.7.attn"], "blocks.7.attn"),
+    Case("checkpoint with a missing tensor", _plan("--checkpoint", "{d}/missing.safetensors"),
+         "missing blocks.0.attn.qkv.weight"),
+    Case("checkpoint with an extra tensor", _plan("--checkpoint", "{d}/extra.safetensors"),
+         "unexpected blocks.9.mlp.fc1.weight"),
+    Case("checkpoint with a mis-shaped tensor", _plan("--checkpoint", "{d}/misshaped.safetensors"),
+         "mis-shaped blocks.0.mlp.fc1.weight"),
+    Case("mis-shaped checkpoint given to train",
+         _train("{d}/r_ckpt", "--checkpoint", "{d}/misshaped.safetensors", "--img-size", "160"),
+         "mis-shaped blocks.0.mlp.fc1.weight"),
+    Case("truncated safetensors checkpoint", _plan("--checkpoint", "{d}/truncated.safetensors"),
+         "truncated"),
+    Case("truncated .pth checkpoint", _plan("--checkpoint", "{d}/truncated.pth"), "truncated"),
+    Case("pickle that would run code", _plan("--checkpoint", "{d}/evil.pth"), "refused"),
+    Case("missing checkpoint file", _plan("--checkpoint", "{d}/nope.safetensors"),
+         "does not exist"),
+    Case("missing dataset path", _train("{d}/r_nodata", "--dataset", "folder:{d}/no_such_dir"),
+         "no_such_dir"),
+    Case("corrupt image in an image folder",
+         _train("{d}/r_corrupt", "--dataset", "folder:{d}/images", "--batch-size", "4",
+                "--max-per-split", "12"), "0.png"),
+    Case("--num-classes that does not match the data", _train("{d}/r_nc", "--num-classes", "10"),
+         "10"),
+    Case("eval on a dataset with another number of classes",
+         ["eval", "{d}/run4", "--dataset", "synthetic:3"], "classes"),
+    Case("soup of runs with different numbers of classes",
+         ["soup", "{d}/run4", "{d}/run3", "--out", "{d}/soup_nc", "--no-eval"], "num_classes"),
+    Case("soup of a directory that is not a finished run",
+         ["soup", "{d}/run4", "{d}/images", "--out", "{d}/soup_bad", "--no-eval"],
+         "not a finished run dir"),
+    Case("eval of a directory that is not a run", ["eval", "{d}/images", "--dataset", "digits"],
+         "run dir"),
+    Case("non-finite training loss", _train("{d}/r_nan", "--epochs", "2", "--checkpoint-every",
+                                            "1"), "non-finite", patch=nan_loss_after),
+    Case("learning rate so large the weights diverge",
+         _train("{d}/r_lr_huge", "--lr", "1e8", "--grad-clip", "none", "--epochs", "2",
+                "--checkpoint-every", "1"), "non-finite"),
+    Case("CUDA out of memory (simulated)", _train("{d}/r_oom"), "--batch-size 4", patch=cuda_oom),
+    Case("existing run dir without --overwrite", _train("{d}/existing"), "--overwrite"),
+    Case("resume a run with another model", _train("{d}/run4", "--resume", "--model",
+                                                   "test_convnext"), "test_convnext"),
+    Case("batch larger than the training split", _train("{d}/r_big", "--batch-size", "512"),
+         "512"),
+    Case("zero epochs", _train("{d}/r_e0", "--epochs", "0"), "epochs 0"),
+    Case("learning rate that is not a number", _train("{d}/r_lr", "--lr", "fast"), "fast"),
+    Case("non-finite learning rate", _train("{d}/r_lrnan", "--lr", "nan"), "nan"),
+    Case("unknown fapft mode", _train("{d}/r_mode", "--mode", "medium"), "medium"),
+    Case("unknown mixed-precision mode", _train("{d}/r_amp", "--amp", "fp8"), "fp8"),
+    Case("image size the model's patches do not divide", _train("{d}/r_img", "--img-size", "40"),
+         "multiple of 16"),
+    Case("label smoothing of 1 or more", _train("{d}/r_ls", "--label-smoothing", "1.5"), "1.5"),
+    Case("EMA decay of 1 or more", _train("{d}/r_ema", "--ema", "5"), "ema 5"),
+    Case("negative gradient clipping", _train("{d}/r_clip", "--grad-clip", "-1"), "grad_clip"),
+    Case("missing YAML config", ["train", "--config", "{d}/nope.yaml"], "does not exist"),
+    Case("YAML config with an unknown key", ["train", "--config", "{d}/config_unknown.yaml"],
+         "learning_rate"),
+    Case("YAML config that is not a mapping", ["train", "--config", "{d}/config_list.yaml"],
+         "mapping"),
+    Case("YAML config that does not parse", ["train", "--config", "{d}/config_broken.yaml"],
+         "not valid YAML"),
+    Case("YAML config value of the wrong type", ["train", "--config", "{d}/config_type.yaml"],
+         "three"),
+    Case("YAML config with a number where a name belongs",
+         ["train", "--config", "{d}/config_dataset.yaml"], "dataset 3"),
+]
+
+
+def fill(argv: list[str], d: Path) -> list[str]:
+    return [a.replace("{d}", str(d)) for a in argv]
+
+
+def run_case(case: Case, d: Path) -> Outcome:
+    with case.patch() if case.patch else contextlib.nullcontext():
+        return run_cli(fill(case.argv, d))
+
+
+def problems(case: Case, got: Outcome) -> list[str]:
+    """What is wrong with how the CLI handled ``case`` (empty when it is right)."""
+    found = []
+    if got.traceback or "Traceback" in got.stderr:
+        found.append(f"traceback:\n{got.traceback or got.stderr}")
+    if got.code != 2:
+        found.append(f"exit code {got.code}, expected 2")
+    if len(got.lines) != 1:
+        found.append(f"{len(got.lines)} lines on stderr: {got.stderr!r}")
+    if case.expect.lower() not in got.stderr.lower():
+        found.append(f"message lacks {case.expect!r}: {got.stderr.strip()!r}")
+    return found
+
+
+def markdown(rows: list[tuple[Case, Outcome]], d: Path) -> str:
+    head = ("# Errors a user can cause\n\nGenerated by `python benchmarks/bad_inputs.py` (do not "
+            "edit by hand): each row is a real run of the `partialft` CLI on tiny files; every "
+            "one exits with code 2 and prints one line on stderr, no traceback. Paths are "
+            "shortened to `DIR/`.\n\n| bad input | command | exit | message |\n|---|---|---|---|\n")
+    body = []
+    for case, got in rows:
+        cmd = " ".join(fill(case.argv, Path("DIR")))
+        cmd = cmd.replace(" ".join(TINY), "TINY")
+        msg = got.stderr.strip().replace(str(d), "DIR").replace("|", "\\|")
+        body.append(f"| {case.what} | `{cmd}` | {got.code} | {msg} |")
+    tail = ("\n\n`TINY` stands for `" + " ".join(TINY) + "`. The simulated cases patch "
+            "`partialft.loop._step` (CUDA out of memory; weights turned NaN after 4 steps); the "
+            "NaN run keeps the resume point of its last finite step, so `--resume` after lowering "
+            "`--lr` continues from there.\n")
+    return head + "\n".join(body) + tail
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="do not write docs/errors.md")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "errors.md"), help="file to write")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    failures = 0
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        make_fixtures(d)
+        make_runs(d)
+        for case in CASES:
+            got = run_case(case, d)
+            rows.append((case, got))
+            bad = problems(case, got)
+            failures += bool(bad)
+            status = "ok  " if not bad else "FAIL"
+            print(f"{status} {case.what}: {got.stderr.strip()}" + "".join(
+                f"\n      {b}" for b in bad), flush=True)
+        if not args.check:
+            Path(args.out).write_text(markdown(rows, d))
+    print(f"{len(CASES) - failures}/{len(CASES)} cases handled cleanly", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
