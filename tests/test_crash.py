@@ -10,6 +10,7 @@ fields, summary accuracies and the delta tensors (CPU, fixed seed, one thread ev
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from partialft.models import load_state_dict_file
 from partialft.runs import is_run_dir
 from partialft.train import train
 
+ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"images_per_s", "elapsed_s", "wall_s"}
 TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "--img-size", "32",
         "--max-per-split", "40", "--batch-size", "8", "--amp", "no", "--seed", "0",
@@ -219,3 +221,19 @@ def test_a_resume_point_is_never_half_written(tmp_path):
     finally:
         rd.close()
     assert info["global_step"] == 3 and any(k.startswith("model.") for k in tensors)
+
+
+@pytest.mark.slow
+def test_many_short_epochs_with_resume_points_keep_memory_flat():
+    """Quick soak (benchmarks/soak.py): RSS after warm-up must not climb epoch after epoch.
+
+    A leaked resume point of this model (weights + AdamW moments) is ~3.6 MB, so a leak of
+    training state shows as several MiB per epoch; the bound leaves room for allocator noise.
+    """
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "benchmarks" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    result = soak.soak(epochs=15, checkpoint_every=2, warmup=3)
+    assert len(result["rss_mib"]) == 15
+    assert result["slope_mib_per_epoch"] < 0.25, result
+    assert result["growth_after_warmup_mib"] < 3.0, result

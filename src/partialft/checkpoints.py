@@ -13,6 +13,7 @@ A run dir holds::
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +37,12 @@ def save_tensors(path: str | Path, tensors: StateDict, metadata: dict[str, Any])
     """Atomically write ``tensors`` as safetensors; metadata values are stored as JSON strings."""
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta))
+    written = atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta))
+    # save_file leaves ctypes reference cycles behind (~100 objects per tensor); free them while
+    # they are young, or a run writing many resume points grows until a rare full collection
+    # (benchmarks/soak.py, docs/reliability.md). A young-generation pass costs microseconds.
+    gc.collect(1)
+    return written
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
