@@ -109,8 +109,6 @@ def test_random_plan_flags_exit_0_or_2_with_one_line(flags):
     check(argv)
 
 
-@pytest.mark.xfail(reason="cli.main writes a value's line breaks as they are, so the message "
-                   "spans two lines; found by the YAML property above (fix belongs in cli.py)")
 def test_a_value_with_a_line_break_still_gives_one_line(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"angles": "a\rb"}))
     check(["train", "--config", str(tmp_path / "c.yaml"), *BASE, "--out", str(tmp_path / "r")])

@@ -181,3 +181,15 @@ def test_recipe_options_run_together(tmp_path):
     record = metrics(tmp_path / "recipe")[0]
     assert record["step"] == 5  # 40 images / (4 x 2 accumulation) optimizer steps
     assert summary["best_acc"] is not None
+
+
+def test_fapft_mode_auto_is_resolved_by_a_linear_probe(tmp_path):
+    angles = {f"blocks.{i}.{k}": float(i) for i in range(6) for k in ("attn", "mlp")}
+    path = tmp_path / "angles.json"
+    path.write_text(json.dumps({"angles": angles}))
+    summary = train(tiny(tmp_path / "auto", method="fapft", angles=str(path), topk="1",
+                         mode="auto", epochs=1), progress=False)
+    selection = json.loads((tmp_path / "auto" / "selection.json").read_text())
+    assert selection["mode"] in ("large", "small")
+    expected = "blocks.5.attn" if selection["mode"] == "large" else "blocks.0.attn"
+    assert expected in summary["layers"]

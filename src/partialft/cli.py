@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PartialFTError as exc:
-        sys.stderr.write(f"partialft {args.command}: error: {exc}\n")
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        sys.stderr.write(f"partialft {args.command}: error: {one_line}\n")
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()

@@ -40,7 +40,8 @@ class TrainConfig:
     layers: list[str] | None = _f(None, "layer ids for --method layers (comma-separated)")
     angles: str | None = _f(None, "angles JSON for --method fapft")
     topk: str | None = _f(None, "fapft layers per group: one number or one per stage (0,0,6,2)")
-    mode: str = _f("large", "fapft: train the largest (hard task) or smallest (easy) angles")
+    mode: str = _f("large", "fapft: train the largest (hard task) or smallest (easy) angles, "
+                   "or auto (decided by a linear probe, see docs/selectors.md)")
     train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
     baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only)")
     # data
@@ -114,8 +115,8 @@ class TrainConfig:
             raise PartialFTError("lr 0 is not valid; use a positive learning rate such as 1e-3.")
         if self.amp not in AMP:
             raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
-        if self.mode not in ("large", "small"):
-            raise PartialFTError(f"mode {self.mode!r} is not valid; use large or small.")
+        if self.mode not in ("large", "small", "auto"):
+            raise PartialFTError(f"mode {self.mode!r} is not valid; use large, small or auto.")
 
     def _check_types(self) -> None:
         """YAML can give any type: each field must hold its annotated one (an int for a float)."""

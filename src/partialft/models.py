@@ -47,7 +47,7 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if img_size is not None and img_size != default_input_size(name)[-1]:
         kwargs["img_size"] = img_size
     try:
-        model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
+        model = _timm_create(name, pretrained and checkpoint is None, kwargs)
     except (OSError, RuntimeError) as exc:
         if not pretrained:
             raise
@@ -56,6 +56,17 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if checkpoint is not None:
         load_into(model, load_state_dict_file(checkpoint), source=str(checkpoint))
     return model
+
+
+def _timm_create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    """timm.create_model; convolutional models that take no ``img_size`` work at any size."""
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        if "img_size" not in kwargs or "img_size" not in str(exc):
+            raise
+        kwargs = {k: v for k, v in kwargs.items() if k != "img_size"}
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:

@@ -133,11 +133,24 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
                        train_non_residual=cfg.train_non_residual,
                        baseline_options=cfg.baseline or {}, layers=cfg.layers, angles=angles,
-                       topk=cfg.topk, mode=cfg.mode)
+                       topk=cfg.topk, mode=_resolve_mode(cfg))
     if run.main:
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
     return prepared.model, prepared, data, base
+
+
+def _resolve_mode(cfg: TrainConfig) -> str:
+    """``--mode auto`` for fapft: decided from a linear probe of the base model's features."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    if cfg.method != "fapft":
+        return "large"  # unused by other methods
+    from partialft.selectors import resolve_auto_mode
+
+    mode, reason, _ = resolve_auto_mode(cfg)
+    tqdm.write(f"mode auto -> {mode}: {reason}")
+    return mode
 
 
 def _check_img_size(model: nn.Module, img_size: int, name: str) -> None:
