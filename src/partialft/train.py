@@ -146,6 +146,8 @@ def _resolve_mode(cfg: TrainConfig) -> str:
         return cfg.mode
     if cfg.method != "fapft":
         return "large"  # unused by other methods
+    from tqdm.auto import tqdm
+
     from partialft.selectors import resolve_auto_mode
 
     mode, reason, _ = resolve_auto_mode(cfg)
