@@ -53,6 +53,34 @@ def test_shipped_weights_load_offline_and_reset_the_head() -> None:
 
 
 @needs_weights
+def test_shipped_weights_give_the_recorded_features() -> None:
+    model = timm.create_model(backbone.NAME, pretrained=True, num_classes=0).eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model(x)
+    assert feats.shape == (2, 128)
+    # recorded from the committed weights (float16 storage, float32 compute)
+    assert feats.abs().sum().item() == pytest.approx(288.0085, rel=1e-4)
+    expected = torch.tensor([[1.52045, 0.05626, 0.66138, -0.18304],
+                             [-0.41231, 0.85302, -0.45481, -0.67326]])
+    assert torch.allclose(feats[:, :4], expected, atol=1e-3)
+
+
+@needs_weights
+def test_shipped_head_recognises_its_own_fractal_categories() -> None:
+    from partialft.fractal import FractalConfig, FractalCorpus
+
+    meta = read_metadata(backbone.WEIGHTS)
+    corpus = FractalCorpus(meta["categories"], seed=meta["seed"], cfg=FractalConfig())
+    x, y = corpus.fixed_set(1, seed=123)  # instances never seen in pretraining
+    model = timm.create_model(backbone.NAME, pretrained=True).eval()
+    with torch.no_grad():
+        pred = model((x - 0.5) / 0.5).argmax(-1)
+    assert (pred == y).float().mean() > 0.85  # chance is 1%
+
+
+@needs_weights
 def test_one_channel_input_adapts_the_patch_embedding() -> None:
     model = timm.create_model(backbone.NAME, pretrained=True, num_classes=10, in_chans=1)
     shipped = load_file(str(backbone.WEIGHTS))["patch_embed.proj.weight"].float()
