@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/partialft demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests

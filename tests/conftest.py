@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 
@@ -10,6 +11,11 @@ import timm
 import torch
 import torch.nn as nn
 from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+
+# One thread per test process: with pytest -n 2 on a 2-core machine, two workers of two
+# OpenMP threads each make tiny models' steps ~20x slower. Subprocesses inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 IMG = 32  # every tiny model here takes 32x32 images
 
