@@ -24,7 +24,8 @@ def test_short_demo_writes_six_runs_a_table_and_a_report(tmp_path, capsys):
     fapft = json.loads((out / "fapft" / "selection.json").read_text())
     assert fapft["mode"] == "small" and len(fapft["layers"]) == 8  # top-4 of attn and of ffn
     assert (out / "demo.md").read_text().count("\n") == 2 + len(RUNS)
-    assert (out / "report" / "report.md").is_file()
+    report = (out / "report" / "report.md").read_text()
+    assert "full (from scratch)" in report  # not averaged with the pretrained full run
     assert list((out / "report").glob("*.png"))
     assert str(out / "report") in printed
 

@@ -52,7 +52,8 @@ def run_demo(cfg: TrainConfig, progress: bool = True, log: Any = print) -> list[
             f"{'' if pretrained else ', no pretraining'}")
         summary = train(run_cfg, resume=True, progress=progress)
         summaries.append({**summary, "run": name})
-    write_report([out / name for name, _, _ in RUNS], out / "report", overwrite=True)
+    angles = out / "fapft-angles.json"
+    write_report([out / name for name, _, _ in RUNS] + [angles], out / "report", overwrite=True)
     atomic_write_text(out / "demo.md", table(summaries))
     return summaries
 

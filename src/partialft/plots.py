@@ -73,10 +73,15 @@ def accuracy_vs_params(rows: Sequence[Row], path: Path) -> str:
     return _save(fig, path)
 
 
+def _scratch(r: Row) -> bool:
+    """A run trained from random weights (no pretraining, no checkpoint)."""
+    return r.options.get("pretrained") is False and not r.options.get("checkpoint")
+
+
 def _short(r: Row) -> str:
     if r.method == "fapft" and "topk" in r.options:
         return f"fapft k={r.options['topk']} {r.options.get('mode', '')}".strip()
-    return r.method
+    return f"{r.method} (from scratch)" if _scratch(r) else r.method
 
 
 def manual_strategies(rows: Sequence[Row], path: Path) -> str:
@@ -84,7 +89,8 @@ def manual_strategies(rows: Sequence[Row], path: Path) -> str:
     tasks = {k: v for k, v in _by_task(rows).items() if _has_manual(v)}
     fig, axes = _panels(len(tasks), width=7.5)
     for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
-        chosen = sorted((r for r in task_rows if r.method in MANUAL and r.acc is not None),
+        chosen = sorted((r for r in task_rows
+                         if r.method in MANUAL and r.acc is not None and not _scratch(r)),
                         key=lambda r: MANUAL.index(r.method))
         accs = [r.acc for r in chosen]
         colors = ["tab:gray" if r.method == "full" else "tab:blue" for r in chosen]

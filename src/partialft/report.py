@@ -23,7 +23,8 @@ MEASURED = {"seed", "best_acc", "final_acc", "test_acc", "wall_s", "images_per_s
             "processes", "precision", "total_params", "union_params", "greedy_history",
             "ingredient_val_acc", "ingredient_params", "ingredient_methods"}
 # Configuration fields read from config.yaml / selection.json that the summary lacks.
-CONFIG_KEYS = ("topk", "mode", "weight_decay", "batch_size", "img_size")
+CONFIG_KEYS = ("topk", "mode", "weight_decay", "batch_size", "img_size", "pretrained",
+               "checkpoint")
 
 
 @dataclass
@@ -183,6 +184,8 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
 def _label(row: Row) -> str:
     extra = [f"{k} {row.options[k]}" for k in ("topk", "mode") if k in row.options
              and row.method == "fapft"]
+    if row.options.get("pretrained") is False and not row.options.get("checkpoint"):
+        extra.insert(0, "from scratch")
     return row.method + (f" ({', '.join(extra)})" if extra else "")
 
 
