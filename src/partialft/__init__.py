@@ -4,6 +4,7 @@ The pipeline is a chain of plain functions (see DESIGN in the README):
 ``find_layers`` -> ``compute_angles`` -> ``select_layers`` -> ``apply_selection`` -> train.
 """
 
+import partialft.backbone  # noqa: F401  (registers the bundled partialft_vit_tiny with timm)
 from partialft.angles import compute_angles, kendall_tau
 from partialft.errors import PartialFTError
 from partialft.freeze import FreezeSummary, apply_selection

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from partialft.errors import PartialFTError
 
 # Verb modules in the order `partialft --help` lists them.
-COMMANDS = ("demo", "layers", "angles", "plan", "train", "fapft", "soup", "eval", "report", "pretrain",
-            "bench", "select", "multitask")
+COMMANDS = (
+    "demo", "layers", "angles", "plan", "train", "fapft", "select", "soup", "eval", "report",
+    "bench", "multitask", "pretrain",
+)
 
 
 class Parser(argparse.ArgumentParser):
