@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from partialft.errors import PartialFTError
 from partialft.io import atomic_write_text
 from partialft.loaders import evaluate, loader
+from partialft.rundir import optimizer_state, optimizer_tensors
 
 if TYPE_CHECKING:
     from partialft.train import Setup
@@ -195,15 +196,8 @@ def _state_tensors(s: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if s.ema is not None:
         ema_sd = s.ema.module.state_dict()
         tensors |= {f"ema.{n}": ema_sd[n] for n in delta_names(model)}
-    optim = s.optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, entry in optim["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    return tensors, {"param_groups": optim["param_groups"], "scalars": scalars}
+    optim_tensors, optim_info = optimizer_tensors(s.optimizer)
+    return tensors | optim_tensors, optim_info
 
 
 def _restore(s: Setup) -> Progress:
@@ -222,7 +216,7 @@ def _restore(s: Setup) -> Progress:
     model.load_state_dict(_prefixed(tensors, "model."), strict=False)
     if s.ema is not None:
         s.ema.module.load_state_dict(_prefixed(tensors, "ema."), strict=False)
-    s.optimizer.load_state_dict(_optimizer_state(tensors, info["optimizer"]))
+    s.optimizer.load_state_dict(optimizer_state(tensors, info["optimizer"]))
     fields = {k: v for k, v in info.items() if k in Progress.__dataclass_fields__}
     p = Progress(**fields)
     s.scheduler.step_update(num_updates=p.global_step)
@@ -231,14 +225,3 @@ def _restore(s: Setup) -> Progress:
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, scalars in info["scalars"].items():
-        state.setdefault(int(idx), {}).update(scalars)
-    return {"state": state, "param_groups": info["param_groups"]}

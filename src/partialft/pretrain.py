@@ -39,7 +39,7 @@ from partialft.errors import PartialFTError, suggest
 from partialft.fractal import FractalConfig, FractalCorpus
 from partialft.io import append_line, atomic_write_json, atomic_write_text
 from partialft.models import input_size
-from partialft.rundir import RunDir
+from partialft.rundir import RunDir, optimizer_state, optimizer_tensors
 
 METRICS = "metrics.jsonl"
 WEIGHTS = "model.safetensors"
@@ -238,16 +238,10 @@ def _save_state(job: Job) -> None:
     """A resume point: weights, optimizer tensors (+ scalars and groups as JSON), counters."""
     model = job.acc.unwrap_model(job.model)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    optim = job.optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, entry in optim["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
+    optim_tensors, optim_info = optimizer_tensors(job.optimizer)
+    tensors |= optim_tensors
     info = {"global_step": job.step, "elapsed_s": job.elapsed_s, "val_acc": job.val_acc,
-            "optimizer": {"param_groups": optim["param_groups"], "scalars": scalars}}
+            "optimizer": optim_info}
     job.run.save_state(tensors, info)
 
 
@@ -259,15 +253,7 @@ def _restore(job: Job) -> None:
     tensors, info = loaded
     model = job.acc.unwrap_model(job.model)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, scalars in info["optimizer"]["scalars"].items():
-        state.setdefault(int(idx), {}).update(scalars)
-    job.optimizer.load_state_dict({"state": state,
-                                   "param_groups": info["optimizer"]["param_groups"]})
+    job.optimizer.load_state_dict(optimizer_state(tensors, info["optimizer"]))
     job.step, job.elapsed_s, job.val_acc = info["global_step"], info["elapsed_s"], info["val_acc"]
     job.scheduler.step_update(num_updates=job.step)
     if job.acc.is_main_process and job.run.file(METRICS).is_file():  # drop lines past the state

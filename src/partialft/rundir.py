@@ -110,6 +110,33 @@ class RunDir:
         return tensors, info
 
 
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
+                                                                 dict[str, Any]]:
+    """An optimizer's state as tensors (``optim.<param>.<key>``) + JSON (scalars, groups)."""
+    optim = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in optim["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": optim["param_groups"], "scalars": scalars}
+
+
+def optimizer_state(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`optimizer_tensors`: a state dict for ``load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in info["scalars"].items():
+        state.setdefault(int(idx), {}).update(scalars)
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
 def rng_state() -> dict[str, Any]:
     """Torch (CPU and CUDA), NumPy and Python RNG states as tensors + JSON."""
     tensors = {"rng.torch": torch.get_rng_state()}
