@@ -65,3 +65,13 @@ def family(request: pytest.FixtureRequest) -> str:
 def images() -> torch.Tensor:
     """A tiny batch of 32x32 RGB images."""
     return torch.randn(4, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+
+
+def tiny_run(out, **kw):
+    """TrainConfig for test_vit at 32 px on 4-class synthetic data: an epoch is 4-5 steps."""
+    from partialft.config import TrainConfig
+
+    base = dict(model="test_vit", pretrained=False, dataset="synthetic:4", img_size=32,
+                max_per_split=40, epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5,
+                hflip=0.0, amp="no", out=str(out), seed=0)
+    return TrainConfig(**{**base, **kw})

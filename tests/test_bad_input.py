@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,8 @@ _spec.loader.exec_module(bad_inputs)
 CASES = {case.what: case for case in bad_inputs.CASES}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train much faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def fixtures(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Bad checkpoints, angles files, an image folder with a corrupt image, two finished runs."""
     d = tmp_path_factory.mktemp("bad")
     bad_inputs.make_fixtures(d)

@@ -11,11 +11,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,14 +49,6 @@ yaml_value = st.one_of(st.none(), st.booleans(), numbers, junk,
 PINNED = {"model", "dataset", "img_size", "max_per_split", "batch_size", "epochs", "amp",
           "pretrained", "max_steps", "compile", "out"}
 yaml_key = st.one_of(st.sampled_from(sorted(set(FIELDS) - PINNED)), junk)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check(argv: list[str]) -> None:

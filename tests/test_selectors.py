@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
+from conftest import tiny_run
 
 from partialft.cli import main
 from partialft.config import TrainConfig
@@ -26,12 +26,7 @@ TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "-
         "--hflip", "0", "--warmup-epochs", "0.5"]
 
 
-def tiny(out: Path, **kw) -> TrainConfig:
-    """test_vit at 32 px on 4-class synthetic data: one epoch is 4 optimizer steps."""
-    base = dict(model="test_vit", pretrained=False, dataset="synthetic:4", img_size=32,
-                max_per_split=40, epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5,
-                hflip=0.0, amp="no", out=str(out), seed=0)
-    return TrainConfig(**{**base, **kw})
+tiny = tiny_run
 
 
 def layer_ids(cfg: TrainConfig) -> set[str]:

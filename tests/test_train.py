@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_run
 
 from partialft.cli import main
-from partialft.config import TrainConfig, load_config
+from partialft.config import load_config
 from partialft.errors import PartialFTError
 from partialft.models import load_state_dict_file
 from partialft.runs import is_run_dir, load_run_model
@@ -20,12 +21,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 TIMING = {"images_per_s", "elapsed_s"}
 
 
-def tiny(out: Path, **kw) -> TrainConfig:
-    """test_vit at 32 px on 4-class synthetic data: one epoch is 4 optimizer steps."""
-    base = dict(model="test_vit", pretrained=False, dataset="synthetic:4", img_size=32,
-                max_per_split=40, epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5,
-                hflip=0.0, amp="no", out=str(out), seed=0)
-    return TrainConfig(**{**base, **kw})
+tiny = tiny_run
 
 
 def metrics(run: Path) -> list[dict]:

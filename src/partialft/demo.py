@@ -9,7 +9,6 @@ the smallest angles, top-k from Table 7). Then ``report/`` holds the table and t
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,3 @@ def table(summaries: list[dict[str, Any]]) -> str:
                      f"{s['trainable_params']:,} | {s['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
-
-def selected_layers(out: Path) -> list[str]:
-    return json.loads((out / "fapft" / "selection.json").read_text())["layers"]
