@@ -99,5 +99,12 @@ def test_cli_report_skips_figures_without_data(tmp_path, capsys):
 
 
 def test_cli_report_rejects_other_paths(tmp_path, capsys):
-    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    (tmp_path / "notes").mkdir()
+    assert main(["report", str(tmp_path / "notes"), "--out", str(tmp_path / "r")]) == 2
     assert "neither a run dir" in capsys.readouterr().err
+
+
+def test_cli_report_out_may_not_sit_inside_an_input(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "inside the input" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -103,6 +103,15 @@ def save_angles(path: str | Path, angles: Mapping[str, float], layer_map: LayerM
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
+def is_angles_file(path: str | Path) -> bool:
+    """True for a file :func:`save_angles` wrote (a JSON object with angles and groups)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("angles"), dict) and "groups" in data
+
+
 def load_angles(path: str | Path, layer_map: LayerMap | None = None) -> dict[str, float]:
     """Read an angles file; with ``layer_map``, check it covers exactly that model's layers."""
     path = Path(path)
@@ -110,11 +119,18 @@ def load_angles(path: str | Path, layer_map: LayerMap | None = None) -> dict[str
         raise PartialFTError(f"angles file {path} does not exist; create it with "
                              "'partialft angles PRETRAINED FINETUNED --model M --out FILE'.")
     try:
-        data = json.loads(path.read_text())
-        angles = {str(k): float(v) for k, v in data["angles"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = dict(data["angles"])
+    except (KeyError, TypeError, ValueError, AttributeError, OSError):
         raise PartialFTError(f"angles file {path} is not a JSON object whose key 'angles' maps "
                              "layer ids to degrees.") from None
+    wrong = next((k for k, v in raw.items() if isinstance(v, bool)
+                  or not isinstance(v, (int, float))), None)
+    if wrong is not None:
+        raise PartialFTError(f"angles file {path} gives layer {wrong} the value "
+                             f"{json.dumps(raw[wrong])}, which is not a number; angles are "
+                             "numbers of degrees, such as 12.5.")
+    angles = {str(k): float(v) for k, v in raw.items()}
     # Scores of other selectors (e.g. relative gradient norms) need only be finite.
     is_angle = data.get("selector", "angle") in ("angle", "probe-angle")
     valid = (lambda v: 0.0 <= v <= 180.0) if is_angle else math.isfinite  # NaN fails both

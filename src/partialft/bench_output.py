@@ -8,8 +8,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from partialft.errors import PartialFTError
 from partialft.io import atomic_write, atomic_write_json, atomic_write_text
+from partialft.outputs import check_claim
+from partialft.rundir import RunDir
 
 FILES = ("bench.json", "bench.md", "bench.png")
 # (row key, panel title, y label) of the four panels of the paper's Fig. 5
@@ -108,21 +109,18 @@ def chart(result: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-def check_free(out: Path, overwrite: bool) -> None:
-    """Refuse to replace earlier bench files unless ``overwrite``."""
-    existing = [name for name in FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise PartialFTError(f"{out / existing[0]} already exists; pass --overwrite or choose "
-                             "another --out.")
+def check_free(out: Path, overwrite: bool, inputs: Sequence[str | Path | None] = ()) -> None:
+    """Refuse to replace earlier bench files unless ``overwrite`` (or to write over inputs)."""
+    check_claim(out, "bench", overwrite=overwrite, inputs=inputs)
 
 
-def write_outputs(result: dict[str, Any], out: str | Path, overwrite: bool = False
-                  ) -> Sequence[Path]:
+def write_outputs(result: dict[str, Any], out: str | Path, overwrite: bool = False,
+                  inputs: Sequence[str | Path | None] = ()) -> Sequence[Path]:
     """Write bench.json, bench.md and bench.png into ``out``; returns their paths."""
     out = Path(out)
-    check_free(out, overwrite)
     paths = [out / name for name in FILES]
-    atomic_write_json(paths[0], result)
-    atomic_write_text(paths[1], markdown(result))
-    chart(result, paths[2])
+    with RunDir(out, kind="bench", overwrite=overwrite, inputs=inputs):
+        atomic_write_json(paths[0], result)
+        atomic_write_text(paths[1], markdown(result))
+        chart(result, paths[2])
     return paths

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from partialft.errors import PartialFTError
@@ -47,8 +47,11 @@ def save_tensors(path: str | Path, tensors: StateDict, metadata: dict[str, Any])
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Metadata of a safetensors file, JSON values decoded."""
-    with safe_open(str(path), framework="pt") as fh:
-        raw = fh.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise PartialFTError(f"{path} is truncated or not a safetensors file ({exc}).") from None
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, user_message
 
 # Verb modules in the order `partialft --help` lists them.
 COMMANDS = (
@@ -51,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PartialFTError as exc:
-        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        sys.stderr.write(f"partialft {args.command}: error: {one_line}\n")
+        sys.stderr.write(f"partialft {args.command}: error: {user_message(exc)}\n")
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()

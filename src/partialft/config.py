@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
-from partialft.errors import PartialFTError, suggest
+from partialft.errors import PartialFTError, read_text_file, suggest
 
 AMP = ("auto", "no", "bf16", "fp16")
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
 
 def _f(default: Any, help: str) -> Any:
@@ -85,10 +87,20 @@ class TrainConfig:
             self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
         if isinstance(self.layers, list):
             self.layers = [str(layer) for layer in self.layers]
-        if self.topk is not None and not isinstance(self.topk, (dict, list)):
+        if isinstance(self.topk, list) and all(_whole(k) for k in self.topk):
+            self.topk = ",".join(str(k) for k in self.topk)  # YAML [0, 0, 6, 2] = "0,0,6,2"
+        elif self.topk is not None and not isinstance(self.topk, (dict, list)):
             self.topk = str(self.topk)
         self._check_types()
         self._check_positive("epochs", "batch_size", "grad_accum")
+        if self.epochs > MAX_EPOCHS:
+            raise PartialFTError(f"epochs {self.epochs} is not valid; use a whole number from 1 "
+                                 f"to {MAX_EPOCHS:,}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise PartialFTError(f"seed {self.seed} is not valid; use a whole number from 0 to "
+                                 f"{MAX_SEED} (2**32 - 1).")
+        if not str(self.out).strip():
+            raise PartialFTError("out '' is empty; name a run dir such as runs/my-run.")
         for name in ("num_classes", "img_size"):
             if getattr(self, name) is not None:
                 self._check_positive(name)
@@ -104,7 +116,9 @@ class TrainConfig:
         if self.ema is not None and self.ema >= 1:
             raise PartialFTError(f"ema {self.ema} is not valid; use a decay below 1 such as "
                                  "0.9998 (or none for off).")
-        self._check_range("val_fraction", 0.0, 1.0, upper_open=True)
+        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
+            raise PartialFTError(f"val_fraction {self.val_fraction!r} is not valid; use a number "
+                                 "between 0 and 1 (both excluded), such as 0.1.")
         self._check_range("crop_scale", 0.05, 1.0)
         for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",
                      "warmup_epochs", "hflip", "random_erasing"):
@@ -113,6 +127,13 @@ class TrainConfig:
                 raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
         if self.lr == 0:
             raise PartialFTError("lr 0 is not valid; use a positive learning rate such as 1e-3.")
+        if self.min_lr > self.lr:
+            raise PartialFTError(f"min_lr {self.min_lr} is above lr {self.lr}; the cosine decay "
+                                 "ends at min_lr, so use a value <= lr (e.g. lr / 1000).")
+        if self.layers is not None and self.method != "layers":
+            raise PartialFTError(f"layers {','.join(self.layers)!r} is only used by --method "
+                                 f"layers, not {self.method}; drop --layers or use --method "
+                                 "layers.")
         if self.amp not in AMP:
             raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
         if self.mode not in ("large", "small", "auto"):
@@ -151,6 +172,10 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 _WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
           list: "a list", dict: "a mapping"}
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _optional(tp: Any) -> bool:
@@ -192,10 +217,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise PartialFTError(f"config {path} does not exist; pass a YAML file (see configs/).")
+    text = read_text_file(path, "config", "a YAML file (see configs/)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -249,6 +273,15 @@ def add_config_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in FIELDS}
+
+
+def config_inputs(cfg: TrainConfig) -> list[str]:
+    """The files and folders a run reads: an output path must not contain or sit inside them."""
+    paths = [cfg.checkpoint, cfg.layer_spec, cfg.angles, cfg.data_dir]
+    base, _, arg = cfg.dataset.partition(":")
+    if base == "folder" and arg:
+        paths.append(arg)
+    return [p for p in paths if p]
 
 
 def write_config(path: str | Path, cfg: TrainConfig | dict[str, Any]) -> None:

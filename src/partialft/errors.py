@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class PartialFTError(ValueError):
@@ -24,3 +26,36 @@ def first_items(items: Iterable[str], limit: int = 5) -> str:
     items = list(items)
     head = ", ".join(items[:limit])
     return head + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_input_file(path: Path, what: str, valid: str) -> None:
+    """Raise one clear sentence unless ``path`` is a regular file that can be read."""
+    if not path.exists():
+        raise PartialFTError(f"{what} {path} does not exist; pass {valid}.")
+    if path.is_dir():
+        raise PartialFTError(f"{what} {path} is a directory; pass {valid}.")
+    if not path.is_file():
+        raise PartialFTError(f"{what} {path} is not a regular file (a device or pipe); pass "
+                             f"{valid}.")
+    if not os.access(path, os.R_OK):
+        raise PartialFTError(f"{what} {path} cannot be read (permission denied); pass {valid}.")
+
+
+def read_text_file(path: Path, what: str, valid: str) -> str:
+    """The UTF-8 text of a user's file (config, layer spec), or one clear sentence."""
+    check_input_file(path, what, valid)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PartialFTError(f"{what} {path} is not UTF-8 text (byte {exc.start} is "
+                             f"0x{exc.object[exc.start]:02x}); save it as UTF-8.") from None
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for the CLI: an error re-raised from a DataLoader worker carries the worker's
+    traceback in its message; only the error's own last line is the user's business."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        text = last.split(": ", 1)[1] if last.startswith(("partialft.", "PartialFTError")) else last
+    return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -8,25 +8,40 @@ resumes the one that was interrupted.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from partialft.angles import compute_angles, save_angles
-from partialft.config import TrainConfig
-from partialft.errors import PartialFTError
+from partialft.config import TrainConfig, config_inputs
+from partialft.errors import PartialFTError, first_items
 from partialft.io import atomic_write_json, atomic_write_text
 from partialft.layers import find_layers
 from partialft.models import create_model, load_state_dict_file
-from partialft.runs import base_state, is_run_dir, load_run_model
+from partialft.rundir import RunDir
+from partialft.runs import base_state, delta_info, is_run_dir, load_run_model
 
 
 def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool = True,
-              selector: str = "angle") -> dict[str, Any]:
+              selector: str = "angle", overwrite: bool = False,
+              inputs: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Run (or finish) the pipeline under ``cfg.out`` and return the comparison summary.
 
     ``selector`` other than ``angle`` (see :mod:`partialft.selectors`) replaces the full run and
-    its angles; the full run is then only compared against when ``reference`` names one.
+    its angles; the full run is then only compared against when ``reference`` names one. A
+    rerun reuses the finished stages only when it asks for the same selector and reference.
     """
+    if reference is not None:
+        check_reference(reference, cfg)
+    settings = {"selector": selector,
+                "reference": str(Path(reference).resolve()) if reference else None}
+    with RunDir(cfg.out, kind="fapft", overwrite=overwrite, resume=True, settings=settings,
+                inputs=[*config_inputs(cfg), reference, *inputs]):
+        return _pipeline(cfg, reference, progress, selector)
+
+
+def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector: str
+              ) -> dict[str, Any]:
     from partialft.train import train
 
     out = Path(cfg.out)
@@ -51,6 +66,32 @@ def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool 
     return _compare(out, full_summary, fapft_summary)
 
 
+def check_reference(reference: str, cfg: TrainConfig) -> None:
+    """A reference run dir must be a finished full fine-tuning of the same base model."""
+    path = Path(reference)
+    if not path.exists():
+        raise PartialFTError(f"--reference {reference} does not exist; pass a finished full "
+                             "fine-tuning run dir or a weights file.")
+    if not path.is_dir():
+        return  # a weights file: _angles checks no layer was left untrained
+    if not is_run_dir(path):
+        raise PartialFTError(f"--reference {reference} is not a finished run dir; pass a "
+                             "finished 'partialft train --method full' run dir or a checkpoint.")
+    summary = _summary_of(path)
+    if summary.get("method") != "full":
+        raise PartialFTError(f"--reference {reference} is a {summary.get('method')!r} run; "
+                             "angles need a full fine-tuning run (--method full) of the same "
+                             "base model.")
+    base = delta_info(path)["base"]
+    ours = {"model": cfg.model, "pretrained": cfg.pretrained,
+            "checkpoint": str(Path(cfg.checkpoint).resolve()) if cfg.checkpoint else None}
+    for key, value in ours.items():
+        if base.get(key) != value:
+            raise PartialFTError(f"--reference {reference} was fine-tuned from {key}="
+                                 f"{base.get(key)!r}, but this run starts from {key}={value!r}; "
+                                 "angles need a full run of the same base model.")
+
+
 def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
     """Angles between the base weights and the fully fine-tuned ones."""
     if reference is not None and not Path(reference).is_dir():
@@ -64,7 +105,13 @@ def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
         model, _ = load_run_model(full_dir)
         pretrained, finetuned = base_state(full_dir), model.state_dict()
         layer_map = find_layers(model, cfg.layer_spec)
-    return compute_angles(pretrained, finetuned, layer_map), layer_map
+    angles = compute_angles(pretrained, finetuned, layer_map)
+    same = [layer_id for layer_id, angle in angles.items() if angle == 0.0]
+    if same:
+        raise PartialFTError(f"the reference {reference or full_dir} leaves {first_items(same, 3)}"
+                             " exactly at the base weights; angles need a full fine-tuning, in "
+                             "which every layer trains.")
+    return angles, layer_map
 
 
 def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from partialft.errors import PartialFTError, first_items
+from partialft.errors import PartialFTError, first_items, read_text_file
 from partialft.layers import Layer, LayerMap
 
 SPEC_KEYS = ("layers", "groups", "head")
@@ -36,9 +36,7 @@ def load_layer_spec(path: str | Path) -> dict[str, Any]:
         head: ["fc.*"]      # optional; default: get_classifier() or the last nn.Linear
     """
     path = Path(path)
-    if not path.is_file():
-        raise PartialFTError(f"layer spec {path} does not exist; pass a YAML or JSON file.")
-    text = path.read_text()
+    text = read_text_file(path, "layer spec", "a YAML or JSON file")
     try:
         spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

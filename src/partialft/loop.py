@@ -46,6 +46,9 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
     """Train until ``cfg.epochs``; False when ``cfg.max_steps`` stopped it first."""
     cfg, acc = s.cfg, s.acc
     p = _restore(s)
+    if acc.log_with:  # the tracker starts empty: give it the epochs done before a resume
+        for record in p.metrics:
+            _log_epoch(s, record)
     sums = torch.tensor([p.loss_sum, p.correct, p.seen], dtype=torch.float64, device=acc.device)
     params = [q for q in s.model.parameters() if q.requires_grad]
     for epoch in range(p.epoch, cfg.epochs):
@@ -165,12 +168,17 @@ def _end_epoch(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> Non
     p.elapsed_s += eval_s
     sums.zero_()
     if acc.log_with:
-        acc.log({k: v for k, v in record.items() if k != "epoch"}, step=p.global_step)
+        _log_epoch(s, record)
     if acc.is_main_process:
         tqdm.write(f"epoch {record['epoch']}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
                    f"train acc {record['train_acc']:.2f}%, val acc {val_acc:.2f}%, "
                    f"{record['images_per_s']:.0f} img/s")
     _save(s, p, sums, seconds)
+
+
+def _log_epoch(s: Setup, record: dict[str, Any]) -> None:
+    s.acc.log({k: v for k, v in record.items() if k not in ("epoch", "step")},
+              step=record["step"])
 
 
 def _save(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> None:
@@ -184,7 +192,7 @@ def _save(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> None:
         return
     atomic_write_text(s.run.file(METRICS), "".join(json.dumps(m) + "\n" for m in p.metrics))
     tensors, optim_info = _state_tensors(s)
-    s.run.save_state(tensors, {**asdict(p), "optimizer": optim_info})
+    s.run.save_state(tensors, {**asdict(p), "optimizer": optim_info, "base": s.base})
 
 
 def _state_tensors(s: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -212,6 +220,10 @@ def _restore(s: Setup) -> Progress:
     if loaded is None:
         return Progress()
     tensors, info = loaded
+    if info.get("base", s.base) != s.base:
+        raise PartialFTError(f"--resume of {s.cfg.out}: the base weights differ from the ones "
+                             "the run started from (their file changed since); restore them, or "
+                             "start again with --overwrite.")
     model = s.acc.unwrap_model(s.model)
     model.load_state_dict(_prefixed(tensors, "model."), strict=False)
     if s.ema is not None:

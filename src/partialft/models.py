@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -12,7 +16,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from partialft.errors import PartialFTError, first_items, suggest
+from partialft.errors import PartialFTError, check_input_file, first_items, suggest
 
 StateDict = dict[str, torch.Tensor]
 
@@ -70,30 +74,72 @@ def _timm_create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
-    """Read tensors from ``.safetensors``, or ``.pth``/``.pt``/``.bin`` with ``weights_only``.
+    """Read tensors from a safetensors file, or a PyTorch file with ``weights_only=True``.
 
-    A pickle that would run code is refused; a truncated file gives a clear error.
+    The format is told from the file's first bytes, not its name. A pickle that would run code
+    is refused; a truncated file gives a clear error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PartialFTError(f"checkpoint {path} does not exist; pass a .safetensors, .pth or "
-                             ".pt file.")
-    if path.suffix == ".safetensors":
+    check_input_file(path, "checkpoint", "a .safetensors, .pth or .pt file")
+    if _is_safetensors(path):
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise PartialFTError(f"checkpoint {path} is truncated or not a safetensors file "
                                  f"({exc}).") from None
+    if path.suffix == ".safetensors":
+        raise PartialFTError(f"checkpoint {path} is truncated or not a safetensors file (its "
+                             "header is not a safetensors header).")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy files before refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise PartialFTError(f"refused to load {path}: it is a pickle holding objects other "
                              "than tensors, which could run code; save it as safetensors or a "
                              "plain state dict.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise PartialFTError(f"checkpoint {path} is truncated or corrupt "
-                             f"({exc or type(exc).__name__}).") from None
+                             f"({_first_line(exc)}).") from None
     return _unwrap(obj, path)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with the little-endian length of its JSON header, then '{'."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".")
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """SHA-256 and size of a weights file (cached per path, size and modification time)."""
+    stat = Path(path).stat()
+    return {"sha256": _digest(str(path), stat.st_size, stat.st_mtime_ns), "bytes": stat.st_size}
+
+
+def check_digest(path: str | Path, recorded: dict[str, Any], what: str) -> None:
+    """Refuse weights that changed since a run recorded them."""
+    check_input_file(Path(path), what, "the file the run started from")
+    now = file_digest(path)
+    if now["sha256"] != recorded.get("sha256"):
+        then = f"{str(recorded.get('sha256'))[:12]}..., {recorded.get('bytes')} bytes"
+        raise PartialFTError(f"{what} {path} changed since the run used it (SHA-256 {then} "
+                             f"then; {now['sha256'][:12]}..., {now['bytes']} bytes now); restore "
+                             "the original file or train the run again.")
 
 
 def _unwrap(obj: object, path: Path) -> StateDict:
@@ -143,7 +189,23 @@ def check_fits(model: nn.Module, state: StateDict, source: str = "checkpoint",
             problems.append(f"mis-shaped {k} ({tuple(state[k].shape)} vs the model's "
                             f"{tuple(own[k].shape)})")
         raise PartialFTError(f"{source} does not fit the model: {'; '.join(problems)}.")
+    check_values(own, state, source)
     return skipped
+
+
+def check_values(own: StateDict, state: StateDict, source: str) -> None:
+    """Floating-point weights must come as finite floating-point tensors (no int8, no NaN)."""
+    for key, value in state.items():
+        if key not in own or not own[key].is_floating_point():
+            continue
+        if not value.is_floating_point():
+            dtype = str(value.dtype).removeprefix("torch.")
+            raise PartialFTError(f"{source} stores {key} as {dtype}, but the model's {key} is "
+                                 "floating point; quantized weights cannot be fine-tuned, pass "
+                                 "the float checkpoint.")
+        if value.device.type != "meta" and not bool(value.isfinite().all()):
+            raise PartialFTError(f"{source} holds NaN or infinite values in {key}, so training "
+                                 "from it cannot work; pass a checkpoint with finite weights.")
 
 
 def _head_keys(model: nn.Module) -> set[str]:

@@ -78,6 +78,10 @@ class PretrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise PartialFTError(f"{name} {value!r} is not valid; use a whole number >= 1.")
+        burn_in = FractalConfig.burn_in
+        if self.iters <= burn_in:
+            raise PartialFTError(f"iters {self.iters} is not valid; use more than {burn_in} (the "
+                                 f"chaos game discards its first {burn_in} steps per chain).")
         if not 0 <= self.warmup_steps < self.steps:
             raise PartialFTError(f"warmup_steps {self.warmup_steps} is not valid; use 0 <= "
                                  f"warmup_steps < steps ({self.steps}).")
@@ -125,7 +129,8 @@ def _seed(*parts: int) -> int:
 def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False) -> Job:
     """Accelerator, run dir, corpus, model, optimizer and schedule (restored with ``resume``)."""
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.amp)
-    run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process)
+    run = RunDir(cfg.out, kind="pretrain", overwrite=overwrite, resume=resume,
+                 main_process=acc.is_main_process)
     torch.manual_seed(cfg.seed)
     model = timm.create_model(cfg.model, num_classes=cfg.categories)
     _, height, _ = input_size(model)

@@ -218,21 +218,22 @@ def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool =
                  ) -> dict[str, Any]:
     """report.md, report.json and the figures the runs have data for, under ``out``."""
     from partialft import plots
+    from partialft.outputs import check_claim
+    from partialft.rundir import RunDir
 
     out = Path(out)
-    if (out / "report.md").exists() and not overwrite:
-        raise PartialFTError(f"{out}/report.md already exists; pass --overwrite to replace it.")
+    check_claim(out, "report", overwrite=overwrite, inputs=paths)
     runs, angle_sets = load_inputs(paths)
     if not runs and not angle_sets:
         raise PartialFTError("no run dirs or angles files given; pass RUN_DIR... or FILE.json.")
     rows = group_runs(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    made, skipped = plots.make_all(rows, angle_sets, out)
-    md = _markdown(rows, made, skipped)
-    atomic_write_text(out / "report.md", md)
-    report = {"rows": [asdict(r) for r in rows], "figures": made, "skipped": skipped,
-              "angle_sets": [a.label for a in angle_sets]}
-    atomic_write_json(out / "report.json", report)
+    with RunDir(out, kind="report", overwrite=overwrite, inputs=paths):
+        made, skipped = plots.make_all(rows, angle_sets, out)
+        md = _markdown(rows, made, skipped)
+        atomic_write_text(out / "report.md", md)
+        report = {"rows": [asdict(r) for r in rows], "figures": made, "skipped": skipped,
+                  "angle_sets": [a.label for a in angle_sets]}
+        atomic_write_json(out / "report.json", report)
     return report
 
 

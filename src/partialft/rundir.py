@@ -12,47 +12,67 @@ import fcntl
 import json
 import os
 import random
-import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from partialft.checkpoints import SUMMARY, save_tensors
 from partialft.errors import PartialFTError
 from partialft.io import atomic_write_json
+from partialft.outputs import (
+    LOCK,
+    check_claim,
+    clear,
+    make_dir,
+    read_marker,
+    remove_stale_tmp,
+    write_marker,
+)
 
 STATE_DIR = "state"
-LOCK = ".lock"
 
 
 class RunDir:
-    """Open ``path`` for writing a run: lock it and apply the overwrite/resume rules."""
+    """Open ``path`` for writing a ``kind`` directory: check the output rules, lock it, and
+    apply ``overwrite``/``resume`` (see :mod:`partialft.outputs`).
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False,
-                 main_process: bool = True) -> None:
+    ``settings`` are recorded in the marker of a new directory; reusing one (``resume``) with
+    other settings is refused, so a rerun never mixes results made two different ways.
+    """
+
+    def __init__(self, path: str | Path, *, kind: str = "train", overwrite: bool = False,
+                 resume: bool = False, main_process: bool = True,
+                 inputs: Iterable[str | Path | None] = (),
+                 settings: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.main = main_process
         self._lock_fh = None
         if main_process:
-            self._prepare(overwrite, resume)
+            self._prepare(kind, overwrite, resume, list(inputs), settings)
 
-    def _prepare(self, overwrite: bool, resume: bool) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise PartialFTError(f"{self.path} exists and is not a directory; choose another "
-                                 "--out.")
-        used = self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
-        self.path.mkdir(parents=True, exist_ok=True)
+    def _prepare(self, kind: str, overwrite: bool, resume: bool, inputs: list,
+                 settings: dict[str, Any] | None) -> None:
+        claim = dict(overwrite=overwrite, reuse=resume, inputs=inputs)
+        check_claim(self.path, kind, **claim)  # before creating anything
+        make_dir(self.path)
         self._lock()
-        if used and overwrite:
-            for child in self.path.iterdir():
-                if child.name != LOCK:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        elif used and not resume:
-            raise PartialFTError(f"run dir {self.path} already exists; pass --resume to "
-                                 "continue it or --overwrite to replace it.")
+        try:
+            if check_claim(self.path, kind, **claim):  # again, now that we hold the lock
+                clear(self.path, read_marker(self.path)["kind"])
+            marker = read_marker(self.path)
+            if marker is None:
+                write_marker(self.path, kind, settings)
+            elif settings is not None and marker.get("settings") != settings:
+                raise PartialFTError(_settings_changed(self.path, marker["settings"], settings))
+            remove_stale_tmp(self.path)
+        except BaseException:
+            self.close()
+            raise
 
     def _lock(self) -> None:
         fh = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the run's lifetime
@@ -69,6 +89,12 @@ class RunDir:
         fh.write(f"pid {os.getpid()}")
         fh.flush()
         self._lock_fh = fh
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._lock_fh is not None:
@@ -104,10 +130,22 @@ class RunDir:
         state = self.path / STATE_DIR
         if not (state / "state.json").is_file():
             return None
-        info = json.loads((state / "state.json").read_text())
-        tensors = load_file(str(state / info["tensors"]))
-        set_rng_state(tensors, info["rng"])
+        try:
+            info = json.loads((state / "state.json").read_text(encoding="utf-8"))
+            tensors = load_file(str(state / info["tensors"]))
+            set_rng_state(tensors, info["rng"])
+        except (ValueError, KeyError, TypeError, IndexError, OSError, SafetensorError) as exc:
+            why = "a file is missing" if isinstance(exc, FileNotFoundError) else (
+                "a file is truncated or malformed")
+            raise PartialFTError(f"the resume point in {state} is damaged ({why}); start the "
+                                 "run again with --overwrite instead of --resume.") from None
         return tensors, info
+
+
+def _settings_changed(path: Path, old: dict[str, Any], new: dict[str, Any]) -> str:
+    key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return (f"{path} was made with {key}={old.get(key)!r}, not {new.get(key)!r}; rerun with the "
+            "same settings, or pass --overwrite (or another --out) to start again.")
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import yaml
 
 from partialft.checkpoints import DELTA, SUMMARY, apply_delta, read_metadata, read_summary
 from partialft.errors import PartialFTError
-from partialft.models import create_model, load_state_dict_file
+from partialft.models import check_digest, create_model, load_state_dict_file
 
 CONFIG = "config.yaml"
 SELECTION = "selection.json"
@@ -39,7 +40,32 @@ def delta_info(run_dir: str | Path) -> dict[str, Any]:
     meta = read_metadata(path)
     if meta.get("format") != "partialft-delta" or "base" not in meta:
         raise PartialFTError(f"{path} is not a partialft delta checkpoint.")
+    _check_base(meta["base"], path)
     return meta
+
+
+# the fields of a delta's ``base`` metadata and the JSON types each may have
+_BASE_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "num_classes": (int, type(None)), "pretrained": (bool,),
+    "checkpoint": (str, type(None)), "img_size": (int, type(None)),
+    "layer_spec": (str, type(None)), "init_seed": (int,), "checkpoint_file": (dict,),
+}
+
+
+def _check_base(base: Any, path: Path) -> None:
+    """Metadata is read from a file someone may have edited: check it before using it."""
+    if not isinstance(base, dict) or not isinstance(base.get("model"), str):
+        raise PartialFTError(f"{path} has damaged metadata: 'base' must be a mapping that names "
+                             f"the model, not {json.dumps(base)[:60]}; the delta cannot be used.")
+    for key, kinds in _BASE_TYPES.items():
+        value = base.get(key)
+        ok = key not in base or (isinstance(value, kinds) and
+                                 not (isinstance(value, bool) and bool not in kinds))
+        if not ok:
+            raise PartialFTError(f"{path} has damaged metadata: base {key} is "
+                                 f"{json.dumps(value)[:60]}, not "
+                                 f"{' or '.join(k.__name__ for k in kinds)}; the delta cannot "
+                                 "be used.")
 
 
 def base_model(base: dict[str, Any]) -> nn.Module:
@@ -54,6 +80,8 @@ def base_model(base: dict[str, Any]) -> nn.Module:
 
 
 def _create(base: dict[str, Any]) -> nn.Module:
+    if base.get("checkpoint") and base.get("checkpoint_file"):
+        check_digest(base["checkpoint"], base["checkpoint_file"], "base checkpoint")
     return create_model(base["model"], num_classes=base.get("num_classes"),
                         pretrained=bool(base.get("pretrained")), checkpoint=base.get("checkpoint"),
                         img_size=base.get("img_size"))

@@ -227,13 +227,9 @@ def write_soup_run(out: str | Path, ingredients: Sequence[Ingredient], result: S
     from partialft.runs import CONFIG, SELECTION, SPLIT
 
     out = Path(out)
-    if any(Path(ing.name).resolve() == out.resolve() for ing in ingredients):
-        raise PartialFTError(f"--out {out} is one of the ingredients; choose a new directory.")
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise PartialFTError(f"--out {out} already exists; pass --overwrite to replace it.")
     selection = soup_selection(ingredients, result)
     summary = soup_summary(ingredients, result, accuracies)
-    run = RunDir(out, overwrite=overwrite)
+    run = RunDir(out, kind="soup", overwrite=overwrite, inputs=[i.name for i in ingredients])
     try:
         first = Path(ingredients[0].name)
         save_tensors(out / DELTA, result.delta, {"format": "partialft-delta",

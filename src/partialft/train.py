@@ -8,6 +8,8 @@ and returns the summary. It resumes from ``state/`` with ``resume=True``; an int
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import torch.nn as nn
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import ProjectConfiguration
 from timm.data import Mixup, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -24,14 +27,17 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from partialft.checkpoints import DELTA, FULL, SUMMARY, save_delta, save_tensors
-from partialft.config import TrainConfig, write_config
+from partialft.config import TrainConfig, config_inputs, write_config
 from partialft.errors import PartialFTError
 from partialft.io import atomic_write_json, atomic_write_text
 from partialft.loaders import Batches, evaluate
 from partialft.methods import Prepared, prepare
-from partialft.models import default_input_size
+from partialft.models import default_input_size, file_digest
+from partialft.outputs import check_claim
 from partialft.rundir import RunDir
 from partialft.runs import CONFIG, SELECTION, SPLIT, base_model
+
+TRACKER_DIR = "tensorboard"
 
 
 @dataclass
@@ -69,7 +75,8 @@ def _trackers() -> str | None:
     return "tensorboard"
 
 
-def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> Setup:
+def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
+          inputs: Sequence[str | Path] = ()) -> Setup:
     """Accelerator, run dir, data, model with its selection, optimizer, schedule and loss."""
     # accelerate keeps one global state per process; clearing it (not the distributed
     # PartialState) lets one process run several trainings with other precision or
@@ -79,8 +86,10 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) ->
     acc = Accelerator(cpu=not torch.cuda.is_available(),  # several CPU processes -> gloo
                       mixed_precision=_precision(cfg.amp), split_batches=True,
                       gradient_accumulation_steps=cfg.grad_accum, log_with=_trackers(),
-                      project_dir=cfg.out)
-    run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process)
+                      project_config=ProjectConfiguration(project_dir=cfg.out,
+                                                          logging_dir=cfg.out))
+    run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process,
+                 inputs=[*config_inputs(cfg), *inputs])
     acc.wait_for_everyone()
     torch.manual_seed(cfg.seed)  # augmentation, mixup, dropout
     model, prepared, data, base = _model_and_data(cfg, run)
@@ -127,7 +136,10 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
             "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
             "layer_spec": _absolute(cfg.layer_spec), "init_seed": _init_seed(cfg)}
+    if cfg.checkpoint:
+        base["checkpoint_file"] = file_digest(cfg.checkpoint)
     model = base_model(base)
+    check_finite_start(model, cfg)
     _check_img_size(model, img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
@@ -153,6 +165,16 @@ def _resolve_mode(cfg: TrainConfig) -> str:
     mode, reason, _ = resolve_auto_mode(cfg)
     tqdm.write(f"mode auto -> {mode}: {reason}")
     return mode
+
+
+def check_finite_start(model: nn.Module, cfg: TrainConfig) -> None:
+    """Non-finite starting weights would only surface later as a diverged loss."""
+    bad = next((n for n, w in model.state_dict().items()
+                if w.is_floating_point() and not bool(w.isfinite().all())), None)
+    if bad is not None:
+        source = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"model {cfg.model}"
+        raise PartialFTError(f"the starting weights from {source} hold NaN or infinite values in "
+                             f"{bad}; training from them cannot work, use finite weights.")
 
 
 def _check_img_size(model: nn.Module, img_size: int, name: str) -> None:
@@ -199,18 +221,23 @@ def _augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device
 
 
 def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
-          progress: bool = True) -> dict[str, Any] | None:
-    """Train one run; returns its summary, or None when stopped early by ``max_steps``."""
+          progress: bool = True, inputs: Sequence[str | Path] = ()) -> dict[str, Any] | None:
+    """Train one run; returns its summary, or None when stopped early by ``max_steps``.
+
+    ``inputs``: files the caller read besides those ``cfg`` names (a YAML config), which the
+    run dir must not contain or sit inside.
+    """
     if resume and not overwrite:
+        check_claim(cfg.out, "train", reuse=True, inputs=[*config_inputs(cfg), *inputs])
         check_resumable(cfg)
-    if resume and (Path(cfg.out) / SUMMARY).is_file():
-        return json.loads((Path(cfg.out) / SUMMARY).read_text())  # already complete
-    s = build(cfg, overwrite=overwrite, resume=resume)
+        if (Path(cfg.out) / SUMMARY).is_file():
+            return json.loads((Path(cfg.out) / SUMMARY).read_text())  # already complete
+    s = build(cfg, overwrite=overwrite, resume=resume, inputs=inputs)
     try:
         from partialft.loop import run_loop
 
         if s.acc.log_with:
-            s.acc.init_trackers("partialft", config=_scalar_config(cfg))
+            _start_tracker(s)
         finished = run_loop(s, progress=progress)
         summary = _finish(s) if finished else None
         s.acc.end_training()
@@ -227,6 +254,17 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                              "--img-size.") from None
     finally:
         s.run.close()
+
+
+def _start_tracker(s: Setup) -> None:
+    """One TensorBoard log per run, in RUN/tensorboard: a resumed run rewrites it from scratch
+    (the loop replays metrics.jsonl into it), so event files never pile up across resumes."""
+    if s.acc.is_main_process:
+        log_dir = s.run.file(TRACKER_DIR)
+        if log_dir.is_dir():
+            shutil.rmtree(log_dir)
+    s.acc.wait_for_everyone()
+    s.acc.init_trackers(TRACKER_DIR, config=_scalar_config(s.cfg))
 
 
 # settings that may change between a run and its --resume: they do not change the results

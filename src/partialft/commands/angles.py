@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from partialft.angles import compute_angles, save_angles
+from partialft.angles import compute_angles, is_angles_file, save_angles
 from partialft.checkpoints import load_run_weights
 from partialft.commands.common import add_model_args, model_from_args, print_json
-from partialft.errors import PartialFTError
 from partialft.layers import find_layers
 from partialft.models import StateDict, load_state_dict_file
+from partialft.outputs import check_out_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +39,9 @@ def read_weights(path: str, base: StateDict | None = None) -> StateDict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise PartialFTError(f"{args.out} already exists; pass --overwrite to replace it.")
+    if args.out:
+        check_out_file(args.out, overwrite=args.overwrite, what="angles", ours=is_angles_file,
+                       inputs=[args.pretrained, args.finetuned, args.checkpoint, args.layer_spec])
     layer_map = find_layers(model_from_args(args, meta=True), args.layer_spec)
     pretrained = read_weights(args.pretrained)
     finetuned = read_weights(args.finetuned, base=pretrained)

@@ -84,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
                         angles=args.angles, topk=args.topk, layer_spec=args.layer_spec,
                         grad_clip=args.grad_clip, ablate=args.ablate,
                         threads=args.threads)
-    check_free(Path(args.out), args.overwrite)  # fail before minutes of measuring
+    inputs = [args.angles, args.layer_spec]
+    check_free(Path(args.out), args.overwrite, inputs)  # fail before minutes of measuring
     result = run_bench(opts, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    paths = write_outputs(result, args.out, overwrite=args.overwrite)
+    paths = write_outputs(result, args.out, overwrite=args.overwrite, inputs=inputs)
     if args.json:
         print_json(result)
     else:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 from partialft.commands.common import positive_int
-from partialft.errors import PartialFTError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +34,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from partialft.demo import demo_config, run_demo, table
+    from partialft.rundir import RunDir
 
     out = Path(args.out)
-    if out.exists() and args.overwrite:
-        shutil.rmtree(out)
-    elif out.is_dir() and any(out.iterdir()) and not (out / "scratch").exists():
-        raise PartialFTError(f"{out} exists and is not a demo dir; pass --overwrite or choose "
-                             "another --out.")
     start = time.perf_counter()
     cfg = demo_config(out, args.dataset, args.model, args.epochs, args.max_per_split)
-    summaries = run_demo(cfg, progress=args.progress)
+    with RunDir(out, kind="demo", overwrite=args.overwrite, resume=True,
+                settings={"dataset": args.dataset, "model": args.model, "epochs": args.epochs,
+                          "max_per_split": args.max_per_split}):
+        summaries = run_demo(cfg, progress=args.progress)
     print()
     print(table(summaries), end="")
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Table: {out / 'demo.md'}; report and "

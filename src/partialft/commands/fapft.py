@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 from pathlib import Path
 
-from partialft.commands.train import add_run_flags
-from partialft.config import add_config_args, load_config, overrides_from_args
+from partialft.commands.train import add_run_flags, check_run_flags
+from partialft.config import add_config_args, config_inputs, load_config, overrides_from_args
+from partialft.outputs import check_claim
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["mode"] = "large"
     cfg = load_config(args.config, overrides)
     out = Path(cfg.out)
-    if args.overwrite and out.exists():
-        shutil.rmtree(out)
+    check_run_flags(args, cfg.out)
+    inputs = [*config_inputs(cfg), args.reference, args.config]
+    check_claim(cfg.out, "fapft", overwrite=args.overwrite, reuse=True, inputs=inputs)
     if auto:
         from partialft.selectors import resolve_auto_mode
 
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mode auto -> {mode}: {reason}")
         cfg = dataclasses.replace(cfg, mode=mode)
     summary = run_fapft(cfg, reference=args.reference, progress=args.progress,
-                        selector=args.selector)
+                        selector=args.selector, overwrite=args.overwrite,
+                        inputs=inputs)
     print((out / "comparison.md").read_text(), end="")
     print(f"FAPFT trained {len(summary['fapft_layers'])} layers (top-k {summary['topk']}, "
           f"mode {summary['mode']}); results in {out}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from partialft.commands.common import positive_int, print_json
+from partialft.commands.train import check_run_flags
 from partialft.errors import PartialFTError
 
 HELP = {
@@ -69,9 +70,13 @@ def config_from_args(args: argparse.Namespace):  # -> PretrainConfig
 
     saved = Path(args.out) / "config.json"
     if args.resume and saved.is_file():
-        values = json.loads(saved.read_text())
-        values["max_steps"] = args.max_steps
-        return PretrainConfig(**values)
+        try:
+            values = json.loads(saved.read_text(encoding="utf-8"))
+            values["max_steps"] = args.max_steps
+            return PretrainConfig(**values)
+        except (ValueError, TypeError):
+            raise PartialFTError(f"{saved} is damaged, so the run cannot be resumed; start it "
+                                 "again with --overwrite instead of --resume.") from None
     return PretrainConfig(**{n: getattr(args, n) for n in _names()}, command=command_line(args))
 
 
@@ -101,8 +106,7 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from partialft.pretrain import pretrain
 
-    if args.resume and args.overwrite:
-        raise PartialFTError("--resume and --overwrite contradict each other; pass one.")
+    check_run_flags(args, args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)

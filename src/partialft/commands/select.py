@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import math
 from pathlib import Path
 from typing import Any
 
 from partialft.commands.common import positive_int
-from partialft.config import add_config_args, load_config, overrides_from_args
+from partialft.config import add_config_args, config_inputs, load_config, overrides_from_args
 from partialft.errors import PartialFTError
 
 SELECTOR_NAMES = ("angle", "probe-angle", "grad", "greedy")
@@ -62,16 +62,20 @@ def selector_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from partialft.rundir import RunDir
+
     cfg = load_config(getattr(args, "config", None), overrides_from_args(args))
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise PartialFTError(f"output {out} already exists; pass --overwrite to replace it "
-                                 "or choose another --out.")
-        shutil.rmtree(out)
-    if args.compare:
-        return _compare(args, cfg)
-    return _select(args, cfg)
+    if not math.isfinite(args.epsilon) or args.epsilon < 0:
+        raise PartialFTError(f"--epsilon {args.epsilon} is not valid; use a finite number of "
+                             "accuracy points >= 0, such as 0.5.")
+    if not (math.isfinite(args.fraction) and 0 < args.fraction <= 1):
+        raise PartialFTError(f"--fraction {args.fraction} is not valid; use a share of the "
+                             "schedule in (0, 1], such as 0.2.")
+    inputs = [*config_inputs(cfg), args.reference, getattr(args, "config", None)]
+    with RunDir(cfg.out, kind="select", overwrite=args.overwrite, inputs=inputs):
+        if args.compare:
+            return _compare(args, cfg)
+        return _select(args, cfg)
 
 
 def _select(args: argparse.Namespace, cfg) -> int:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from partialft.commands.common import fmt_params, print_json
+from partialft.commands.common import fmt_params, non_negative_int, positive_int, print_json
 from partialft.errors import PartialFTError
+from partialft.outputs import check_claim, remove_marked
 from partialft.soups import (
     Evaluator,
     check_same_base,
@@ -38,8 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="do not measure the soup's accuracy (uniform soups only)")
     p.add_argument("--device", default=None,
                    help="device for evaluation (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--batch-size", type=positive_int, default=128,
+                   help="evaluation batch size (default 128)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="data loader worker processes (default 0)")
     p.add_argument("--json", action="store_true", help="print the soup's summary as JSON")
     p.set_defaults(func=run)
 
@@ -99,33 +101,41 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_eval:
         test = make_evaluator(args.runs[0], "test", device, args.batch_size, args.workers)
         accuracies["test_acc"] = test({**base, **result.delta})
-    out = _write_whole(Path(args.out), ingredients, result, accuracies)
+    out = _write_whole(Path(args.out), ingredients, result, accuracies, args.overwrite)
     return _print(args, out, result, ingredients, accuracies)
 
 
 def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
-    """Fail before any work when --out is taken."""
-    if any(Path(r).resolve() == out.resolve() for r in runs):
-        raise PartialFTError(f"--out {out} is one of the ingredients; choose a new directory.")
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise PartialFTError(f"--out {out} already exists; pass --overwrite to replace it.")
+    """Fail before any work: duplicate ingredients, or an --out that may not be written."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        key = Path(run).resolve()
+        if key in seen:
+            raise PartialFTError(f"ingredient {run} is given twice (also as {seen[key]}); a "
+                                 "soup averages different runs, so list each run once.")
+        seen[key] = run
+    check_claim(out, "soup", overwrite=overwrite, inputs=runs)
 
 
-def _write_whole(out: Path, ingredients: list, result: Any, accuracies: dict[str, Any]) -> Path:
+def _write_whole(out: Path, ingredients: list, result: Any, accuracies: dict[str, Any],
+                 overwrite: bool) -> Path:
     """Write the soup into a hidden sibling dir, then rename it onto --out.
 
     A crash (even ``kill -9``) never leaves a half-written --out, and rerunning the same command
-    completes the soup: it clears the sibling a crashed attempt left behind.
+    completes the soup: it replaces the sibling a crashed attempt left behind.
     """
     staging = out.parent / f".{out.name}.partial"
     write_soup_run(staging, ingredients, result, accuracies, overwrite=True)
-    if out.exists():  # --overwrite (checked by _check_out) or an empty directory
+    runs = [i.name for i in ingredients]
+    if check_claim(out, "soup", overwrite=overwrite, inputs=runs):  # still ours to replace?
         old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
+        remove_marked(old)  # left by a crash between the two renames below
         os.replace(out, old)
         os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_marked(old)
     else:
+        if out.is_dir():
+            out.rmdir()  # empty (check_claim said so)
         os.replace(staging, out)
     return out
 

@@ -18,6 +18,21 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="show a progress bar")
 
 
+def check_run_flags(args: argparse.Namespace, out: str) -> None:
+    """--resume and --overwrite exclude each other; --resume needs a run to continue."""
+    from pathlib import Path
+
+    from partialft.errors import PartialFTError
+    from partialft.outputs import read_marker
+
+    if args.resume and args.overwrite:
+        raise PartialFTError("--resume and --overwrite contradict each other; pass one.")
+    if args.resume and read_marker(out) is None:
+        what = "does not exist" if not Path(out).exists() else "holds no partialft run"
+        raise PartialFTError(f"nothing to resume: {out} {what}; drop --resume to start a new "
+                             "run there.")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train one run (any method) into a run dir",
@@ -36,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from partialft.train import fmt_pct, train
 
     cfg = load_config(args.config, overrides_from_args(args))
-    summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress)
+    check_run_flags(args, cfg.out)
+    summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress,
+                    inputs=[args.config] if args.config else [])
     if summary is None:
         print(f"stopped after {cfg.max_steps} steps; continue with "
               f"'partialft train --out {cfg.out} --resume' (same flags).")
