@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 import tempfile
 import traceback
@@ -40,6 +41,7 @@ class Case:
     expect: str  # a part of the one-line error the case must print
     patch: Callable[[], contextlib.AbstractContextManager] | None = None
     tags: list[str] = field(default_factory=list)
+    cwd: str | None = None  # run in this directory ({d} allowed) instead of the current one
 
 
 @dataclass
@@ -112,6 +114,32 @@ def make_fixtures(d: Path) -> None:
     (d / "config_dataset.yaml").write_text("dataset: 3\n")
     (d / "existing").mkdir()
     (d / "existing" / "config.yaml").write_text("model: test_vit\n")
+    (d / "str_angles.json").write_text(json.dumps(
+        {"angles": {la.id: "12.5" for la in vit.layers}}))
+    (d / "bool_angles.json").write_text(json.dumps(
+        {"angles": {la.id: True for la in vit.layers}}))
+    (d / "config_latin1.yaml").write_bytes("model: test_vit  # caf\xe9\n".encode("latin-1"))
+    (d / "spec_latin1.yaml").write_bytes("layers: {}  # caf\xe9\n".encode("latin-1"))
+    (d / "config_topk_list.yaml").write_text("topk: [1, 2]\n")
+    (d / "afile").write_text("a user's file\n")
+    sd32 = timm.create_model("test_vit", num_classes=4, img_size=32).state_dict()
+    save_file(sd32, str(d / "base_copy.safetensors"))
+    _bad_weights(d, sd32)
+    _image_folder(d / "one_class", Image, classes=(("a", (200, 30, 30)),), corrupt=False)
+    (d / "cwd").mkdir()
+    (d / "cwd" / "thesis.tex").write_text("years of work\n")
+
+
+def _bad_weights(d: Path, sd: dict[str, torch.Tensor]) -> None:
+    """Checkpoints with int8 or NaN weights, a safetensors file named .pth, a legacy pickle."""
+    from safetensors.torch import save_file
+
+    key = "blocks.0.attn.qkv.weight"
+    save_file({**sd, key: sd[key].to(torch.int8)}, str(d / "int8.safetensors"))
+    save_file({**sd, key: torch.full_like(sd[key], float("nan"))}, str(d / "nan.safetensors"))
+    (d / "really_safetensors.pth").write_bytes((d / "ok.safetensors").read_bytes())
+    torch.save({**sd, "hook": RunsCode()}, d / "legacy_evil.pth",
+               _use_new_zipfile_serialization=False)
 
 
 class RunsCode:
@@ -121,24 +149,76 @@ class RunsCode:
         return (print, ("this pickle ran code",))
 
 
-def _image_folder(root: Path, image: Any) -> None:
-    """root/{train,val}/{a,b}/*.png, 6 images per class, one file in train/a corrupt."""
+def _image_folder(root: Path, image: Any, classes: tuple = (("a", (200, 30, 30)),
+                                                            ("b", (30, 30, 200))),
+                  corrupt: bool = True) -> None:
+    """root/{train,val}/CLASS/*.png, 6 images per class; with ``corrupt`` train/a/0.png is not
+    an image."""
     for split in ("train", "val"):
-        for c, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+        for c, colour in classes:
             (root / split / c).mkdir(parents=True)
             for i in range(6):
                 image.new("RGB", (16, 16), colour).save(root / split / c / f"{i}.png")
-    (root / "train" / "a" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    if corrupt:
+        (root / "train" / "a" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+
+
+# fixture runs: name -> extra flags (all linear probes of TINY on 24 images per split)
+RUNS = {
+    "run4": [],
+    "run3": ["--dataset", "synthetic:3"],
+    "other_arch": ["--model", "partialft_vit_tiny"],
+    "nest/full": ["--method", "full"],
+    "unfinished_trunc": ["--max-steps", "1"],
+    "unfinished_gone": ["--max-steps", "1"],
+    "damaged_delta": [],
+    "list_base": [],
+    "seed_base": [],
+    "hub_base": [],
+    "from_ckpt": ["--checkpoint", "{d}/base_copy.safetensors"],
+}
 
 
 def make_runs(d: Path) -> None:
-    """Two finished tiny runs with 4 and 3 classes (for soup/eval/resume cases)."""
-    for name, dataset in (("run4", "synthetic:4"), ("run3", "synthetic:3")):
-        argv = ["train", *TINY, "--method", "linear", "--max-per-split", "24",
-                "--dataset", dataset, "--out", str(d / name)]
+    """Tiny finished (and two stopped) runs for the soup/eval/resume cases, some then damaged."""
+    for name, extra in RUNS.items():
+        argv = fill(["train", *TINY, "--method", "linear", "--max-per-split", "24",
+                     "--out", str(d / name), *extra], d)
         result = run_cli(argv)
         if result.code != 0:
             raise RuntimeError(f"fixture run {name} failed: {result.stderr}{result.traceback}")
+    _damage_runs(d)
+
+
+def _damage_runs(d: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    changed = load_file(str(d / "base_copy.safetensors"))
+    changed["cls_token"] += 1.0
+    save_file(changed, str(d / "base_copy.safetensors"))
+    state = d / "unfinished_trunc" / "state" / "state.json"
+    state.write_text(state.read_text()[:40])
+    for tensors in (d / "unfinished_gone" / "state").glob("tensors-*.safetensors"):
+        tensors.unlink()
+    delta = d / "damaged_delta" / "delta.safetensors"
+    delta.write_bytes(delta.read_bytes()[:200])
+    for name, change in (("list_base", lambda b: [1, 2]),
+                         ("seed_base", lambda b: {**b, "init_seed": "zero"}),
+                         ("hub_base", lambda b: {**b, "model": "vit_tiny_patch16_224",
+                                                 "img_size": 224, "pretrained": True})):
+        path = d / name / "delta.safetensors"
+        meta = read_metadata(path)
+        meta["base"] = change(meta["base"])
+        save_file(load_file(str(path)), str(path),
+                  metadata={k: v if isinstance(v, str) else json.dumps(v)
+                            for k, v in meta.items()})
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: json.loads(v) if v[:1] in "[{" else v for k, v in fh.metadata().items()}
 
 
 # --- patches ----------------------------------------------------------------------------------
@@ -179,6 +259,18 @@ def nan_loss_after(good_steps: int = 4) -> Iterator[None]:
         yield
     finally:
         loop._step = saved
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """Hugging Face's offline mode: no case ever touches the network."""
+    from huggingface_hub import constants
+
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 # --- the cases --------------------------------------------------------------------------------
@@ -279,6 +371,103 @@ CASES: list[Case] = [
          "three"),
     Case("YAML config with a number where a name belongs",
          ["train", "--config", "{d}/config_dataset.yaml"], "dataset 3"),
+    # --- what --out and --overwrite may touch ---
+    Case("fapft into an existing train run dir", ["fapft", *TINY, "--out", "{d}/run4"],
+         "partialft train directory"),
+    Case("soup whose --out holds its ingredients",
+         ["soup", "{d}/nest/full", "{d}/run4", "--out", "{d}/nest", "--overwrite", "--no-eval"],
+         "contains the input"),
+    Case("fapft whose --out holds its --reference",
+         ["fapft", *TINY, "--reference", "{d}/nest/full", "--out", "{d}/nest", "--overwrite"],
+         "contains the input"),
+    Case("--out the current directory", _train(".", "--overwrite"), "current directory",
+         cwd="{d}/cwd"),
+    Case("--out empty", _train("", "--overwrite"), "empty", cwd="{d}/cwd"),
+    Case("--overwrite of a folder partialft did not write", _train("{d}/cwd", "--overwrite"),
+         "did not write"),
+    Case("--out inside an input folder",
+         _train("{d}/images/run", "--dataset", "folder:{d}/images"), "inside the input"),
+    Case("--out under a file", _train("{d}/afile/run"), "cannot create"),
+    Case("--out under /proc", _train("/proc/partialft-run"), "cannot create"),
+    Case("--out under /sys", _train("/sys/partialft-run"), "cannot create"),
+    Case("fapft --out an existing file with --overwrite",
+         ["fapft", *TINY, "--out", "{d}/afile", "--overwrite"], "not a directory"),
+    Case("report --out an existing file", ["report", "{d}/run4", "--out", "{d}/afile"],
+         "not a directory"),
+    Case("--resume of a run dir that does not exist", _train("{d}/never", "--resume"),
+         "nothing to resume"),
+    Case("pretrain --resume of a run dir that does not exist",
+         ["pretrain", "--out", "{d}/never_pt", "--resume", "--steps", "2", "--warmup-steps", "0",
+          "--no-progress"], "nothing to resume"),
+    # --- results that would be silently wrong ---
+    Case("base checkpoint changed after the run", ["eval", "{d}/from_ckpt", "--dataset",
+                                                   "synthetic:4"], "changed since"),
+    Case("int8 checkpoint", _train("{d}/r_int8", "--checkpoint", "{d}/int8.safetensors"),
+         "stores blocks.0.attn.qkv.weight as int8"),
+    Case("checkpoint with NaN weights", _train("{d}/r_nanck", "--checkpoint",
+                                               "{d}/nan.safetensors"),
+         "NaN or infinite values in blocks.0.attn.qkv.weight"),
+    Case("--min-lr above --lr", _train("{d}/r_minlr", "--min-lr", "0.1", "--lr", "0.001"),
+         "min_lr 0.1"),
+    Case("absurdly many epochs", _train("{d}/r_ep", "--epochs", "100000000000000000000"),
+         "epochs 100000000000000000000"),
+    Case("select --epsilon nan", ["select", *TINY[:-1], "--selector", "greedy", "--epsilon", "nan",
+                                  "--out", "{d}/s_eps"], "--epsilon nan"),
+    Case("angles given as strings", ["plan", "--model", "test_vit", "--method", "fapft",
+                                     "--angles", "{d}/str_angles.json"], "not a number"),
+    Case("angles given as booleans", ["plan", "--model", "test_vit", "--method", "fapft",
+                                      "--angles", "{d}/bool_angles.json"], "not a number"),
+    Case("--layers with a method that ignores them",
+         _train("{d}/r_lay", "--method", "full", "--layers", "blocks.0.attn"), "--method layers"),
+    Case("one-class dataset", _train("{d}/r_one", "--dataset", "folder:{d}/one_class"),
+         "1 class"),
+    Case("data dir that is a file", _train("{d}/r_ddf", "--dataset", "fashion-mnist",
+                                           "--data-dir", "{d}/afile"), "is a file"),
+    Case("multitask over different architectures", ["multitask", "{d}/run4", "{d}/other_arch"],
+         "one base model"),
+    Case("soup of the same run twice", ["soup", "{d}/run4", "{d}/run4", "--out", "{d}/s_dup",
+                                        "--no-eval"], "twice"),
+    Case("fapft --reference that is not a full run",
+         ["fapft", *TINY, "--reference", "{d}/run4", "--out", "{d}/f_ref"], "'linear' run"),
+    # --- one line, not a traceback ---
+    Case("config that is not UTF-8", ["train", "--config", "{d}/config_latin1.yaml"], "UTF-8"),
+    Case("layer spec that is not UTF-8", _plan("--layer-spec", "{d}/spec_latin1.yaml"), "UTF-8"),
+    Case("negative seed", _train("{d}/r_seed", "--seed", "-5"), "seed -5"),
+    Case("seed beyond 32 bits", _train("{d}/r_seed2", "--seed", "99999999999999999999999"),
+         "seed 99999999999999999999999"),
+    Case("soup --batch-size 0", ["soup", "{d}/run4", "{d}/nest/full", "--out", "{d}/s_bs",
+                                 "--batch-size", "0"], "--batch-size"),
+    Case("eval of a run whose delta is truncated", ["eval", "{d}/damaged_delta", "--dataset",
+                                                    "synthetic:4"], "truncated"),
+    Case("delta metadata whose base is a list", ["eval", "{d}/list_base", "--dataset",
+                                                 "synthetic:4"], "damaged metadata"),
+    Case("delta metadata whose init_seed is not a number",
+         ["eval", "{d}/seed_base", "--dataset", "synthetic:4"], "init_seed"),
+    Case("--resume with a truncated state.json",
+         _train("{d}/unfinished_trunc", "--resume", "--method", "linear", "--max-per-split",
+                "24"), "damaged"),
+    Case("--resume with its state tensors deleted",
+         _train("{d}/unfinished_gone", "--resume", "--method", "linear", "--max-per-split",
+                "24"), "damaged"),
+    Case("corrupt image read by a loader worker",
+         _train("{d}/r_corrupt2", "--dataset", "folder:{d}/images", "--batch-size", "4",
+                "--max-per-split", "12", "--workers", "2"), "0.png"),
+    # --- messages that must not mislead ---
+    Case("directory as --checkpoint", _plan("--checkpoint", "{d}/images"), "is a directory"),
+    Case("/dev/null as --config", ["train", "--config", "/dev/null"], "not a regular file"),
+    Case("folder: without a path", _train("{d}/r_fold", "--dataset", "folder:"),
+         "needs a path"),
+    Case("pretrain with too few chaos-game steps",
+         ["pretrain", "--out", "{d}/pt_iters", "--iters", "3", "--no-progress"], "iters 3"),
+    Case("eval of a run whose hub base weights are not here (offline)",
+         ["eval", "{d}/hub_base", "--dataset", "synthetic:4"], "Hugging Face cache",
+         patch=hub_offline),
+    Case("val_fraction nan", _train("{d}/r_vf", "--val-fraction", "nan"), "both excluded"),
+    Case("legacy pickle that would run code", _plan("--checkpoint", "{d}/legacy_evil.pth"),
+         "refused"),
+    Case("bench option that only a later row would reject",
+         ["bench", "--model", "test_vit", "--methods", "full,fapft", "--topk", "99", "--out",
+          "{d}/b_topk"], "top-k 99"),
 ]
 
 
@@ -287,8 +476,14 @@ def fill(argv: list[str], d: Path) -> list[str]:
 
 
 def run_case(case: Case, d: Path) -> Outcome:
-    with case.patch() if case.patch else contextlib.nullcontext():
-        return run_cli(fill(case.argv, d))
+    here = os.getcwd()
+    try:
+        if case.cwd:
+            os.chdir(case.cwd.replace("{d}", str(d)))
+        with case.patch() if case.patch else contextlib.nullcontext():
+            return run_cli(fill(case.argv, d))
+    finally:
+        os.chdir(here)
 
 
 def problems(case: Case, got: Outcome) -> list[str]:
@@ -312,14 +507,18 @@ def markdown(rows: list[tuple[Case, Outcome]], d: Path) -> str:
             "shortened to `DIR/`.\n\n| bad input | command | exit | message |\n|---|---|---|---|\n")
     body = []
     for case, got in rows:
-        cmd = " ".join(fill(case.argv, Path("DIR")))
+        cmd = shlex.join(fill(case.argv, Path("DIR")))
         cmd = cmd.replace(" ".join(TINY), "TINY")
         msg = got.stderr.strip().replace(str(d), "DIR").replace("|", "\\|")
         body.append(f"| {case.what} | `{cmd}` | {got.code} | {msg} |")
     tail = ("\n\n`TINY` stands for `" + " ".join(TINY) + "`. The simulated cases patch "
             "`partialft.loop._step` (CUDA out of memory; weights turned NaN after 4 steps); the "
             "NaN run keeps the resume point of its last finite step, so `--resume` after lowering "
-            "`--lr` continues from there.\n")
+            "`--lr` continues from there. The `--out .` and `--out ''` cases run inside `DIR/cwd`, "
+            "which holds a file of the user's (it survives); the offline case sets Hugging Face's "
+            "offline mode, so no case touches the network. Damaged run dirs (truncated delta or "
+            "resume point, edited metadata, a replaced base checkpoint) are made by "
+            "`_damage_runs` from real runs.\n")
     return head + "\n".join(body) + tail
 
 

@@ -8,14 +8,26 @@ import pytest
 
 from partialft.cli import main
 from partialft.demo import RUNS
+from partialft.outputs import foreign_entries
 
 
 @pytest.mark.slow
 def test_short_demo_writes_six_runs_a_table_and_a_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--max-per-split", "96",
-                 "--no-progress"]) == 0
+    (tmp_path / "notes.txt").write_text("mine")  # a user's file beside the demo survives
+    argv = ["demo", "--out", str(out), "--epochs", "1", "--max-per-split", "96", "--no-progress"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
+    assert foreign_entries(out, "demo") == []  # --overwrite can replace all it wrote
+    assert main([*argv, "--epochs", "2"]) == 2  # a rerun with other settings is refused
+    assert "epochs=1" in capsys.readouterr().err
+    (out / "mine.md").write_text("mine")
+    assert main([*argv, "--overwrite"]) == 2  # a user's file inside: nothing is deleted
+    assert (out / "mine.md").read_text() == "mine" and (out / "full" / "summary.json").exists()
+    (out / "mine.md").unlink()
+    assert main([*argv, "--overwrite"]) == 0  # only partialft's files: replaced
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    capsys.readouterr()
     for name, method, pretrained in RUNS:
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["method"] == method

@@ -130,7 +130,7 @@ def test_pretrained_without_network_is_a_clear_error(monkeypatch) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(PartialFTError, match="could not get pretrained weights for 'test_vit'"):
+    with pytest.raises(PartialFTError, match="weights of 'test_vit' are not on this machine"):
         create_model("test_vit", pretrained=True)
 
 

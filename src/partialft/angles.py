@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from scipy.stats import kendalltau
 
-from partialft.errors import PartialFTError, first_items
+from partialft.errors import PartialFTError, check_input_file, first_items
 from partialft.layers import LayerMap
 
 StateDict = Mapping[str, torch.Tensor]
@@ -115,9 +115,8 @@ def is_angles_file(path: str | Path) -> bool:
 def load_angles(path: str | Path, layer_map: LayerMap | None = None) -> dict[str, float]:
     """Read an angles file; with ``layer_map``, check it covers exactly that model's layers."""
     path = Path(path)
-    if not path.is_file():
-        raise PartialFTError(f"angles file {path} does not exist; create it with "
-                             "'partialft angles PRETRAINED FINETUNED --model M --out FILE'.")
+    check_input_file(path, "angles file", "the JSON file 'partialft angles ... --out FILE' "
+                     "writes")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         raw = dict(data["angles"])

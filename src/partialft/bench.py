@@ -149,6 +149,25 @@ def _config(ctx: Context, v: Variant) -> Any:
         out=str(ctx.workdir / f"run{len(list(ctx.workdir.glob('run*')))}"))
 
 
+def check_variants(ctx: Context, variants: list[Variant]) -> None:
+    """Each row's selection on the meta device, so a bad option fails before any measuring."""
+    from partialft.angles import load_angles
+    from partialft.layers import find_layers
+    from partialft.methods import prepare
+    from partialft.models import create_model
+
+    if "layers" in ctx.opts.methods:
+        raise PartialFTError("bench cannot measure method 'layers' (it takes no layer ids); "
+                             "measure a named strategy such as attn or last-half-blocks.")
+    for v in variants:
+        cfg = _config(ctx, v)
+        with torch.device("meta"):
+            model = create_model(cfg.model, num_classes=ctx.num_classes, img_size=cfg.img_size)
+        layer_map = find_layers(model, cfg.layer_spec)
+        angles = load_angles(cfg.angles, layer_map) if cfg.method == "fapft" else None
+        prepare(model, cfg.method, layer_spec=cfg.layer_spec, angles=angles, topk=cfg.topk)
+
+
 def _standin_angles(ctx: Context) -> str:
     """An angles file ranking layers by depth (the documented fapft stand-in)."""
     from partialft.angles import save_angles
@@ -332,6 +351,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="partialft-bench-") as tmp:
             ctx = Context(opts, device, PeakMemory(device), Path(tmp), num_classes, notes=notes)
+            check_variants(ctx, variants)
             rows = []
             for i, v in enumerate(variants):
                 if progress:

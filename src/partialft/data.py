@@ -62,8 +62,10 @@ def dataset_names() -> list[str]:
 def parse_name(name: str) -> tuple[str, str | None]:
     """ "folder:/x" -> ("folder", "/x"); check the name exists."""
     base, sep, arg = name.partition(":")
-    if base not in DATASETS or (sep and base not in TAKES_ARG) or \
-            (TAKES_ARG.get(base) and not arg):
+    if TAKES_ARG.get(base) and not arg:
+        raise PartialFTError(f"dataset {name!r} needs a path after the colon: use folder:PATH "
+                             "with PATH/train/CLASS/* and PATH/val/CLASS/* image files.")
+    if base not in DATASETS or (sep and base not in TAKES_ARG):
         raise PartialFTError(f"dataset {name!r} is not known{suggest(base, DATASETS)}; valid: "
                              f"{', '.join(dataset_names())}.")
     return base, (arg if sep else None)
@@ -84,11 +86,19 @@ def build_datasets(name: str, *, data_dir: str | Path | None = None, img_size: i
                              "and 1, e.g. 0.1.")
     if max_per_split is not None and max_per_split < 1:
         raise PartialFTError(f"max_per_split {max_per_split} is not valid; use a positive number.")
+    for given, what in ((data_dir, "data_dir"), (arg if base == "folder" else None, name)):
+        if given is not None and Path(given).exists() and not Path(given).is_dir():
+            raise PartialFTError(f"{what} {given} is a file; datasets are read from a folder, so "
+                                 "pass the folder that holds the dataset's files.")
     req = Request(name=base, arg=arg, data_dir=None if data_dir is None else Path(data_dir),
                   img_size=int(img_size), val_fraction=val_fraction, seed=seed,
                   download=download, split_file=None if split_file is None else Path(split_file),
                   max_per_split=max_per_split, augment=augment)
     ds = DATASETS[base](req)
+    if ds.num_classes < 2:
+        raise PartialFTError(f"dataset {name} has {ds.num_classes} class"
+                             f"{'' if ds.num_classes == 1 else 'es'}; classification needs at "
+                             "least 2 (one folder of images per class).")
     ds.train, ds.val = first_n(ds.train, max_per_split), first_n(ds.val, max_per_split)
     ds.test = None if ds.test is None else first_n(ds.test, max_per_split)
     return ds

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from partialft.data_base import Datasets, Request, holdout_split, reachable, socket_timeout
+from partialft.data_base import Datasets, Request, holdout_split
 from partialft.errors import PartialFTError
+from partialft.net import reachable, socket_timeout
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -17,9 +17,9 @@ from partialft.config import TrainConfig, config_inputs
 from partialft.errors import PartialFTError, first_items
 from partialft.io import atomic_write_json, atomic_write_text
 from partialft.layers import find_layers
-from partialft.models import create_model, load_state_dict_file
+from partialft.models import load_state_dict_file
 from partialft.rundir import RunDir
-from partialft.runs import base_state, delta_info, is_run_dir, load_run_model
+from partialft.runs import base_model, base_state, delta_info, is_run_dir, load_run_model
 
 
 def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool = True,
@@ -95,8 +95,16 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
 def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
     """Angles between the base weights and the fully fine-tuned ones."""
     if reference is not None and not Path(reference).is_dir():
-        base = create_model(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-        pretrained, finetuned = base.state_dict(), load_state_dict_file(reference)
+        from partialft.train import init_seed
+
+        finetuned = load_state_dict_file(reference)
+        # the weights the run starts from: a model without pretraining is drawn from --seed,
+        # and the draw depends on the head's size, so take that from the reference
+        base = base_model({"model": cfg.model, "pretrained": cfg.pretrained,
+                           "checkpoint": cfg.checkpoint, "img_size": cfg.img_size,
+                           "init_seed": init_seed(cfg),
+                           "num_classes": cfg.num_classes or head_classes(cfg, finetuned)})
+        pretrained = base.state_dict()
         layer_map = find_layers(base, cfg.layer_spec)
     else:
         if not is_run_dir(full_dir):
@@ -112,6 +120,19 @@ def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
                              " exactly at the base weights; angles need a full fine-tuning, in "
                              "which every layer trains.")
     return angles, layer_map
+
+
+def head_classes(cfg: TrainConfig, weights: dict[str, Any]) -> int | None:
+    """The number of classes of the classifier in ``weights`` (None when it has no head)."""
+    import torch
+
+    from partialft.models import create_model, head_keys
+
+    with torch.device("meta"):
+        model = create_model(cfg.model, img_size=cfg.img_size)
+    sizes = [weights[k].shape[0] for k in sorted(head_keys(model))
+             if k in weights and weights[k].ndim == 2]
+    return sizes[0] if sizes else None
 
 
 def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool

@@ -121,8 +121,16 @@ def from_runs(run_dirs: list[str | Path], device: str | torch.device = "cpu") ->
         raise PartialFTError("multi-task inference needs at least one run dir.")
     base = None
     branches: list[Branch] = []
+    first: dict[str, Any] = {}
     for run in run_dirs:
         meta = delta_info(run)
+        first = first or {"run": run, **meta["base"]}
+        for key in ("model", "img_size", "pretrained", "checkpoint", "init_seed"):
+            if meta["base"].get(key) != first.get(key):
+                raise PartialFTError(f"run {run} has base {key}={meta['base'].get(key)!r} but "
+                                     f"run {first['run']} has {key}={first.get(key)!r}; "
+                                     "multi-task sharing needs runs fine-tuned from one base "
+                                     "model.")
         method = meta.get("selection", {}).get("method")
         if method in BASELINES:
             raise PartialFTError(f"run {run} used the PEFT baseline {method!r}, which changes "

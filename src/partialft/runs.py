@@ -84,7 +84,12 @@ def _create(base: dict[str, Any]) -> nn.Module:
         check_digest(base["checkpoint"], base["checkpoint_file"], "base checkpoint")
     return create_model(base["model"], num_classes=base.get("num_classes"),
                         pretrained=bool(base.get("pretrained")), checkpoint=base.get("checkpoint"),
-                        img_size=base.get("img_size"))
+                        img_size=base.get("img_size"), offline_hint=RUN_HINT)
+
+
+# reading a run needs its base weights; no flag can replace them
+RUN_HINT = ("the run's base weights are needed to rebuild it: copy them into this machine's "
+            "Hugging Face cache (HF_HOME), or read the run where they are.")
 
 
 def structured_model(base: dict[str, Any], selection: dict[str, Any]) -> nn.Module:

@@ -135,7 +135,7 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     cfg.img_size, cfg.num_classes = img_size, data.num_classes
     base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
             "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
-            "layer_spec": _absolute(cfg.layer_spec), "init_seed": _init_seed(cfg)}
+            "layer_spec": _absolute(cfg.layer_spec), "init_seed": init_seed(cfg)}
     if cfg.checkpoint:
         base["checkpoint_file"] = file_digest(cfg.checkpoint)
     model = base_model(base)
@@ -189,7 +189,7 @@ def _check_img_size(model: nn.Module, img_size: int, name: str) -> None:
                              f"{patch[0]}x{patch[1]}; use a multiple of {patch[0]}.")
 
 
-def _init_seed(cfg: TrainConfig) -> int:
+def init_seed(cfg: TrainConfig) -> int:
     """Seed of the weights no checkpoint gives. A pretrained model's new head is drawn from a
     fixed seed, so runs that differ only in --seed share their base (and can be souped); a
     model trained from scratch is initialised from --seed."""

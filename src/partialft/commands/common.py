@@ -47,24 +47,22 @@ def model_from_args(args: argparse.Namespace, meta: bool = False) -> nn.Module:
                         checkpoint=args.checkpoint)
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str, low: int, words: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is not a {words}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1, "positive whole number")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
-    return value
+    return _whole(text, 0, "whole number >= 0")
 
 
 def print_json(obj: Any) -> None:
