@@ -70,6 +70,15 @@ class TrainConfig:
     hflip: float = _f(0.5, "horizontal flip probability")
     random_erasing: float = _f(0.0, "random erasing probability")
     crop_scale: float = _f(1.0, "lower bound of random-resized-crop scale (1 = no crop)")
+    crop_pct: float | None = _f(None, "evaluation centre crop, as a share of the resized image "
+                                "(default: the model's pretrained config)")
+    interpolation: str | None = _f(None, "resize interpolation: bilinear, bicubic or nearest "
+                                   "(default: the model's pretrained config)")
+    mean: list[float] | None = _f(None, "normalisation mean per channel, e.g. 0.5,0.5,0.5 "
+                                  "(default: the model's pretrained config)")
+    std: list[float] | None = _f(None, "normalisation std per channel (default: the model's "
+                                 "pretrained config)")
+    drop_path: float = _f(0.0, "stochastic depth rate (timm's drop_path_rate; 0 = off)")
     grad_clip: float | None = _f(1.0, "clip gradient norm (none = off)")
     grad_accum: int = _f(1, "gradient accumulation steps")
     ema: float | None = _f(None, "EMA decay of the weights, e.g. 0.9998 (none = off)")
@@ -87,6 +96,8 @@ class TrainConfig:
             self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
         if isinstance(self.layers, list):
             self.layers = [str(layer) for layer in self.layers]
+        for name in ("mean", "std"):
+            setattr(self, name, _floats(name, getattr(self, name)))
         if isinstance(self.topk, list) and all(_whole(k) for k in self.topk):
             self.topk = ",".join(str(k) for k in self.topk)  # YAML [0, 0, 6, 2] = "0,0,6,2"
         elif self.topk is not None and not isinstance(self.topk, (dict, list)):
@@ -120,6 +131,12 @@ class TrainConfig:
             raise PartialFTError(f"val_fraction {self.val_fraction!r} is not valid; use a number "
                                  "between 0 and 1 (both excluded), such as 0.1.")
         self._check_range("crop_scale", 0.05, 1.0)
+        if self.crop_pct is not None:
+            self._check_range("crop_pct", 0.05, 1.0)
+        if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
+            raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "
+                                 "bilinear, bicubic or nearest.")
+        self._check_range("drop_path", 0.0, 1.0, upper_open=True)
         for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",
                      "warmup_epochs", "hflip", "random_erasing"):
             value = getattr(self, name)
@@ -172,6 +189,26 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 _WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
           list: "a list", dict: "a mapping"}
+
+
+def _floats(name: str, value: Any) -> Any:
+    """'0.5,0.5,0.5' (a flag) or [0.5, 0.5, 0.5] (YAML) -> [0.5, 0.5, 0.5]; other values are
+    left for the type check to name."""
+    if isinstance(value, str):
+        try:
+            value = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise PartialFTError(f"{name} {value!r} is not valid; use comma-separated numbers "
+                                 "such as 0.5,0.5,0.5.") from None
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v) for v in value):
+            raise PartialFTError(f"{name} {value!r} is not valid; use finite numbers, one per "
+                                 "channel (or one for all).")
+        if name == "std" and not all(v > 0 for v in value):
+            raise PartialFTError(f"std {value!r} is not valid; every value must be above 0.")
+        value = [float(v) for v in value]
+    return value
 
 
 def _whole(value: Any) -> bool:
@@ -262,7 +299,9 @@ def add_config_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
             continue
         flag = "--" + name.replace("_", "-")
         kind, optional = _arg_type(hints[name])
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]
+        if "default" not in help_text:  # each default said once
+            help_text += f" (default: {f.default})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
