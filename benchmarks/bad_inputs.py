@@ -279,6 +279,14 @@ def _plan(*extra: str) -> list[str]:
     return ["plan", "--model", "test_vit", "--method", "full", *extra]
 
 
+FAPFT = ["fapft", *TINY, "--mode", "large"]
+
+
+def _topk(k: str) -> list[str]:
+    return ["plan", "--model", "test_vit", "--method", "fapft", "--angles",
+            "{d}/vit_angles.json", "--topk", k, "--mode", "large"]
+
+
 def _train(out: str, *extra: str) -> list[str]:
     return ["train", *TINY, "--out", out, *extra]
 
@@ -288,15 +296,10 @@ CASES: list[Case] = [
          "unknown model 'vit_bse_patch16_224'"),
     Case("unknown method", ["plan", "--model", "test_vit", "--method", "fapt"], "fapt"),
     Case("unknown dataset", _train("{d}/r_ds", "--dataset", "cifar11"), "dataset 'cifar11'"),
-    Case("top-k not a whole number", ["plan", "--model", "test_vit", "--method", "fapft",
-                                      "--angles", "{d}/vit_angles.json", "--topk", "1.5"], "1.5"),
-    Case("top-k larger than a group", ["plan", "--model", "test_vit", "--method", "fapft",
-                                       "--angles", "{d}/vit_angles.json", "--topk", "9"], "9"),
-    Case("negative top-k", ["plan", "--model", "test_vit", "--method", "fapft", "--angles",
-                            "{d}/vit_angles.json", "--topk", "-1"], "-1"),
-    Case("top-k with the wrong number of stages", ["plan", "--model", "test_vit", "--method",
-                                                   "fapft", "--angles", "{d}/vit_angles.json",
-                                                   "--topk", "1,1"], "1,1"),
+    Case("top-k not a whole number", _topk("1.5"), "1.5"),
+    Case("top-k larger than a group", _topk("9"), "9"),
+    Case("negative top-k", _topk("-1"), "-1"),
+    Case("top-k with the wrong number of stages", _topk("1,1"), "1,1"),
     Case("fapft without an angles file", ["plan", "--model", "test_vit", "--method", "fapft"],
          "angles"),
     Case("angles file from another model", ["plan", "--model", "test_vit", "--method", "fapft",
@@ -354,6 +357,7 @@ CASES: list[Case] = [
     Case("learning rate that is not a number", _train("{d}/r_lr", "--lr", "fast"), "fast"),
     Case("non-finite learning rate", _train("{d}/r_lrnan", "--lr", "nan"), "nan"),
     Case("unknown fapft mode", _train("{d}/r_mode", "--mode", "medium"), "medium"),
+    Case("fapft without --mode", ["fapft", *TINY, "--out", "{d}/f_nomode"], "needs --mode"),
     Case("unknown mixed-precision mode", _train("{d}/r_amp", "--amp", "fp8"), "fp8"),
     Case("image size the model's patches do not divide", _train("{d}/r_img", "--img-size", "40"),
          "multiple of 16"),
@@ -372,13 +376,13 @@ CASES: list[Case] = [
     Case("YAML config with a number where a name belongs",
          ["train", "--config", "{d}/config_dataset.yaml"], "dataset 3"),
     # --- what --out and --overwrite may touch ---
-    Case("fapft into an existing train run dir", ["fapft", *TINY, "--out", "{d}/run4"],
+    Case("fapft into an existing train run dir", [*FAPFT, "--out", "{d}/run4"],
          "partialft train directory"),
     Case("soup whose --out holds its ingredients",
          ["soup", "{d}/nest/full", "{d}/run4", "--out", "{d}/nest", "--overwrite", "--no-eval"],
          "contains the input"),
     Case("fapft whose --out holds its --reference",
-         ["fapft", *TINY, "--reference", "{d}/nest/full", "--out", "{d}/nest", "--overwrite"],
+         [*FAPFT, "--reference", "{d}/nest/full", "--out", "{d}/nest", "--overwrite"],
          "contains the input"),
     Case("--out the current directory", _train(".", "--overwrite"), "current directory",
          cwd="{d}/cwd"),
@@ -391,7 +395,7 @@ CASES: list[Case] = [
     Case("--out under /proc", _train("/proc/partialft-run"), "cannot create"),
     Case("--out under /sys", _train("/sys/partialft-run"), "cannot create"),
     Case("fapft --out an existing file with --overwrite",
-         ["fapft", *TINY, "--out", "{d}/afile", "--overwrite"], "not a directory"),
+         [*FAPFT, "--out", "{d}/afile", "--overwrite"], "not a directory"),
     Case("report --out an existing file", ["report", "{d}/run4", "--out", "{d}/afile"],
          "not a directory"),
     Case("--resume of a run dir that does not exist", _train("{d}/never", "--resume"),
@@ -428,7 +432,7 @@ CASES: list[Case] = [
     Case("soup of the same run twice", ["soup", "{d}/run4", "{d}/run4", "--out", "{d}/s_dup",
                                         "--no-eval"], "twice"),
     Case("fapft --reference that is not a full run",
-         ["fapft", *TINY, "--reference", "{d}/run4", "--out", "{d}/f_ref"], "'linear' run"),
+         [*FAPFT, "--reference", "{d}/run4", "--out", "{d}/f_ref"], "'linear' run"),
     # --- one line, not a traceback ---
     Case("config that is not UTF-8", ["train", "--config", "{d}/config_latin1.yaml"], "UTF-8"),
     Case("layer spec that is not UTF-8", _plan("--layer-spec", "{d}/spec_latin1.yaml"), "UTF-8"),

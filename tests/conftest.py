@@ -75,3 +75,67 @@ def tiny_run(out, **kw):
                 max_per_split=40, epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5,
                 hflip=0.0, amp="no", out=str(out), seed=0)
     return TrainConfig(**{**base, **kw})
+
+
+# --- real run dirs, written by the real CLI (reports, soups and evaluation read these) --------
+
+# test_vit at 32 px on 10 classes from one saved base checkpoint (so runs that differ only in
+# seed share their base and can be souped), 30 images per split, two epochs of four steps: hard
+# enough that seeds and recipes give different accuracies
+REAL_CLASSES = 10
+REAL = ["--model", "test_vit", "--no-pretrained", "--dataset", f"synthetic:{REAL_CLASSES}",
+        "--img-size", "32", "--max-per-split", "30", "--batch-size", "8", "--epochs", "2",
+        "--warmup-epochs", "0.5", "--hflip", "0", "--amp", "no", "--no-progress", "--lr", "3e-4"]
+
+
+def _cli(*argv: str) -> None:
+    from partialft.cli import main
+
+    assert main(list(argv)) == 0, f"partialft {' '.join(argv)} failed"
+
+
+@pytest.fixture(scope="session")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """name -> run dir (or angles file): full fine-tuning in two recipes (lr 3e-4 and 1e-3) x
+    three seeds, a duplicate of one of them, attn/ffn/first-half-attn, fapft top-k 1 and 2 with
+    the largest and smallest angles, uniform and greedy soups of the three lr-3e-4 seeds, two
+    angles files and three evaluations of one run (the whole test split, its first 8 images,
+    and two corruptions at severities 1 and 3)."""
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("real_runs")
+    torch.manual_seed(0)
+    base = d / "base.safetensors"
+    save_file(timm.create_model("test_vit", num_classes=REAL_CLASSES, img_size=IMG).state_dict(),
+              str(base))
+    common = [*REAL, "--checkpoint", str(base)]
+    runs: dict[str, str] = {"base": str(base)}
+
+    def train(name: str, *extra: str) -> None:
+        runs[name] = str(d / name)
+        _cli("train", *common, "--out", runs[name], *extra)
+
+    for seed in (0, 1, 2):
+        train(f"full-a-s{seed}", "--seed", str(seed))
+        train(f"full-b-s{seed}", "--seed", str(seed), "--lr", "1e-3")
+    train("full-a-s0-again", "--seed", "0")
+    for method in ("attn", "ffn", "first-half-attn"):
+        train(method, "--method", method)
+    for seed in (0, 1):
+        runs[f"angles-s{seed}"] = str(d / f"angles-s{seed}.json")
+        _cli("angles", str(base), runs[f"full-a-s{seed}"], "--model", "test_vit",
+             "--num-classes", str(REAL_CLASSES), "--out", runs[f"angles-s{seed}"])
+    for k in (1, 2):
+        for mode in ("large", "small"):
+            train(f"fapft-{mode}-k{k}", "--method", "fapft", "--angles", runs["angles-s0"],
+                  "--topk", str(k), "--mode", mode)
+    seeds = [runs[f"full-a-s{s}"] for s in (0, 1, 2)]
+    for kind, extra in (("uniform", []), ("greedy", ["--greedy"])):
+        runs[f"soup-{kind}"] = str(d / f"soup-{kind}")
+        _cli("soup", *seeds, "--out", runs[f"soup-{kind}"], *extra)
+    dataset = f"synthetic:{REAL_CLASSES}"
+    _cli("eval", runs["full-a-s0"], "--dataset", dataset, "--no-progress")
+    _cli("eval", runs["full-a-s0"], "--dataset", dataset, "--max-images", "8", "--no-progress")
+    _cli("eval", runs["full-a-s0"], "--dataset", dataset, "--corruptions", "brightness,contrast",
+         "--severities", "1,3", "--no-progress")
+    return runs

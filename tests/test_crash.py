@@ -142,7 +142,8 @@ def test_train_killed_twice_resumes_to_the_uninterrupted_result(tmp_path):
 
 @pytest.mark.slow
 def test_fapft_killed_in_each_stage_reruns_to_the_uninterrupted_result(tmp_path):
-    argv = ["fapft", *TINY, "--epochs", "2", "--topk", "2", "--checkpoint-every", "1"]
+    argv = ["fapft", *TINY, "--epochs", "2", "--topk", "2", "--mode", "large",
+            "--checkpoint-every", "1"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main([*argv, "--out", str(ref)]) == 0
     # 1. full stage: its delta written, killed before summary.json marks it finished

@@ -111,6 +111,114 @@ def test_folder_corrupt_image_names_the_file(tmp_path: Path) -> None:
         ds.val[index]
 
 
+def _noisy_images(n: int, classes: int, size: tuple[int, int], seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, h, w) uint8 images: a colour per class plus noise, so resizing changes pixels."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    colours = torch.randint(40, 216, (classes, 3, 1, 1), generator=gen).float()
+    noise = 40.0 * torch.randn((n, 3, *size), generator=gen)
+    return (colours[labels] + noise).round().clamp(0, 255).to(torch.uint8), labels
+
+
+def _write_folder(root: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> list:
+    """PNG files (lossless) root/split/c<label>/<i>.png; returns the indices in ImageFolder's
+    order (by class, then file name)."""
+    for i, (img, label) in enumerate(zip(images, labels.tolist())):
+        path = root / split / f"c{label}" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+    return sorted(range(len(labels)), key=lambda i: (int(labels[i]), i))
+
+
+def test_folder_and_in_memory_images_reach_the_model_identically(tmp_path: Path) -> None:
+    """The same images as a folder: tree and as an in-memory tensor set, evaluated by the
+    trainer's evaluation (loaders.evaluate) and by partialft eval's (eval_preprocess): equal
+    predictions and accuracy, with no tolerance (the model inputs are bit-identical)."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import timm
+
+    from partialft.commands.eval import eval_preprocess
+    from partialft.data import TensorImageDataset, resolve_preprocess
+    from partialft.evaluate import accuracy
+    from partialft.loaders import evaluate
+
+    images, labels = _noisy_images(30, 3, (29, 21))  # not square, not img_size: resize + crop
+    order = _write_folder(tmp_path, "train", images, labels)
+    _write_folder(tmp_path, "val", images, labels)
+    memory = TensorImageDataset(images[order], labels[order])
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", num_classes=3, img_size=32).eval()
+    pre = resolve_preprocess(model)  # test_vit: crop_pct 0.95, bicubic
+    assert (pre["crop_pct"], pre["interpolation"]) == (0.95, "bicubic")
+    folder = build_datasets(f"folder:{tmp_path}", img_size=32, crop_pct=pre["crop_pct"],
+                            interpolation=pre["interpolation"]).val
+    prep = eval_preprocess(model, {"img_size": 32, **pre}, "cpu")
+    from_files = prep(torch.stack([folder[i][0] for i in range(len(folder))]))
+    assert torch.equal(from_files, prep(memory.images))
+    with torch.no_grad():
+        assert torch.equal(model(from_files).argmax(1), model(prep(memory.images)).argmax(1))
+    one = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"),
+                          autocast=nullcontext, reduce=lambda t, reduction: t)
+    accs = [evaluate(model, ds, prep, one, batch_size=7) for ds in (folder, memory)]
+    loaders = [torch.utils.data.DataLoader(ds, batch_size=7) for ds in (folder, memory)]
+    assert accs[0] == accs[1] == accuracy(model, loaders[0], prep) == accuracy(
+        model, loaders[1], prep)
+
+
+def test_preprocessing_resolved_from_the_model_is_recorded(tmp_path: Path) -> None:
+    import yaml
+    from conftest import tiny_run
+
+    from partialft.data import resolve_preprocess
+    from partialft.train import train
+
+    run = tmp_path / "run"
+    train(tiny_run(run, epochs=1), progress=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    expected = {"crop_pct": 0.95, "interpolation": "bicubic", "mean": [0.5] * 3,
+                "std": [0.5] * 3}  # test_vit's pretrained config
+    assert {k: saved[k] for k in expected} == expected == resolve_preprocess("test_vit")
+    assert train(tiny_run(run, epochs=1), resume=True, progress=False) is not None  # same flags
+
+
+def test_preprocessing_flags_override_the_model_and_reach_eval_and_soups(tmp_path: Path
+                                                                         ) -> None:
+    import yaml
+
+    from partialft.cli import main
+    from partialft.commands.eval import eval_preprocess
+    from partialft.commands.soup import make_evaluator
+    from partialft.data import EvalResize, load_rgb
+    from partialft.models import load_state_dict_file
+    from partialft.runs import load_run_model, run_datasets
+
+    images, labels = _noisy_images(24, 2, (23, 17))
+    _write_folder(tmp_path / "data", "train", images[:16], labels[:16])
+    _write_folder(tmp_path / "data", "val", images[16:], labels[16:])
+    run = tmp_path / "run"
+    assert main(["train", "--model", "test_vit", "--no-pretrained", "--dataset",
+                 f"folder:{tmp_path / 'data'}", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--amp", "no", "--no-progress", "--out", str(run),
+                 "--crop-pct", "0.8", "--interpolation", "bilinear", "--mean", "0.4,0.45,0.5",
+                 "--std", "0.2"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["crop_pct"], saved["interpolation"]) == (0.8, "bilinear")
+    assert (saved["mean"], saved["std"]) == ([0.4, 0.45, 0.5], [0.2])
+    model, summary = load_run_model(run)
+    prep = eval_preprocess(model, saved, "cpu")
+    assert (prep.crop_pct, prep.interpolation) == (0.8, "bilinear")
+    assert prep.mean.flatten().tolist() == pytest.approx([0.4, 0.45, 0.5])
+    assert prep.std.flatten().tolist() == pytest.approx([0.2] * 3)
+    val = run_datasets(run, "val")
+    first = load_rgb(tmp_path / "data" / "val" / "c0" / "000.png")
+    assert torch.equal(val[0][0], EvalResize(32, 0.8, "bilinear")(first))
+    evaluator = make_evaluator(str(run), "val", "cpu", batch_size=4)
+    assert evaluator(load_state_dict_file(run / "delta.safetensors")) == summary["final_acc"]
+
+
 def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(PartialFTError, match="no train/"):
         build_datasets(f"folder:{tmp_path}")
@@ -357,14 +465,19 @@ def test_crop_boxes_stay_inside_the_image() -> None:
     assert area.min() >= 0.08 * 300 - 1e-3 and area.std() > 10
 
 
-@pytest.mark.parametrize("spec", ["rand-m11", "rand-x3", "augmix-m3", "rand-mfoo", "rand-n0"])
+@pytest.mark.parametrize("spec", ["rand-m11", "rand-x3", "augmix-m3", "rand-mfoo", "rand-n0",
+                                  "rand-m9.5", "rand-p1.5", "rand-inc2", "rand-tfoo",
+                                  "rand-m12-mmax11", "rand-n16-tweights", "rand-mmax0"])
 def test_bad_randaugment_strings(spec: str) -> None:
     with pytest.raises(PartialFTError, match=spec):
         AugmentConfig(randaugment=spec)
 
 
 def test_randaugment_string_and_config_validation() -> None:
-    assert parse_randaugment("rand-m7-n3-mstd0.5-inc1") == {"m": 7.0, "n": 3.0, "mstd": 0.5}
+    assert parse_randaugment("rand-m7-n3-mstd0.5-inc1") == {
+        "m": 7, "n": 3, "p": 0.5, "mstd": 0.5, "mmax": None, "inc": 1, "t": None}
+    assert parse_randaugment("rand-mstd101-mmax20-m15-p0.3-tweights") == {
+        "m": 15, "n": 2, "p": 0.3, "mstd": 101.0, "mmax": 20, "inc": 0, "t": "weights"}
     assert AugmentConfig(crop_scale=0.5).crop_scale == (0.5, 1.0)
     for bad in ({"crop_scale": (0.0, 1.0)}, {"hflip": 1.5}, {"random_erasing": -0.1}):
         with pytest.raises(PartialFTError):

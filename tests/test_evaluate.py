@@ -22,8 +22,10 @@ from partialft.errors import PartialFTError
 from partialft.evaluate import (
     accuracy,
     corruption_eval,
+    eval_key,
     imagenet_ar_eval,
     imagenet_c_eval,
+    imagenet_c_protocol,
     imagenet_subset,
     imagenet_wnids,
     save_eval,
@@ -147,35 +149,81 @@ def test_imagenet_c_folders(tmp_path):
         _write_images(tmp_path / "fog" / str(sev) / wnids[4], (0, 0, 255))
     result = imagenet_c_eval(ColourOracle(3, 3, decoy=False), tmp_path)  # red right, blue wrong
     assert result["errors"]["fog"] == {str(s): 50.0 for s in range(1, 6)}
-    assert result["ce"]["fog"] == pytest.approx(50.0 / ALEXNET_ERR["fog"])
-    assert result["complete"] is False
+    assert result["mean_corruption_error"] == pytest.approx(50.0)
+    assert "mce_vs_alexnet" not in result  # one corruption is not the ImageNet-C protocol
 
 
-def test_save_eval_merges(tmp_path):
+def test_imagenet_c_folders_with_the_whole_protocol_give_the_alexnet_mce(tmp_path):
+    wnids = imagenet_wnids()
+    for name in BENCHMARK:
+        for sev in range(1, 6):
+            _write_images(tmp_path / name / str(sev) / wnids[3], (255, 0, 0), n=1)
+            _write_images(tmp_path / name / str(sev) / wnids[4], (0, 0, 255), n=1)
+    result = imagenet_c_eval(ColourOracle(3, 3, decoy=False), tmp_path)
+    by_hand = sum(50.0 / ALEXNET_ERR[n] for n in BENCHMARK) / len(BENCHMARK)
+    assert result["mce_vs_alexnet"]["mce"] == pytest.approx(by_hand)
+    assert result["mce_vs_alexnet"]["complete"]
+
+
+def test_the_alexnet_mce_needs_the_protocol_and_an_imagenet_model():
+    every = {n: {s: 10.0 for s in range(1, 6)} for n in BENCHMARK}
+    assert imagenet_c_protocol(every, 1000)
+    assert not imagenet_c_protocol(every, 10)  # not an ImageNet-1K model
+    assert not imagenet_c_protocol({**every, "fog": {1: 10.0}}, 1000)  # a severity missing
+    assert not imagenet_c_protocol({n: every[n] for n in BENCHMARK[:14]}, 1000)
+
+
+def test_save_eval_keeps_other_evaluations(tmp_path):
     save_eval(tmp_path, "a", {"clean_acc": 1.0})
     save_eval(tmp_path, "b", {"acc": 2.0})
-    save_eval(tmp_path, "a", {"clean_acc": 3.0})
+    save_eval(tmp_path, "a", {"clean_acc": 3.0})  # the same evaluation again replaces itself
     assert json.loads((tmp_path / "eval.json").read_text()) == {"a": {"clean_acc": 3.0},
                                                                 "b": {"acc": 2.0}}
 
 
-@pytest.mark.slow
-def test_cli_eval_on_a_fake_run(tmp_path, capsys):
-    from _fake_runs import make_base, make_run, perturbed
+def test_eval_keys_name_what_was_evaluated():
+    assert eval_key("digits") == "digits"
+    assert eval_key("digits", "val") == "digits:val"
+    assert eval_key("digits", max_images=100) == "digits first 100"
+    assert eval_key("digits", corruptions="all", severities="1-5", seed=0) == (
+        "digits corruptions all severities 1-5 seed 0")
+    keys = {eval_key("digits", max_images=n, corruptions=c, severities=s, seed=seed)
+            for n in (None, 10) for c in (None, "all") for s in ("1-5", "1,3") for seed in (0, 1)}
+    assert len(keys) == 2 * (1 + 2 * 2)  # without corruptions, severities and seed do not apply
 
+
+@pytest.fixture
+def run_copy(real_runs, tmp_path):
+    """A real finished run dir (copied: these tests write eval.json into it)."""
+    import shutil
+
+    return shutil.copytree(real_runs["attn"], tmp_path / "attn")
+
+
+@pytest.mark.slow
+def test_cli_eval_keeps_each_evaluation(run_copy, capsys):
     from partialft.cli import main
 
-    base = make_base(tmp_path)
-    run = make_run(tmp_path / "run", base, perturbed(base, ("head",), 0.1))
-    args = ["eval", str(run), "--dataset", "synthetic", "--max-images", "6", "--batch-size", "6",
-            "--device", "cpu"]
-    assert main(args + ["--corruptions", "gaussian_noise,contrast", "--severities", "1-2"]) == 0
+    args = ["eval", str(run_copy), "--dataset", "synthetic:10", "--batch-size", "6",
+            "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    assert main(args + ["--max-images", "6"]) == 0
+    assert main(args + ["--max-images", "6", "--corruptions", "gaussian_noise,contrast",
+                        "--severities", "1-2"]) == 0
     assert main(args + ["--split", "val"]) == 0
-    data = json.loads((run / "eval.json").read_text())
-    assert set(data) == {"synthetic", "synthetic:val"}
-    res = data["synthetic"]
-    assert res["images"] == 6 and 0.0 <= res["clean_acc"] <= 100.0
-    assert set(res["errors"]) == {"gaussian_noise", "contrast"}
+    data = json.loads((run_copy / "eval.json").read_text())
+    assert set(data) == {"synthetic:10", "synthetic:10 first 6", "synthetic:10:val",
+                         "synthetic:10 first 6 corruptions gaussian_noise,contrast severities "
+                         "1-2 seed 0"}
+    whole = data["synthetic:10"]
+    summary = json.loads((run_copy / "summary.json").read_text())
+    assert whole["images"] == 30 and whole["clean_acc"] == pytest.approx(summary["test_acc"])
+    res = data["synthetic:10 first 6 corruptions gaussian_noise,contrast severities 1-2 seed 0"]
+    assert res["images"] == 6 and set(res["errors"]) == {"gaussian_noise", "contrast"}
     assert set(res["errors"]["contrast"]) == {"1", "2"}
-    assert main(["eval", str(run), "--dataset", "imagenet-a"]) == 2
+    assert res["relative_corruption_error"] == pytest.approx(
+        res["mean_corruption_error"] - (100 - res["clean_acc"]))
+    assert "mce_vs_alexnet" not in res
+    assert "relative corruption error" in capsys.readouterr().out
+    assert main(["eval", str(run_copy), "--dataset", "imagenet-a"]) == 2
     assert "--data-dir" in capsys.readouterr().err

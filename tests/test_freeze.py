@@ -19,6 +19,7 @@ def count(name: str, classes: int, method: str, **options) -> int:
     model = meta_model(name, classes)
     if method == "fapft":  # counts do not depend on which layers of a group are picked
         options["angles"] = {la.id: float(i) for i, la in enumerate(find_layers(model).layers)}
+        options.setdefault("mode", "large")  # nor on the mode, once top-k is given
     return prepare(model, method, **options).summary.trainable_params
 
 
@@ -81,7 +82,7 @@ def test_one_step_changes_exactly_selected_layers_and_head(family: str,
     if family in ("mixer", "resmlp"):
         method = "first-half-ffn"
     angles = {la.id: float(-i) for i, la in enumerate(lm.layers)}
-    sel = select_layers(lm, method, angles=angles, topk=1)
+    sel = select_layers(lm, method, angles=angles, topk=1, mode="large")
     summary = apply_selection(model, lm, sel)
     selected = {n for la in lm.layers if la.id in sel.layers for n in la.param_names}
     assert sel.layers and set(summary.trainable_names) == selected | set(lm.head_params)

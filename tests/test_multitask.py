@@ -2,44 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from partialft.checkpoints import save_delta
 from partialft.cli import main
 from partialft.errors import PartialFTError
 from partialft.multitask import fork_point, from_runs
-from partialft.runs import base_model, load_run_model
+from partialft.runs import load_run_model
 
-BASE = {"model": "test_vit", "num_classes": 3, "pretrained": False, "checkpoint": None,
-        "img_size": 32, "layer_spec": None, "init_seed": 0}
-
-
-def make_run(path: Path, prefixes: tuple[str, ...], seed: int, base: dict | None = None,
-             method: str = "layers") -> Path:
-    """A run dir whose delta perturbs the tensors under ``prefixes`` (and the head)."""
-    model = base_model(base or BASE)
-    gen = torch.Generator().manual_seed(seed)
-    names = [n for n, _ in model.named_parameters() if n.startswith(prefixes + ("head.",))]
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in names:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    path.mkdir(parents=True)
-    save_delta(path / "delta.safetensors", model, base or BASE, {"method": method}, names)
-    (path / "summary.json").write_text(json.dumps({"method": method}))
-    return path
+TASKS = {  # run name -> flags: which layers each task trains
+    "late": ["--method", "layers", "--layers", "blocks.3.attn,blocks.4.mlp"],
+    "early": ["--method", "layers", "--layers", "blocks.1.mlp"],
+    "head": ["--method", "linear"],
+    "stem": ["--method", "layers", "--layers", "blocks.2.attn", "--train-non-residual"],
+}
 
 
-@pytest.fixture
-def runs(tmp_path: Path) -> list[Path]:
-    return [make_run(tmp_path / "late", ("blocks.3.attn.", "blocks.4.mlp."), 1),
-            make_run(tmp_path / "early", ("blocks.1.mlp.",), 2),
-            make_run(tmp_path / "head", (), 3),
-            make_run(tmp_path / "stem", ("patch_embed.", "blocks.2.attn."), 4)]
+def train(out: Path, checkpoint: str | None, *flags: str) -> Path:
+    """A real partial fine-tuning run (one epoch) of test_vit."""
+    from conftest import REAL
+
+    base = ["--checkpoint", checkpoint] if checkpoint else []
+    assert main(["train", *REAL, "--epochs", "1", *base, "--out", str(out), *flags]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(real_runs, tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("tasks")
+    return [train(d / name, real_runs["base"], *flags) for name, flags in TASKS.items()]
 
 
 def test_fork_points():
@@ -74,17 +67,19 @@ def test_benchmark_reports_throughput_and_equality(runs):
     assert result["block_ratio"] == pytest.approx(18 / 14, abs=1e-3)
 
 
-def test_tasks_with_the_same_dir_name_get_distinct_names(tmp_path):
-    a = make_run(tmp_path / "a" / "run", ("blocks.2.mlp.",), 1)
-    b = make_run(tmp_path / "b" / "run", ("blocks.2.mlp.",), 2)
+def test_tasks_with_the_same_dir_name_get_distinct_names(tmp_path, real_runs):
+    flags = ["--method", "layers", "--layers", "blocks.2.mlp"]
+    a = train(tmp_path / "a" / "run", real_runs["base"], *flags)
+    b = train(tmp_path / "b" / "run", real_runs["base"], *flags, "--seed", "1")
     assert [t["task"] for t in from_runs([a, b]).describe()] == ["run", "b/run"]
 
 
-def test_refuses_other_bases_and_peft_runs(tmp_path, runs):
-    other = make_run(tmp_path / "other", ("blocks.1.mlp.",), 5, base={**BASE, "init_seed": 7})
-    with pytest.raises(PartialFTError, match="init_seed=7 .* one base model"):
+def test_refuses_other_bases_and_peft_runs(tmp_path, runs, real_runs):
+    other = train(tmp_path / "other", None, "--method", "layers", "--layers", "blocks.1.mlp",
+                  "--seed", "7")  # no checkpoint: weights drawn from --seed 7
+    with pytest.raises(PartialFTError, match="one base model"):
         from_runs([runs[0], other])
-    peft = make_run(tmp_path / "peft", ("blocks.1.mlp.",), 6, method="lora")
+    peft = train(tmp_path / "peft", real_runs["base"], "--method", "lora")
     with pytest.raises(PartialFTError, match="layer methods only"):
         from_runs([peft])
 

@@ -34,7 +34,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # verb -> argv writing to OUT ({r} = the module's run dirs), and the kind of dir it writes
 VERBS: dict[str, tuple[list[str], str]] = {
     "train": (["train", *TINY, "--no-progress", "--method", "linear", "--out", "OUT"], "train"),
-    "fapft": (["fapft", *TINY, "--no-progress", "--topk", "1", "--out", "OUT"], "fapft"),
+    "fapft": (["fapft", *TINY, "--no-progress", "--topk", "1", "--mode", "large", "--out",
+               "OUT"], "fapft"),
     "select": (["select", *TINY, "--selector", "grad", "--batches", "1", "--out", "OUT"],
                "select"),
     "soup": (["soup", "{r}/a", "{r}/b", "--no-eval", "--out", "OUT"], "soup"),
@@ -97,7 +98,7 @@ def test_eval_writes_beside_a_users_file_in_the_run_dir(runs, capsys):
     note.write_text("keep")
     assert main(["eval", str(runs / "a"), "--dataset", "synthetic:4", "--max-images", "8"]) == 0
     assert note.read_text() == "keep"
-    assert "synthetic:4" in json.loads((runs / "a" / "eval.json").read_text())
+    assert "synthetic:4 first 8" in json.loads((runs / "a" / "eval.json").read_text())
 
 
 def test_angles_out_replaces_only_an_angles_file(runs, tmp_path, capsys):
@@ -130,7 +131,8 @@ def _base_file(runs: Path, tmp_path: Path) -> Path:
 
 def test_fapft_reuses_a_stage_only_when_made_the_same_way(tmp_path, capsys):
     out = tmp_path / "g"
-    argv = ["fapft", *TINY, "--no-progress", "--topk", "1", "--out", str(out)]
+    argv = ["fapft", *TINY, "--no-progress", "--topk", "1", "--mode", "small", "--out",
+            str(out)]
     assert main([*argv, "--selector", "grad"]) == 0
     scores = (out / "scores.json").read_text()
     capsys.readouterr()
@@ -150,7 +152,7 @@ def test_fapft_refuses_a_reference_file_that_left_layers_untrained(runs, tmp_pat
     model, _ = load_run_model(runs / "a")  # a linear probe: every residual layer unchanged
     path = tmp_path / "linear.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    argv = ["fapft", *TINY, "--no-progress", "--reference", str(path), "--out",
+    argv = ["fapft", *TINY, "--no-progress", "--mode", "large", "--reference", str(path), "--out",
             str(tmp_path / "f")]
     assert main(argv) == 2
     assert "exactly at the base weights" in capsys.readouterr().err
@@ -271,7 +273,7 @@ def test_a_safetensors_file_named_pth_is_read_as_safetensors(tmp_path, capsys):
 def test_yaml_topk_may_be_a_list(tmp_path):
     from partialft.config import load_config
 
-    (tmp_path / "c.yaml").write_text("method: fapft\ntopk: [0, 0, 6, 2]\n")
+    (tmp_path / "c.yaml").write_text("method: fapft\nmode: large\ntopk: [0, 0, 6, 2]\n")
     assert load_config(tmp_path / "c.yaml").topk == "0,0,6,2"
 
 

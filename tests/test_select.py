@@ -97,22 +97,24 @@ def test_fapft_large_and_small(vit) -> None:
     assert ids(small) == ["blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.1.mlp"]
     assert large.options == {"topk": [2], "mode": "large"}
     mixed = dict(angles, **{"blocks.2.attn": 100.0})
-    assert "blocks.2.attn" in ids(select_layers(vit, "fapft", angles=mixed, topk=1))
+    assert "blocks.2.attn" in ids(select_layers(vit, "fapft", angles=mixed, topk=1, mode="large"))
 
 
 def test_fapft_topk_per_stage_applies_to_every_group_of_the_stage() -> None:
     swin = find_layers(tiny("swin"))  # depths (1, 1, 2, 1)
-    sel = select_layers(swin, "fapft", angles=angles_by_depth(swin), topk="0,1,1,0")
+    sel = select_layers(swin, "fapft", angles=angles_by_depth(swin), topk="0,1,1,0",
+                        mode="large")
     assert ids(sel) == ["layers.1.blocks.0.attn", "layers.1.blocks.0.mlp",
                         "layers.2.blocks.1.attn", "layers.2.blocks.1.mlp"]
-    same = select_layers(swin, "fapft", angles=angles_by_depth(swin), topk=[0, 1, 1, 0])
+    same = select_layers(swin, "fapft", angles=angles_by_depth(swin), topk=[0, 1, 1, 0],
+                         mode="large")
     assert ids(same) == ids(sel)
-    zero = select_layers(swin, "fapft", angles=angles_by_depth(swin), topk=0)
+    zero = select_layers(swin, "fapft", angles=angles_by_depth(swin), topk=0, mode="large")
     assert ids(zero) == []
 
 
 def test_fapft_default_topk_is_table7(vit) -> None:
-    sel = select_layers(vit, "fapft", angles=angles_by_depth(vit))
+    sel = select_layers(vit, "fapft", angles=angles_by_depth(vit), mode="large")
     assert sel.options["topk"] == default_topk(vit, "large") == [2]  # ceil(6 / 3)
     assert len(sel.layers) == 4
 
@@ -140,15 +142,21 @@ def test_table7_defaults(name: str, small: list[int], large: list[int]) -> None:
 ])
 def test_fapft_bad_topk(vit, topk, message: str) -> None:
     with pytest.raises(PartialFTError, match=message):
-        select_layers(vit, "fapft", angles=angles_by_depth(vit), topk=topk)
+        select_layers(vit, "fapft", angles=angles_by_depth(vit), topk=topk, mode="large")
 
 
 def test_fapft_bad_topk_per_stage() -> None:
     swin = find_layers(tiny("swin"))
     with pytest.raises(PartialFTError, match="has 3 values but the model has 4 stage"):
-        select_layers(swin, "fapft", angles=angles_by_depth(swin), topk="0,0,1")
+        select_layers(swin, "fapft", angles=angles_by_depth(swin), topk="0,0,1", mode="large")
     with pytest.raises(PartialFTError, match="group stage0.attn is larger than the group"):
-        select_layers(swin, "fapft", angles=angles_by_depth(swin), topk=2)
+        select_layers(swin, "fapft", angles=angles_by_depth(swin), topk=2, mode="large")
+
+
+def test_fapft_has_no_default_mode(vit) -> None:
+    """The task decides (paper App. B.2): without --mode fapft names the choices."""
+    with pytest.raises(PartialFTError, match="needs --mode: large .* small .* or auto"):
+        select_layers(vit, "fapft", angles=angles_by_depth(vit), topk=1)
 
 
 def test_fapft_needs_angles_of_this_model_and_a_valid_mode(vit) -> None:
@@ -158,7 +166,7 @@ def test_fapft_needs_angles_of_this_model_and_a_valid_mode(vit) -> None:
         select_layers(vit, "fapft", angles=angles_by_depth(vit), topk=1, mode="big")
     partial = dict(list(angles_by_depth(vit).items())[:-1])
     with pytest.raises(PartialFTError, match=r"angles lack layer\(s\) blocks\.5\.mlp"):
-        select_layers(vit, "fapft", angles=partial, topk=1)
+        select_layers(vit, "fapft", angles=partial, topk=1, mode="large")
 
 
 def test_parse_topk_forms(vit) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _fake_runs import make_base, make_run, perturbed
+from safetensors.torch import load_file
 
 from partialft.cli import main
 from partialft.errors import PartialFTError
@@ -89,23 +89,20 @@ def test_mis_shaped_ingredient_is_refused(base):
 
 
 def digest(path: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())
+            if p.is_file()}
 
 
 @pytest.fixture
-def two_runs(tmp_path):
-    base = make_base(tmp_path)
-    r1 = make_run(tmp_path / "r1", base, perturbed(base, ("blocks.0.attn", "head"), 0.5),
-                  layers=["blocks.0.attn"], best_acc=60.0)
-    r2 = make_run(tmp_path / "r2", base, perturbed(base, ("blocks.1.mlp", "head"), -0.25),
-                  layers=["blocks.1.mlp"], best_acc=70.0)
-    return base, r1, r2
+def two_runs(real_runs) -> tuple[Path, Path]:
+    """Real attn-only and ffn-only runs from the same base checkpoint."""
+    return Path(real_runs["attn"]), Path(real_runs["ffn"])
 
 
 def test_cli_uniform_soup_writes_a_run_dir(tmp_path, two_runs, capsys):
     from partialft.runs import base_state, load_run_model
 
-    base, r1, r2 = two_runs
+    r1, r2 = two_runs
     before = digest(r1), digest(r2)
     out = tmp_path / "soup"
     assert main(["soup", str(r1), str(r2), "--out", str(out), "--no-eval"]) == 0
@@ -114,16 +111,16 @@ def test_cli_uniform_soup_writes_a_run_dir(tmp_path, two_runs, capsys):
     s1, s2 = (json.loads((r / "summary.json").read_text()) for r in (r1, r2))
     assert summary["method"] == "soup" and summary["soup"] == "uniform"
     assert summary["trainable_params"] == s1["trainable_params"] + s2["trainable_params"]
-    assert summary["layers"] == ["blocks.0.attn", "blocks.1.mlp"]
-    model, _ = load_run_model(out)
-    pre = base_state(r1)
-    state = model.state_dict()
-    for key, value in pre.items():
-        if key.startswith(("blocks.0.attn", "blocks.1.mlp")) and value.is_floating_point():
-            shift = 0.25 if key.startswith("blocks.0") else -0.125
-            assert torch.allclose(state[key], value + shift, atol=1e-6), key
-        elif key.startswith("head"):
-            assert torch.allclose(state[key], value + 0.125, atol=1e-6)
+    assert summary["layers"] == sorted(s1["layers"] + s2["layers"])
+    # the soup by hand: each tensor is the mean over the ingredients, a tensor an ingredient
+    # did not train counting as the base's
+    base = base_state(r1)
+    d1, d2 = (load_file(str(r / "delta.safetensors")) for r in (r1, r2))
+    state = load_run_model(out)[0].state_dict()
+    for key, value in base.items():
+        expected = (d1.get(key, value) + d2.get(key, value)) / 2
+        if key in d1 or key in d2:
+            assert torch.allclose(state[key], expected, atol=1e-6), key
         else:
             assert torch.equal(state[key], value), key  # frozen: bit-identical to the base
     assert main(["soup", str(r1), str(r2), "--out", str(out), "--no-eval"]) == 2
@@ -134,36 +131,43 @@ def test_cli_uniform_soup_writes_a_run_dir(tmp_path, two_runs, capsys):
 def test_cli_greedy_soup_with_scripted_evaluator(tmp_path, two_runs, monkeypatch):
     import partialft.commands.soup as soup_cmd
 
-    _, r1, r2 = two_runs
+    r1, r2 = two_runs
+    first = max((r1, r2), key=lambda r: json.loads((r / "summary.json").read_text())["best_acc"])
+    second = r2 if first == r1 else r1
     scores = {"val": iter([80.0, 79.0]), "test": iter([77.0])}
     monkeypatch.setattr(soup_cmd, "make_evaluator",
                         lambda run, split, *a, **k: lambda state: next(scores[split]))
     out = tmp_path / "greedy"
     assert main(["soup", str(r1), str(r2), "--greedy", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["used"] == [str(r2)] and summary["rejected"] == [str(r1)]
+    assert summary["used"] == [str(first)] and summary["rejected"] == [str(second)]
     assert summary["best_acc"] == 80.0 and summary["test_acc"] == 77.0
     assert summary["trainable_params"] == json.loads(
-        (r2 / "summary.json").read_text())["trainable_params"]
+        (first / "summary.json").read_text())["trainable_params"]
 
 
 def test_cli_refuses_different_bases(tmp_path, two_runs, capsys):
-    _, r1, _ = two_runs
-    other = make_base(tmp_path, num_classes=5, seed=1)
-    r3 = make_run(tmp_path / "r3", other, perturbed(other, ("head",), 1.0))
-    assert main(["soup", str(r1), str(r3), "--out", str(tmp_path / "x"), "--no-eval"]) == 2
+    from conftest import REAL
+
+    r1, _ = two_runs
+    other = tmp_path / "other"  # no checkpoint: its weights are drawn from --seed 5
+    assert main(["train", *REAL, "--method", "attn", "--seed", "5", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["soup", str(r1), str(other), "--out", str(tmp_path / "x"), "--no-eval"]) == 2
     err = capsys.readouterr().err
     assert "same base" in err and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
-def test_cli_greedy_soup_evaluates_on_the_val_split(tmp_path, two_runs):
-    _, r1, r2 = two_runs
+def test_cli_greedy_soup_evaluates_on_the_val_split(tmp_path, real_runs):
+    runs = [real_runs[f"full-a-s{s}"] for s in range(3)]
     out = tmp_path / "real"
-    assert main(["soup", str(r1), str(r2), "--greedy", "--out", str(out), "--device", "cpu",
+    assert main(["soup", *runs, "--greedy", "--out", str(out), "--device", "cpu",
                  "--batch-size", "32"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     history = summary["greedy_history"]
-    assert [h["ingredient"] for h in history] == [str(r2), str(r1)]  # by best_acc 70 > 60
+    by_val = sorted(runs, key=lambda r: -json.loads((Path(r) / "summary.json").read_text())[
+        "best_acc"])
+    assert [h["ingredient"] for h in history] == by_val  # by held-out accuracy, best first
     assert summary["best_acc"] == max(h["val_acc"] for h in history if h["kept"])
     assert 0.0 <= summary["test_acc"] <= 100.0

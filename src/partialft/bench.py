@@ -142,7 +142,8 @@ def _config(ctx: Context, v: Variant) -> Any:
     angles = opts.angles or (_standin_angles(ctx) if v.method == "fapft" else None)
     return TrainConfig(
         model=opts.model, pretrained=False, layer_spec=opts.layer_spec, method=v.method,
-        angles=angles, topk=opts.topk, dataset=f"synthetic:{ctx.num_classes}",
+        angles=angles, topk=opts.topk, mode="large" if v.method == "fapft" else None,
+        dataset=f"synthetic:{ctx.num_classes}",
         img_size=opts.img_size, batch_size=opts.batch_size, hflip=0.0, crop_scale=1.0,
         amp=opts.amp, grad_clip=opts.grad_clip, epochs=1, seed=0,
         compile=opts.compile if v.compile is None else v.compile,
@@ -165,7 +166,8 @@ def check_variants(ctx: Context, variants: list[Variant]) -> None:
             model = create_model(cfg.model, num_classes=ctx.num_classes, img_size=cfg.img_size)
         layer_map = find_layers(model, cfg.layer_spec)
         angles = load_angles(cfg.angles, layer_map) if cfg.method == "fapft" else None
-        prepare(model, cfg.method, layer_spec=cfg.layer_spec, angles=angles, topk=cfg.topk)
+        prepare(model, cfg.method, layer_spec=cfg.layer_spec, angles=angles, topk=cfg.topk,
+                mode=cfg.mode)
 
 
 def _standin_angles(ctx: Context) -> str:

@@ -42,8 +42,9 @@ class TrainConfig:
     layers: list[str] | None = _f(None, "layer ids for --method layers (comma-separated)")
     angles: str | None = _f(None, "angles JSON for --method fapft")
     topk: str | None = _f(None, "fapft layers per group: one number or one per stage (0,0,6,2)")
-    mode: str = _f("large", "fapft: train the largest (hard task) or smallest (easy) angles, "
-                   "or auto (decided by a linear probe, see docs/selectors.md)")
+    mode: str | None = _f(None, "fapft (required): train the layers with the largest (hard "
+                          "task) or smallest (easy task) angles, or auto (decided by a linear "
+                          "probe, see docs/selectors.md); no default")
     train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
     baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only)")
     # data
@@ -153,8 +154,12 @@ class TrainConfig:
                                  "layers.")
         if self.amp not in AMP:
             raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
-        if self.mode not in ("large", "small", "auto"):
+        if self.mode not in (None, "large", "small", "auto"):
             raise PartialFTError(f"mode {self.mode!r} is not valid; use large, small or auto.")
+        if self.method == "fapft" and self.mode is None:
+            from partialft.select import MODE_NEEDED
+
+            raise PartialFTError(MODE_NEEDED)
 
     def _check_types(self) -> None:
         """YAML can give any type: each field must hold its annotated one (an int for a float)."""

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from partialft.data_augment import AugmentConfig, BatchAugment, parse_randaugment
+import torch
+import torch.nn as nn
+
+from partialft.data_augment import AugmentConfig, BatchAugment, EvalResize, parse_randaugment
 from partialft.data_base import Datasets, Request, first_n, make_split
 from partialft.data_files import (
     FileImageDataset,
@@ -31,9 +35,9 @@ from partialft.data_memory import (
 )
 from partialft.errors import PartialFTError, suggest
 
-__all__ = ["AugmentConfig", "BatchAugment", "Datasets", "FileImageDataset", "TensorImageDataset",
-           "DATASETS", "build_datasets", "dataset_names", "load_rgb", "make_split",
-           "parse_randaugment", "read_idx"]
+__all__ = ["AugmentConfig", "BatchAugment", "Datasets", "EvalResize", "FileImageDataset",
+           "TensorImageDataset", "DATASETS", "PREPROCESS", "build_datasets", "dataset_names",
+           "load_rgb", "make_split", "parse_randaugment", "read_idx", "resolve_preprocess"]
 
 Builder = Callable[[Request], Datasets]
 
@@ -52,6 +56,9 @@ DATASETS: dict[str, Builder] = {
     "cars": build_cars,
 }
 TAKES_ARG = {"folder": True, "synthetic": False}  # True: the argument is required
+# a model's input preprocessing (timm's data config), recorded in a run's config.yaml
+PREPROCESS = ("crop_pct", "interpolation", "mean", "std")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # the ones tensor resizing has
 
 
 def dataset_names() -> list[str]:
@@ -74,18 +81,18 @@ def parse_name(name: str) -> tuple[str, str | None]:
 def build_datasets(name: str, *, data_dir: str | Path | None = None, img_size: int = 224,
                    val_fraction: float = 0.1, seed: int = 0, download: bool = True,
                    split_file: str | Path | None = None, max_per_split: int | None = None,
-                   augment: AugmentConfig | None = None) -> Datasets:
+                   augment: AugmentConfig | None = None, crop_pct: float = 1.0,
+                   interpolation: str = "bilinear") -> Datasets:
     """Build the train/val/test splits of dataset ``name`` (see docs/datasets.md).
 
     ``split_file``: JSON of the random train/val indices, read if it exists, else written.
     ``augment``: crop scale and flip of the loader-side transforms of file datasets.
+    ``crop_pct``, ``interpolation``: the evaluation resize of file datasets (give the values
+    the evaluating BatchAugment has, see :func:`resolve_preprocess`).
     """
     base, arg = parse_name(name)
-    if not 0.0 < val_fraction < 1.0:
-        raise PartialFTError(f"val_fraction {val_fraction} is not valid; use a value between 0 "
-                             "and 1, e.g. 0.1.")
-    if max_per_split is not None and max_per_split < 1:
-        raise PartialFTError(f"max_per_split {max_per_split} is not valid; use a positive number.")
+    _check_build_args(val_fraction, max_per_split)
+    check_eval_resize(crop_pct, interpolation)
     for given, what in ((data_dir, "data_dir"), (arg if base == "folder" else None, name)):
         if given is not None and Path(given).exists() and not Path(given).is_dir():
             raise PartialFTError(f"{what} {given} is a file; datasets are read from a folder, so "
@@ -93,7 +100,8 @@ def build_datasets(name: str, *, data_dir: str | Path | None = None, img_size: i
     req = Request(name=base, arg=arg, data_dir=None if data_dir is None else Path(data_dir),
                   img_size=int(img_size), val_fraction=val_fraction, seed=seed,
                   download=download, split_file=None if split_file is None else Path(split_file),
-                  max_per_split=max_per_split, augment=augment)
+                  max_per_split=max_per_split, augment=augment, crop_pct=float(crop_pct),
+                  interpolation=interpolation)
     ds = DATASETS[base](req)
     if ds.num_classes < 2:
         raise PartialFTError(f"dataset {name} has {ds.num_classes} class"
@@ -102,3 +110,49 @@ def build_datasets(name: str, *, data_dir: str | Path | None = None, img_size: i
     ds.train, ds.val = first_n(ds.train, max_per_split), first_n(ds.val, max_per_split)
     ds.test = None if ds.test is None else first_n(ds.test, max_per_split)
     return ds
+
+
+def _check_build_args(val_fraction: float, max_per_split: int | None) -> None:
+    if not 0.0 < val_fraction < 1.0:
+        raise PartialFTError(f"val_fraction {val_fraction} is not valid; use a value between 0 "
+                             "and 1, e.g. 0.1.")
+    if max_per_split is not None and max_per_split < 1:
+        raise PartialFTError(f"max_per_split {max_per_split} is not valid; use a positive number.")
+
+
+def check_eval_resize(crop_pct: float, interpolation: str) -> None:
+    """crop_pct in (0, 1] and an interpolation tensor resizing has."""
+    if not 0.0 < crop_pct <= 1.0:
+        raise PartialFTError(f"crop_pct {crop_pct} is not valid; use a share in (0, 1], e.g. "
+                             "0.875 (1 = no crop).")
+    if interpolation not in INTERPOLATIONS:
+        raise PartialFTError(f"interpolation {interpolation!r} is not valid; use "
+                             f"{', '.join(INTERPOLATIONS)}.")
+
+
+def resolve_preprocess(model: nn.Module | str, **given: Any) -> dict[str, Any]:
+    """``crop_pct``, ``interpolation``, ``mean``, ``std`` for ``model`` (a module or a timm name):
+    each value in ``given`` that is not None, else the model's pretrained config as timm's
+    ``resolve_data_config`` reads it (a name is built on the meta device: no weights)."""
+    values = {k: given.get(k) for k in PREPROCESS}
+    missing = [k for k, v in values.items() if v is None]
+    in_chans = 3
+    if missing:
+        from timm.data import resolve_data_config
+
+        if isinstance(model, str):
+            from partialft.models import create_model
+
+            with torch.device("meta"):
+                model = create_model(model)
+        dcfg = resolve_data_config({}, model=model)
+        in_chans = int(dcfg["input_size"][0])
+        values |= {k: dcfg[k] for k in missing}
+    for key in ("mean", "std"):
+        values[key] = [float(v) for v in values[key]]
+        if len(values[key]) not in (1, 3, in_chans):  # what BatchAugment can use
+            raise PartialFTError(f"{key} has {len(values[key])} values but the model takes "
+                                 f"{in_chans} channels; give 1 or {in_chans} values.")
+    values["crop_pct"] = float(values["crop_pct"])
+    check_eval_resize(values["crop_pct"], values["interpolation"])
+    return values

@@ -45,6 +45,8 @@ class Request:
     split_file: Path | None = None
     max_per_split: int | None = None
     augment: Any = None  # AugmentConfig for loader-side crops of file datasets
+    crop_pct: float = 1.0  # evaluation resize of file datasets (see data_augment.EvalResize)
+    interpolation: str = "bilinear"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def root(self) -> Path:

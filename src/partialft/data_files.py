@@ -15,7 +15,6 @@ from partialft.data_base import Datasets, Request, find_root, holdout_split
 from partialft.errors import PartialFTError
 
 Transform = Callable[[Image.Image], torch.Tensor]
-EVAL_CROP_PCT = 0.875
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -28,10 +27,17 @@ def load_rgb(path: str | Path) -> Image.Image:
                              "it.") from None
 
 
-def image_transforms(img_size: int, augment: Any = None) -> tuple[Transform, Transform]:
-    """(train, eval) PIL -> float tensor in [0, 1] of size img_size (timm's transforms)."""
+def image_transforms(img_size: int, augment: Any = None, crop_pct: float = 1.0,
+                     interpolation: str = "bilinear") -> tuple[Transform, Transform]:
+    """(train, eval) PIL -> float tensor in [0, 1] of size img_size (timm's transforms).
+
+    Eval is :class:`EvalResize`, the same function BatchAugment applies to in-memory batches,
+    so a folder of images and the same images in memory reach the model identically.
+    """
     from timm.data import create_transform
     from torchvision.transforms import v2
+
+    from partialft.data_augment import EvalResize
 
     scale = tuple(getattr(augment, "crop_scale", (0.08, 1.0)))
     hflip = float(getattr(augment, "hflip", 0.5))
@@ -40,8 +46,12 @@ def image_transforms(img_size: int, augment: Any = None) -> tuple[Transform, Tra
     to_float = v2.ToDtype(torch.float32, scale=True)
     train = create_transform(img_size, is_training=True, scale=scale, ratio=ratio, hflip=hflip,
                              color_jitter=None, normalize=False)
-    val = create_transform(img_size, is_training=False, crop_pct=EVAL_CROP_PCT, normalize=False)
-    return v2.Compose([train, to_float]), v2.Compose([val, to_float])
+    return v2.Compose([train, to_float]), EvalResize(img_size, crop_pct, interpolation)
+
+
+def request_transforms(req: Request) -> tuple[Transform, Transform]:
+    """:func:`image_transforms` for a build request."""
+    return image_transforms(req.img_size, req.augment, req.crop_pct, req.interpolation)
 
 
 class FileImageDataset(Dataset):
@@ -62,7 +72,7 @@ class FileImageDataset(Dataset):
 def split_sets(req: Request, make: Callable[[Transform], Dataset], test: Dataset | None,
                classes: list[str]) -> Datasets:
     """Random (seeded, recorded) val part of the official train split; the test split as is."""
-    train_tf, eval_tf = image_transforms(req.img_size, req.augment)
+    train_tf, eval_tf = request_transforms(req)
     train_aug, train_eval = make(train_tf), make(eval_tf)
     split = holdout_split(req, len(train_aug))
     return Datasets(train=Subset(train_aug, split["train"]), val=Subset(train_eval, split["val"]),
@@ -88,7 +98,7 @@ def build_folder(req: Request) -> Datasets:
         if not (root / sub).is_dir():
             raise PartialFTError(f"folder dataset {root} has no {sub}/ subfolder; use "
                                  "folder:PATH with PATH/train/CLASS/* and PATH/val/CLASS/*.")
-    train_tf, eval_tf = image_transforms(req.img_size, req.augment)
+    train_tf, eval_tf = request_transforms(req)
     train = _image_folder(root / "train", train_tf)
     val = _image_folder(root / "val", eval_tf, train.classes)
     test = _image_folder(root / "test", eval_tf, train.classes) if (root / "test").is_dir() \
@@ -150,7 +160,7 @@ def _sample_sets(req: Request, train: list, test: list, classes: list[str],
                  root: Path) -> Datasets:
     _check_samples(train, f"{req.name} train split", root)
     _check_samples(test, f"{req.name} test split", root)
-    _, eval_tf = image_transforms(req.img_size, req.augment)
+    _, eval_tf = request_transforms(req)
     return split_sets(req, lambda tf: FileImageDataset(train, tf),
                       FileImageDataset(test, eval_tf), classes)
 
@@ -184,7 +194,7 @@ def build_flowers(req: Request) -> Datasets:
     from torchvision.datasets import Flowers102
 
     base = find_root(req, "flowers-102", ("flowers", "oxford_flowers"), "flowers")
-    train_tf, eval_tf = image_transforms(req.img_size, req.augment)
+    train_tf, eval_tf = request_transforms(req)
     sets = [_tv(Flowers102, base, split, tf, "flowers-102/ (jpg/, imagelabels.mat, setid.mat)")
             for split, tf in (("train", train_tf), ("val", eval_tf), ("test", eval_tf))]
     return Datasets(train=sets[0], val=sets[1], test=sets[2], num_classes=102,
@@ -197,7 +207,7 @@ def build_cars(req: Request) -> Datasets:
 
     base = find_root(req, "stanford_cars", ("cars",), "cars")
     what = "stanford_cars/ (devkit/, cars_train/, cars_test/, cars_test_annos_withlabels.mat)"
-    _, eval_tf = image_transforms(req.img_size, req.augment)
+    _, eval_tf = request_transforms(req)
     test = _tv(StanfordCars, base, "test", eval_tf, what)
     return split_sets(req, lambda tf: _tv(StanfordCars, base, "train", tf, what), test,
                       list(test.classes))

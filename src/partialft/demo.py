@@ -42,11 +42,10 @@ def run_demo(cfg: TrainConfig, progress: bool = True, log: Any = print) -> list[
     out = Path(cfg.out)
     summaries = []
     for name, method, pretrained in RUNS:
+        fapft = {"angles": str(_angles(out)), "mode": EASY.get(cfg.dataset, "large")} \
+            if method == "fapft" else {}
         run_cfg = dataclasses.replace(cfg, method=method, pretrained=pretrained,
-                                      out=str(out / name))
-        if method == "fapft":
-            run_cfg = dataclasses.replace(run_cfg, angles=str(_angles(out)),
-                                          mode=EASY.get(cfg.dataset, "large"))
+                                      out=str(out / name), **fapft)
         log(f"[{len(summaries) + 1}/{len(RUNS)}] {name}: method {method}"
             f"{'' if pretrained else ', no pretraining'}")
         summary = train(run_cfg, resume=True, progress=progress)

@@ -52,7 +52,7 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
     if reference is None:
         # selection settings do not affect the full run: a rerun with another --topk reuses it
         full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
-                                   angles=None, topk=None, mode="large")
+                                   angles=None, topk=None, mode=None)
         train(full, resume=True, progress=progress)
     angles_path = out / "angles.json"
     if not angles_path.is_file():

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from partialft.angles import kendall_tau, rank
 from partialft.errors import PartialFTError
 from partialft.io import atomic_write
-from partialft.report import AngleSet, Row
+from partialft.report_rows import AngleSet, Row, topk_value
 
 MANUAL = ("full", "attn", "ffn", "first-half-attn", "last-half-attn", "first-half-ffn",
           "last-half-ffn", "first-half-blocks", "last-half-blocks")
@@ -54,67 +54,77 @@ def _acc_name(rows: Sequence[Row]) -> str:
 
 
 def accuracy_vs_params(rows: Sequence[Row], path: Path) -> str:
-    """Fig. 1: accuracy against trainable parameters (log scale), one point per configuration."""
+    """Fig. 1: accuracy against trainable parameters (log scale), one point per configuration.
+
+    A point that would hide under an earlier one is drawn as a larger hollow ring around it.
+    """
     tasks = _by_task([r for r in rows if r.acc is not None and r.trainable_params])
-    fig, axes = _panels(len(tasks))
+    fig, axes = _panels(len(tasks), width=7.0)
     colors = [cm.tab20(i % 20) for i in range(20)]
     for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
+        placed: list[tuple[float, float]] = []
+        span = _span([r.acc for r in task_rows])
         for i, r in enumerate(task_rows):
-            x = r.trainable_params / 1e6
-            ax.errorbar(x, r.acc, yerr=r.acc_std or 0.0, fmt=MARKERS[i % len(MARKERS)], ms=8,
-                        capsize=3, color=colors[i % 20], label=_short(r))
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            x, y = r.trainable_params / 1e6, r.acc
+            hidden = any(abs(math.log10(x / px)) < 0.02 and abs(y - py) < 0.01 * span
+                         for px, py in placed)
+            placed.append((x, y))
+            style = dict(mfc="none", ms=15, mew=2) if hidden else dict(ms=8)
+            ax.errorbar(x, y, yerr=r.acc_std or 0.0, fmt=MARKERS[i % len(MARKERS)], capsize=3,
+                        color=colors[i % 20], label=r.label + (" (ring: same point)" if hidden
+                                                               else ""), **style)
+        _log_axis(ax.xaxis)
         ax.set_xlabel("trainable parameters (millions, log scale)")
         ax.set_ylabel(f"top-1 {_acc_name(task_rows)} accuracy (%)")
         ax.set_title(f"Accuracy vs trainable parameters\n{model} on {dataset}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path)
 
 
-def _scratch(r: Row) -> bool:
-    """A run trained from random weights (no pretraining, no checkpoint)."""
-    return r.options.get("pretrained") is False and not r.options.get("checkpoint")
+def _span(values: Sequence[float]) -> float:
+    return max(max(values) - min(values), 1.0) if values else 1.0
 
 
-def _short(r: Row) -> str:
-    if r.method == "fapft" and "topk" in r.options:
-        return f"fapft k={r.options['topk']} {r.options.get('mode', '')}".strip()
-    return f"{r.method} (from scratch)" if _scratch(r) else r.method
+def _log_axis(axis: Any) -> None:
+    """A log axis with plain-number ticks at 1, 2 and 5 of each decade (no 10^x labels)."""
+    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def manual_strategies(rows: Sequence[Row], path: Path) -> str:
-    """Fig. 3: the manual partial strategies next to full fine-tuning (dashed line)."""
+    """Fig. 3 as a dot plot: each manual strategy's accuracy (± std) beside full fine-tuning
+    (dashed line); a dot plot, because bars would need an axis starting at zero."""
     tasks = {k: v for k, v in _by_task(rows).items() if _has_manual(v)}
     fig, axes = _panels(len(tasks), width=7.5)
     for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
         chosen = sorted((r for r in task_rows
-                         if r.method in MANUAL and r.acc is not None and not _scratch(r)),
+                         if r.method in MANUAL and r.acc is not None and not r.scratch),
                         key=lambda r: MANUAL.index(r.method))
-        accs = [r.acc for r in chosen]
-        colors = ["tab:gray" if r.method == "full" else "tab:blue" for r in chosen]
-        bars = ax.bar(range(len(chosen)), accs, yerr=[r.acc_std or 0 for r in chosen],
-                      color=colors, capsize=3)
-        lo, hi = min(accs), max(accs)
-        pad = max(1.0, 0.15 * (hi - lo))
-        ax.set_ylim(lo - 2 * pad, hi + 2 * pad)
-        for bar, r in zip(bars, chosen):
-            ax.annotate(f"{r.trainable_params / 1e6:.2f}M", (bar.get_x() + bar.get_width() / 2,
-                        lo - 2 * pad), ha="center", va="bottom", fontsize=8, color="white",
-                        xytext=(0, 4), textcoords="offset points")
-        full = next(r.acc for r in chosen if r.method == "full")
-        ax.axhline(full, ls="--", color="black", lw=1, label="full fine-tuning")
-        ax.set_xticks(range(len(chosen)), [r.method for r in chosen], rotation=35, ha="right")
-        ax.set_xlabel("fine-tuning strategy (in bar: trainable parameters)")
-        ax.set_ylabel(f"top-1 {_acc_name(chosen)} accuracy (%)")
+        ys = range(len(chosen))
+        for y, r in zip(ys, chosen):
+            color = "black" if r.method == "full" else "tab:blue"
+            ax.errorbar(r.acc, y, xerr=r.acc_std or 0, fmt="o", ms=7, capsize=3, color=color)
+            ax.annotate(f"{r.trainable_params / 1e6:.2f} M params", (r.acc, y),
+                        xytext=(8, 6), textcoords="offset points", fontsize=7)
+        partial = next(r for r in chosen if r.method != "full")
+        fulls = [r for r in chosen if r.method == "full"]
+        full = next((r for r in fulls if r.same_recipe(partial)), fulls[0])
+        ax.axvline(full.acc, ls="--", color="black", lw=1, label=full.label.replace(
+            "full", "full fine-tuning", 1))
+        ax.set_yticks(list(ys), [r.label for r in chosen])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"top-1 {_acc_name(chosen)} accuracy (%)")
         ax.set_title(f"Manual partial fine-tuning vs full\n{model} on {dataset}")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
 def _has_manual(rows: Sequence[Row]) -> bool:
-    methods = {r.method for r in rows if r.acc is not None}
+    methods = {r.method for r in rows if r.acc is not None and not r.scratch}
     return "full" in methods and bool(methods & set(MANUAL[1:]))
 
 
@@ -138,11 +148,12 @@ def angle_ranks(sets: Sequence[AngleSet], path: Path) -> str:
                     color="white" if dark else "black")
         ax.set_xticks(range(len(sets)), [s.label for s in sets], rotation=35, ha="right")
         ax.set_yticks(range(len(ids)), ids, fontsize=7)
-        ax.set_xlabel("angle set (run / angles file)")
+        ax.set_xlabel("angle set (the run dir or angles file it was read from)")
         ax.set_ylabel("layer (depth increases downward)")
         tau = _mean_tau(sets, ids)
-        tau_text = f"mean Kendall tau {tau:.3f}" if tau is not None else "one set: no tau"
-        ax.set_title(f"Fine-tuned angle ranks, group {group}\n{tau_text}")
+        tau_text = (f"mean Kendall tau between sets {tau:.3f}" if tau is not None
+                    else f"one angle set: {sets[0].label}")
+        ax.set_title(f"Fine-tuned angle rank of each {group} layer\n{tau_text}")
         bar = fig.colorbar(im, ax=ax, label="rank (1 = largest angle)")
         bar.set_ticks(sorted({1, len(ids), *range(1, len(ids) + 1, max(1, len(ids) // 6))}))
     return _save(fig, path)
@@ -157,13 +168,6 @@ def _mean_tau(sets: Sequence[AngleSet], ids: list[str]) -> float | None:
     return float(np.mean(taus))
 
 
-def _topk(r: Row) -> int | None:
-    try:
-        return int(str(r.options.get("topk")))
-    except ValueError:
-        return None
-
-
 def topk_mode(rows: Sequence[Row], path: Path) -> str:
     """Fig. 6: FAPFT accuracy against top-k for largest/smallest angles, full FT dashed."""
     tasks = {k: v for k, v in _by_task(rows).items() if _fapft_points(v)}
@@ -175,11 +179,15 @@ def topk_mode(rows: Sequence[Row], path: Path) -> str:
             if pts:
                 ax.errorbar([k for k, _ in pts], [r.acc for _, r in pts], marker=marker,
                             yerr=[r.acc_std or 0 for _, r in pts], capsize=3,
-                            label=f"{'largest' if mode == 'large' else 'smallest'} angles")
-        full = [r for r in task_rows if r.method == "full" and r.acc is not None]
+                            label=f"FAPFT, {'largest' if mode == 'large' else 'smallest'} "
+                            "angles")
+        full = [r for r in task_rows if r.method == "full" and r.acc is not None
+                and not r.scratch and r.same_recipe(points[0][1])]
         if full:
-            ax.axhline(full[0].acc, ls="--", color="black", lw=1, label="full fine-tuning (FFT)")
-        ax.set_xticks(sorted({k for k, _ in points}))
+            ax.axhline(full[0].acc, ls="--", color="black", lw=1,
+                       label=full[0].label.replace("full", "full fine-tuning", 1))
+        ks = sorted({k for k, _ in points})
+        ax.set_xticks(ks, [f"k={k}" for k in ks])
         ax.set_xlabel("top-k (layers fine-tuned per homogeneous group)")
         ax.set_ylabel(f"top-1 {_acc_name(task_rows)} accuracy (%)")
         ax.set_title(f"FAPFT: top-k and angle magnitude\n{model} on {dataset}")
@@ -189,8 +197,10 @@ def topk_mode(rows: Sequence[Row], path: Path) -> str:
 
 
 def _fapft_points(rows: Sequence[Row]) -> list[tuple[int, Row]]:
-    return [(_topk(r), r) for r in rows if r.method == "fapft" and r.acc is not None
-            and _topk(r) is not None and r.options.get("mode") in ("large", "small")]
+    return [(topk_value(r.options.get("topk")), r) for r in rows
+            if r.method == "fapft" and r.acc is not None and not r.varies
+            and topk_value(r.options.get("topk")) is not None
+            and r.options.get("mode") in ("large", "small")]
 
 
 def make_all(rows: Sequence[Row], angle_sets: Sequence[AngleSet], out: Path
@@ -210,7 +220,7 @@ def make_all(rows: Sequence[Row], angle_sets: Sequence[AngleSet], out: Path
             len(ids) > 1 for ids in angle_sets[0].groups.values()),
          "no angles files (angles.json in a run dir, or FILE.json) were given", angle_sets),
         ("fig6_topk_mode", topk_mode, any(_fapft_points(v) for v in _by_task(rows).values()),
-         "needs fapft runs whose selection has an integer topk and a mode", rows),
+         "needs fapft runs with one top-k for every group and a mode (large or small)", rows),
     ]
     for name, draw, ok, why, data in checks:
         if ok:

@@ -68,23 +68,24 @@ def _check_base(base: Any, path: Path) -> None:
                                  "be used.")
 
 
-def base_model(base: dict[str, Any]) -> nn.Module:
+def base_model(base: dict[str, Any], **model_kwargs: Any) -> nn.Module:
     """A fresh model with the base weights a run started from.
 
     Weights that no checkpoint provides (a new head, or the whole model when it is trained from
     scratch) are drawn from ``base["init_seed"]``, so base + delta is exactly the trained model.
+    ``model_kwargs`` (e.g. ``drop_path_rate``) go to timm and change no weight.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(base.get("init_seed", 0)))
-        return _create(base)
+        return _create(base, model_kwargs)
 
 
-def _create(base: dict[str, Any]) -> nn.Module:
+def _create(base: dict[str, Any], model_kwargs: dict[str, Any]) -> nn.Module:
     if base.get("checkpoint") and base.get("checkpoint_file"):
         check_digest(base["checkpoint"], base["checkpoint_file"], "base checkpoint")
     return create_model(base["model"], num_classes=base.get("num_classes"),
                         pretrained=bool(base.get("pretrained")), checkpoint=base.get("checkpoint"),
-                        img_size=base.get("img_size"), offline_hint=RUN_HINT)
+                        img_size=base.get("img_size"), offline_hint=RUN_HINT, **model_kwargs)
 
 
 # reading a run needs its base weights; no flag can replace them
@@ -121,15 +122,18 @@ def base_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
 
 def run_datasets(run_dir: str | Path, split: str = "test") -> torch.utils.data.Dataset:
     """The split (``train``, ``val`` or ``test``) of the dataset a run trained on."""
-    from partialft.data import build_datasets
+    from partialft.data import PREPROCESS, build_datasets, resolve_preprocess
 
     if split not in ("train", "val", "test"):
         raise PartialFTError(f"split {split!r} is not valid; use train, val or test.")
     cfg = read_config(run_dir)
     split_file = Path(run_dir) / SPLIT
+    # the evaluation resize the run recorded (its model's own where a run predates it)
+    pre = resolve_preprocess(cfg["model"], **{k: cfg.get(k) for k in PREPROCESS})
     data = build_datasets(cfg["dataset"], data_dir=cfg.get("data_dir"),
                           img_size=cfg["img_size"], val_fraction=cfg["val_fraction"],
                           seed=cfg["seed"], download=False,
                           split_file=split_file if split_file.is_file() else None,
-                          max_per_split=cfg.get("max_per_split"))
+                          max_per_split=cfg.get("max_per_split"), crop_pct=pre["crop_pct"],
+                          interpolation=pre["interpolation"])
     return getattr(data, split)

@@ -40,8 +40,12 @@ class SelectOptions:
     layers: Sequence[str] | None = None
     angles: Mapping[str, float] | None = None
     topk: int | str | Sequence[int] | None = None
-    mode: str = "large"
+    mode: str | None = None  # fapft: "large" or "small"; no default (the task decides)
 
+
+MODE_NEEDED = ("method 'fapft' needs --mode: large (train the layers whose angles are largest; "
+               "the paper's choice for hard tasks such as ImageNet-1K), small (the smallest; for "
+               "easy tasks such as CIFAR-100) or auto (decided by a linear probe).")
 
 Strategy = Callable[[LayerMap, SelectOptions], Selection]
 METHODS: dict[str, Strategy] = {}
@@ -154,6 +158,8 @@ def _fapft(layer_map: LayerMap, opts: SelectOptions) -> Selection:
     if opts.angles is None:
         raise PartialFTError("method 'fapft' needs fine-tuned angles: pass --angles FILE "
                              "(from 'partialft angles') or use 'partialft fapft'.")
+    if opts.mode is None:
+        raise PartialFTError(MODE_NEEDED)
     if opts.mode not in MODES:
         raise PartialFTError(f"mode {opts.mode!r} is not valid; use 'large' (hard tasks) or "
                              "'small' (easy tasks).")

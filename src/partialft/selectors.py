@@ -108,28 +108,16 @@ class Task:
 
 def load_task(cfg: TrainConfig) -> Task:
     """Build the datasets, base recipe and augmenters exactly as ``partialft train`` does."""
-    from timm.data import resolve_data_config
+    from partialft.models import create_model
+    from partialft.train import augmenters, resolve_inputs
 
-    from partialft.data import BatchAugment, build_datasets
-    from partialft.models import default_input_size
-    from partialft.runs import base_model
-    from partialft.train import augment_config
-
-    img_size = cfg.img_size or default_input_size(cfg.model)[-1]
-    aug = augment_config(cfg)
-    data = build_datasets(cfg.dataset, data_dir=cfg.data_dir, img_size=img_size,
-                          val_fraction=cfg.val_fraction, seed=cfg.seed,
-                          max_per_split=cfg.max_per_split, augment=aug)
-    absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731
-    base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
-            "checkpoint": absolute(cfg.checkpoint), "img_size": img_size,
-            "layer_spec": absolute(cfg.layer_spec), "init_seed": cfg.seed}
+    cfg = dataclasses.replace(cfg)  # resolve_inputs fills in img_size, preprocessing, ...
+    data, base = resolve_inputs(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dcfg = resolve_data_config({}, model=base_model(base))
-    make = lambda train: BatchAugment(img_size, dcfg["input_size"][0], dcfg["mean"],  # noqa: E731
-                                      dcfg["std"], train=train, cfg=aug).to(device)
-    return Task(dataclasses.replace(cfg, img_size=img_size), data, base, device, make(True),
-                make(False))
+    with torch.device("meta"):  # the augmenters need only the model's input channels
+        shape = create_model(cfg.model, img_size=cfg.img_size)
+    aug_train, aug_eval = augmenters(cfg, shape, device)
+    return Task(cfg, data, base, device, aug_train, aug_eval)
 
 
 # --- linear probe and the automatic mode -----------------------------------------------------

@@ -8,12 +8,14 @@ and returns the summary. It resumes from ``state/`` with ``resume=True``; an int
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import yaml
@@ -91,7 +93,11 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process,
                  inputs=[*config_inputs(cfg), *inputs])
     acc.wait_for_everyone()
-    torch.manual_seed(cfg.seed)  # augmentation, mixup, dropout
+    # augmentation, dropout (torch); timm's Mixup and file-dataset crops draw from NumPy's and
+    # Python's global generators, so those are seeded too (resume points restore all three)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
     model, prepared, data, base = _model_and_data(cfg, run)
     batches = Batches(len(data.train), cfg.batch_size, cfg.grad_accum, cfg.seed,
                       acc.process_index, acc.num_processes)
@@ -112,35 +118,49 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None
     if cfg.compile:
         model = torch.compile(model)
-    aug_train, aug_eval = _augmenters(cfg, prepared.model, acc.device)  # before DDP wraps it
+    aug_train, aug_eval = augmenters(cfg, prepared.model, acc.device)  # before DDP wraps it
     model, optimizer = acc.prepare(model, optimizer)
     return Setup(cfg, acc, run, data, prepared, model, optimizer, scheduler, criterion, mixup,
                  ema, aug_train, aug_eval, batches, base)
 
 
-def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared, Any, dict]:
-    from partialft.angles import load_angles
-    from partialft.data import build_datasets
-    from partialft.layers import find_layers
+def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[Any, dict]:
+    """The datasets of ``cfg`` and its base recipe (what :func:`partialft.runs.base_model` builds
+    the starting weights from), with ``cfg``'s img_size, num_classes and preprocessing resolved
+    in place. ``partialft train`` and the selectors share it, so both see the same task."""
+    from partialft.data import PREPROCESS, build_datasets, resolve_preprocess
 
     img_size = cfg.img_size or default_input_size(cfg.model)[-1]
+    # the model's own crop_pct/interpolation/mean/std unless given; recorded in config.yaml,
+    # so eval, soups and reports preprocess exactly as this run validated
+    pre = resolve_preprocess(cfg.model, **{k: getattr(cfg, k) for k in PREPROCESS})
     data = build_datasets(cfg.dataset, data_dir=cfg.data_dir, img_size=img_size,
-                          val_fraction=cfg.val_fraction, seed=cfg.seed,
-                          split_file=run.file(SPLIT), max_per_split=cfg.max_per_split,
-                          augment=augment_config(cfg))
+                          val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file,
+                          max_per_split=cfg.max_per_split, augment=augment_config(cfg),
+                          crop_pct=pre["crop_pct"], interpolation=pre["interpolation"])
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
         raise PartialFTError(f"num_classes {cfg.num_classes} does not match dataset "
                              f"{cfg.dataset}, which has {data.num_classes} classes; pass "
                              f"--num-classes {data.num_classes} or leave it out.")
     cfg.img_size, cfg.num_classes = img_size, data.num_classes
+    for key, value in pre.items():
+        setattr(cfg, key, value)
     base = {"model": cfg.model, "num_classes": data.num_classes, "pretrained": cfg.pretrained,
             "checkpoint": _absolute(cfg.checkpoint), "img_size": img_size,
             "layer_spec": _absolute(cfg.layer_spec), "init_seed": init_seed(cfg)}
     if cfg.checkpoint:
         base["checkpoint_file"] = file_digest(cfg.checkpoint)
-    model = base_model(base)
+    return data, base
+
+
+def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared, Any, dict]:
+    from partialft.angles import load_angles
+    from partialft.layers import find_layers
+
+    data, base = resolve_inputs(cfg, run.file(SPLIT))
+    model = base_model(base, **model_kwargs(cfg))
     check_finite_start(model, cfg)
-    _check_img_size(model, img_size, cfg.model)
+    _check_img_size(model, cfg.img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
                        train_non_residual=cfg.train_non_residual,
@@ -165,6 +185,11 @@ def _resolve_mode(cfg: TrainConfig) -> str:
     mode, reason, _ = resolve_auto_mode(cfg)
     tqdm.write(f"mode auto -> {mode}: {reason}")
     return mode
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Training-only architecture options (they change no weight, so the base omits them)."""
+    return {"drop_path_rate": cfg.drop_path} if cfg.drop_path else {}
 
 
 def check_finite_start(model: nn.Module, cfg: TrainConfig) -> None:
@@ -208,15 +233,16 @@ def augment_config(cfg: TrainConfig) -> Any:
                          random_erasing=cfg.random_erasing, crop_scale=(cfg.crop_scale, 1.0))
 
 
-def _augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device
+def augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device
                 ) -> tuple[nn.Module, nn.Module]:
     from partialft.data import BatchAugment
 
-    dcfg = resolve_data_config({}, model=model)
-    in_chans = dcfg["input_size"][0]
+    in_chans = resolve_data_config({}, model=model)["input_size"][0]
     aug = augment_config(cfg)
-    make = lambda train: BatchAugment(cfg.img_size, in_chans, dcfg["mean"], dcfg["std"],  # noqa: E731
-                                      train=train, cfg=aug).to(device)
+    # cfg's preprocessing was resolved from the model (or given) by _model_and_data
+    make = lambda train: BatchAugment(  # noqa: E731
+        cfg.img_size, in_chans, cfg.mean, cfg.std, train=train, cfg=aug, crop_pct=cfg.crop_pct,
+        interpolation=cfg.interpolation).to(device)
     return make(True), make(False)
 
 
@@ -271,6 +297,11 @@ def _start_tracker(s: Setup) -> None:
 RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile")
 
 
+def ignored_by(method: str) -> tuple[str, ...]:
+    """Settings a method does not read (a full run's ``mode`` changes nothing)."""
+    return () if method == "fapft" else ("mode", "topk", "angles")
+
+
 def check_resumable(cfg: TrainConfig) -> None:
     """Refuse to --resume a run dir with settings that differ from its config.yaml."""
     path = Path(cfg.out) / CONFIG
@@ -278,9 +309,10 @@ def check_resumable(cfg: TrainConfig) -> None:
         return
     saved = yaml.safe_load(path.read_text()) or {}
     for key, value in cfg.to_dict().items():
-        if key in RUNTIME_ONLY or key not in saved:
+        if key in RUNTIME_ONLY or key not in saved or key in ignored_by(cfg.method):
             continue
-        if value is None and key in ("img_size", "num_classes"):
+        if value is None and key in ("img_size", "num_classes", "crop_pct", "interpolation",
+                                     "mean", "std"):
             continue  # resolved from the model/data when the run started
         if saved[key] != value:
             raise PartialFTError(f"--resume of {cfg.out} with {key}={value!r}, but the run was "

@@ -22,8 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a run: clean top-1 accuracy on a dataset split, "
                        "optionally under ImageNet-C-style corruptions generated on the fly; "
                        "imagenet-a / imagenet-r through their 200-class ImageNet-1K logit "
-                       "masks; imagenet-c from its folders with mCE vs AlexNet. Results merge "
-                       "into RUN_DIR/eval.json under the dataset name.")
+                       "masks; imagenet-c from its folders with mCE vs AlexNet. Each result "
+                       "is kept in RUN_DIR/eval.json under a key naming what was evaluated "
+                       "(dataset, split, subset, corruptions, severities, seed), so other "
+                       "evaluations never replace it.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir")
     p.add_argument("--dataset", required=True, metavar="D",
                    help="a partialft dataset name (e.g. the run's own), or imagenet-a, "
@@ -45,19 +47,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar over the corruption passes")
     p.set_defaults(func=run)
 
 
-def eval_preprocess(model: nn.Module, img_size: int | None, device: str) -> nn.Module:
-    """The trainer's evaluation pipeline: raw batch -> normalized model input (no augmentation)."""
+def eval_preprocess(model: nn.Module, run_cfg: dict[str, Any], device: str) -> nn.Module:
+    """The trainer's evaluation pipeline with the preprocessing the run recorded in config.yaml
+    (img_size, crop_pct, interpolation, mean, std; the model's own where a run predates them):
+    raw batch -> normalized model input (no augmentation)."""
     from timm.data import resolve_data_config
 
-    from partialft.data import AugmentConfig, BatchAugment
+    from partialft.data import PREPROCESS, AugmentConfig, BatchAugment, resolve_preprocess
 
-    cfg = resolve_data_config({}, model=model)
-    size = img_size or cfg["input_size"][-1]
-    return BatchAugment(size, cfg["input_size"][0], cfg["mean"], cfg["std"], train=False,
-                        cfg=AugmentConfig()).to(device)
+    dcfg = resolve_data_config({}, model=model)
+    pre = resolve_preprocess(model, **{k: run_cfg.get(k) for k in PREPROCESS})
+    size = run_cfg.get("img_size") or dcfg["input_size"][-1]
+    return BatchAugment(size, dcfg["input_size"][0], pre["mean"], pre["std"], train=False,
+                        cfg=AugmentConfig(), crop_pct=pre["crop_pct"],
+                        interpolation=pre["interpolation"]).to(device)
 
 
 def _dataset(args: argparse.Namespace, cfg: dict[str, Any], num_classes: int) -> Dataset:
@@ -67,8 +75,9 @@ def _dataset(args: argparse.Namespace, cfg: dict[str, Any], num_classes: int) ->
         return run_datasets(args.run_dir, args.split)
     from partialft.data import build_datasets
 
+    preprocess = {k: cfg[k] for k in ("crop_pct", "interpolation") if cfg.get(k) is not None}
     data = build_datasets(args.dataset, data_dir=args.data_dir,
-                          img_size=cfg.get("img_size") or 224, download=False)
+                          img_size=cfg.get("img_size") or 224, download=False, **preprocess)
     if data.num_classes != num_classes:
         raise PartialFTError(f"dataset {args.dataset} has {data.num_classes} classes but the "
                              f"run's model predicts {num_classes}; evaluate on the run's task.")
@@ -90,6 +99,9 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     names = parse_corruptions(args.corruptions) if args.corruptions else None
     common = {"device": device, "batch_size": args.batch_size, "num_workers": args.workers}
     if args.dataset in FOLDER_SETS:
+        if args.max_images:
+            raise PartialFTError(f"--max-images applies to partialft datasets, not "
+                                 f"{args.dataset}; evaluate its whole folder.")
         if args.data_dir is None:
             raise PartialFTError(f"--dataset {args.dataset} needs --data-dir pointing at its "
                                  "root folder.")
@@ -99,23 +111,29 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = read_config(args.run_dir)
     data = _first(_dataset(args, cfg, int(summary.get("num_classes") or 0)), args.max_images)
     loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers)
-    pre = eval_preprocess(model, cfg.get("img_size"), device)
+    pre = eval_preprocess(model, cfg, device)
     result: dict[str, Any] = {"split": args.split, "images": len(data),
                               "clean_acc": ev.accuracy(model, loader, pre, device)}
     if names:
-        result.update(ev.corruption_eval(model, loader, names, sev, pre, device, args.seed))
+        result.update(ev.corruption_eval(model, loader, names, sev, pre, device, args.seed,
+                                         clean_acc=result["clean_acc"],
+                                         progress=args.progress))
     return result
 
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.run_dir).is_dir():
         raise PartialFTError(f"run dir {args.run_dir} does not exist.")
-    from partialft.evaluate import save_eval
+    from partialft.evaluate import eval_key, save_eval
 
     result = evaluate_run(args)
-    key = args.dataset if args.split == "test" or args.dataset in FOLDER_SETS \
-        else f"{args.dataset}:{args.split}"
-    save_eval(args.run_dir, key, result)
+    split = "test" if args.dataset in FOLDER_SETS else args.split
+    spec = {"dataset": args.dataset, "split": split, "max_images": args.max_images,
+            "corruptions": args.corruptions, "severities": args.severities if (
+                args.corruptions or args.dataset == "imagenet-c") else None,
+            "seed": args.seed if args.corruptions else None}
+    key = eval_key(**spec)
+    save_eval(args.run_dir, key, {"spec": spec, **result})
     if args.json:
         print_json({key: result})
         return 0
@@ -132,7 +150,11 @@ def _print(key: str, result: dict[str, Any]) -> None:
         cells = "  ".join(f"s{s} {e:6.2f}" for s, e in by_sev.items())
         print(f"  {name:<18} error % {cells}")
     if "mean_corruption_error" in result:
-        print(f"mean corruption error: {result['mean_corruption_error']:.2f}%")
-    mce = result.get("mce", (result.get("mce_vs_alexnet") or {}).get("mce"))
+        print(f"mean corruption error (not normalised): {result['mean_corruption_error']:.2f}%")
+    if "relative_corruption_error" in result:
+        print(f"relative corruption error (mean corruption error minus this run's clean "
+              f"error): {result['relative_corruption_error']:.2f} points")
+    mce = (result.get("mce_vs_alexnet") or {}).get("mce")
     if mce is not None:
-        print(f"mCE (normalized by AlexNet, Hendrycks & Dietterich 2019): {mce:.2f}%")
+        print(f"mCE (ImageNet-C protocol, normalised by AlexNet, Hendrycks & Dietterich 2019): "
+              f"{mce:.2f}%")

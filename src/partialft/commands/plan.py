@@ -21,8 +21,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", default=None, metavar="K",
                    help="layers per homogeneous group: one number or one per stage "
                    "(0,0,6,2); default: paper Table 7")
-    p.add_argument("--mode", default="large", choices=["large", "small"],
-                   help="train the largest-angle layers (hard tasks) or the smallest (easy)")
+    p.add_argument("--mode", default=None, choices=["large", "small"],
+                   help="fapft (required): train the largest-angle layers (hard tasks) or the "
+                   "smallest (easy tasks)")
     p.add_argument("--train-non-residual", action="store_true",
                    help="also train patch embedding, tokens, downsampling and final norm")
 

@@ -64,7 +64,8 @@ def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
     model = structured_model(meta["base"], meta.get("selection", {})).to(device).eval()
     data = run_datasets(run_dir, split)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
-    preprocess = eval_preprocess(model, read_config(run_dir).get("img_size"), device)
+    # img_size, crop_pct, interpolation, mean, std as the run recorded them (config.yaml)
+    preprocess = eval_preprocess(model, read_config(run_dir), device)
 
     def evaluate(state: dict[str, torch.Tensor]) -> float:
         apply_delta(model, state)
