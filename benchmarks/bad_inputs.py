@@ -466,7 +466,7 @@ CASES: list[Case] = [
     Case("eval of a run whose hub base weights are not here (offline)",
          ["eval", "{d}/hub_base", "--dataset", "synthetic:4"], "Hugging Face cache",
          patch=hub_offline),
-    Case("val_fraction nan", _train("{d}/r_vf", "--val-fraction", "nan"), "both excluded"),
+    Case("val_fraction nan", _train("{d}/r_vf", "--val-fraction", "nan"), "no validation"),
     Case("legacy pickle that would run code", _plan("--checkpoint", "{d}/legacy_evil.pth"),
          "refused"),
     Case("bench option that only a later row would reject",

@@ -35,7 +35,12 @@ def test_short_demo_writes_six_runs_a_table_and_a_report(tmp_path, capsys):
         assert f"| {name} |" in printed
     fapft = json.loads((out / "fapft" / "selection.json").read_text())
     assert fapft["mode"] == "small" and len(fapft["layers"]) == 8  # top-4 of attn and of ffn
-    assert (out / "demo.md").read_text().count("\n") == 2 + len(RUNS)
+    demo_md = (out / "demo.md").read_text()
+    assert demo_md.count("\n") == 2 + len(RUNS)
+    for name, _, _ in RUNS:  # every cell re-derived from the run's own summary.json
+        s = json.loads((out / name / "summary.json").read_text())
+        assert (f"| {name} | {s['test_acc']:.2f} | {s['best_acc']:.2f} | "
+                f"{s['trainable_params']:,} | {s['wall_s']:.1f} |") in demo_md
     report = (out / "report" / "report.md").read_text()
     assert "full (from scratch)" in report  # not averaged with the pretrained full run
     assert list((out / "report").glob("*.png"))

@@ -90,6 +90,23 @@ def test_drop_path_reaches_the_model_and_is_recorded(tmp_path):
         TrainConfig(drop_path=1.5)
 
 
+def test_val_fraction_0_trains_on_the_whole_training_split(tmp_path, capsys):
+    """The paper's CIFAR-100 protocol: no held-out part, test accuracy only."""
+    for i, lr in enumerate((1e-3, 3e-3)):  # one base (seed 0): soupable
+        summary = train(tiny(tmp_path / f"all{i}", val_fraction=0.0, epochs=1,
+                             dataset="digits", max_per_split=None, lr=lr), progress=False)
+        assert summary["best_acc"] is None and summary["test_acc"] is not None
+    split = json.loads((tmp_path / "all0" / "split.json").read_text())
+    assert split["val"] == [] and len(split["train"]) == 1797 - len(split["test"])
+    assert metrics(tmp_path / "all0")[0]["val_acc"] is None
+    runs = [str(tmp_path / "all0"), str(tmp_path / "all1")]
+    assert main(["soup", *runs, "--out", str(tmp_path / "u")]) == 0  # uniform: test acc only
+    assert json.loads((tmp_path / "u" / "summary.json").read_text())["test_acc"] is not None
+    capsys.readouterr()
+    assert main(["soup", *runs, "--greedy", "--out", str(tmp_path / "g")]) == 2
+    assert "without a validation split" in capsys.readouterr().err
+
+
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     train(tiny(tmp_path / "straight", ema=0.9), progress=False)
     assert train(tiny(tmp_path / "split", ema=0.9, max_steps=3), progress=False) is None

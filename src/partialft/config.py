@@ -54,7 +54,9 @@ class TrainConfig:
     num_classes: int | None = _f(None, "classes of the data; checked against the dataset "
                                  "(default: the dataset's)")
     img_size: int | None = _f(None, "input size (default: the model's)")
-    val_fraction: float = _f(0.1, "share of the training split held out for validation")
+    val_fraction: float = _f(0.1, "share of the training split held out for validation (0 = "
+                             "none: train on all of it and report test accuracy only, as the "
+                             "paper does for CIFAR-100)")
     max_per_split: int | None = _f(None, "keep only the first N images of each split")
     workers: int = _f(0, "DataLoader worker processes")
     # recipe
@@ -128,9 +130,9 @@ class TrainConfig:
         if self.ema is not None and self.ema >= 1:
             raise PartialFTError(f"ema {self.ema} is not valid; use a decay below 1 such as "
                                  "0.9998 (or none for off).")
-        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
-            raise PartialFTError(f"val_fraction {self.val_fraction!r} is not valid; use a number "
-                                 "between 0 and 1 (both excluded), such as 0.1.")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise PartialFTError(f"val_fraction {self.val_fraction!r} is not valid; use 0 (no "
+                                 "validation split) or a share below 1, such as 0.1.")
         self._check_range("crop_scale", 0.05, 1.0)
         if self.crop_pct is not None:
             self._check_range("crop_pct", 0.05, 1.0)

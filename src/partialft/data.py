@@ -113,9 +113,9 @@ def build_datasets(name: str, *, data_dir: str | Path | None = None, img_size: i
 
 
 def _check_build_args(val_fraction: float, max_per_split: int | None) -> None:
-    if not 0.0 < val_fraction < 1.0:
-        raise PartialFTError(f"val_fraction {val_fraction} is not valid; use a value between 0 "
-                             "and 1, e.g. 0.1.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise PartialFTError(f"val_fraction {val_fraction} is not valid; use 0 (no validation "
+                             "split) or a share below 1, such as 0.1.")
     if max_per_split is not None and max_per_split < 1:
         raise PartialFTError(f"max_per_split {max_per_split} is not valid; use a positive number.")
 

@@ -85,6 +85,8 @@ def make_split(num_items: int, val_fraction: float, seed: int,
                                        stratify=strat)
         strat = None if strat is None else strat[index]
         out["test"] = sorted(int(i) for i in test)
+    if val_fraction == 0:  # no validation split: train on all of it (the paper's protocol)
+        return {"train": sorted(int(i) for i in index), "val": [], **out}
     train, val = train_test_split(index, test_size=val_fraction, random_state=seed,
                                   stratify=strat)
     return {"train": sorted(int(i) for i in train), "val": sorted(int(i) for i in val), **out}

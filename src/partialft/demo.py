@@ -72,7 +72,11 @@ def table(summaries: list[dict[str, Any]]) -> str:
     lines = ["| run | test acc (%) | best val acc (%) | trainable params | train time (s) |",
              "|---|---:|---:|---:|---:|"]
     for s in summaries:
-        lines.append(f"| {s['run']} | {s['test_acc']:.2f} | {s['best_acc']:.2f} | "
+        lines.append(f"| {s['run']} | {_num(s['test_acc'])} | {_num(s['best_acc'])} | "
                      f"{s['trainable_params']:,} | {s['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -177,7 +177,7 @@ def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> d
     lines = ["| run | best val acc (%) | test acc (%) | trainable params | wall (s) |",
              "|---|---:|---:|---:|---:|"]
     for name, r in table.items():
-        lines.append(f"| {name} | {r['best_acc']:.2f} | {_num(r['test_acc'])} | "
+        lines.append(f"| {name} | {_num(r['best_acc'])} | {_num(r['test_acc'])} | "
                      f"{r['trainable_params']:,} | {r['wall_s']:.1f} |")
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")

@@ -152,7 +152,9 @@ def _end_epoch(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> Non
     acc, cfg = s.acc, s.cfg
     model = s.ema.module if s.ema is not None else acc.unwrap_model(s.model)
     eval_start = time.perf_counter()
-    val_acc = evaluate(model, s.data.val, s.augment_eval, acc, cfg.batch_size, cfg.workers)
+    val_acc = None  # no validation split (val_fraction 0): the test pass at the end only
+    if len(s.data.val):
+        val_acc = evaluate(model, s.data.val, s.augment_eval, acc, cfg.batch_size, cfg.workers)
     eval_s = time.perf_counter() - eval_start
     totals = acc.reduce(sums.clone(), reduction="sum")
     record = {
@@ -162,7 +164,8 @@ def _end_epoch(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> Non
         "elapsed_s": round(p.elapsed_s + seconds + eval_s, 3),
     }
     p.metrics.append(record)
-    p.best_acc = val_acc if p.best_acc is None else max(p.best_acc, val_acc)
+    if val_acc is not None:
+        p.best_acc = val_acc if p.best_acc is None else max(p.best_acc, val_acc)
     p.final_acc, p.images_per_s = val_acc, record["images_per_s"]
     p.epoch, p.step_in_epoch = p.epoch + 1, 0
     p.elapsed_s += eval_s
@@ -171,13 +174,17 @@ def _end_epoch(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> Non
         _log_epoch(s, record)
     if acc.is_main_process:
         tqdm.write(f"epoch {record['epoch']}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
-                   f"train acc {record['train_acc']:.2f}%, val acc {val_acc:.2f}%, "
+                   f"train acc {record['train_acc']:.2f}%, val acc {_pct(val_acc)}, "
                    f"{record['images_per_s']:.0f} img/s")
     _save(s, p, sums, seconds)
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
 def _log_epoch(s: Setup, record: dict[str, Any]) -> None:
-    s.acc.log({k: v for k, v in record.items() if k not in ("epoch", "step")},
+    s.acc.log({k: v for k, v in record.items() if k not in ("epoch", "step") and v is not None},
               step=record["step"])
 
 

@@ -29,11 +29,25 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def selection_kwargs(args: argparse.Namespace, model) -> dict:
-    angles = None
+    angles, mode = None, args.mode
     if args.angles:
         angles = load_angles(args.angles, find_layers(model, args.layer_spec))
+    elif args.method == "fapft" and (args.topk is not None or mode is not None):
+        # counting needs no angles: top-k layers of each group have the same size whichever
+        # are picked, so stand-in angles (depth order) give the count; run() says so
+        layer_map = find_layers(model, args.layer_spec)
+        angles = {la.id: float(i) for i, la in enumerate(layer_map.layers)}
+        mode = mode or "large"
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    return {"layers": layers, "angles": angles, "topk": args.topk, "mode": args.mode}
+    return {"layers": layers, "angles": angles, "topk": args.topk, "mode": mode}
+
+
+def non_residual_modules(names: list[str]) -> list[str]:
+    """Parameter names -> their modules, in order: stem.0.weight, stem.0.bias -> stem.0."""
+    modules: dict[str, None] = {}
+    for name in names:
+        modules[name.rsplit(".", 1)[0] if "." in name else name] = None
+    return list(modules)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
         print_json({"model": args.model, **prepared.selection.to_dict(), **summary.to_dict()})
         return 0
     sel = prepared.selection
+    stand_in = sel.method == "fapft" and not args.angles
     print(f"{args.model}, method {sel.method}: trains {len(sel.layers)} of "
-          f"{len(prepared.layer_map.layers)} layers + head")
+          f"{len(prepared.layer_map.layers)} layers + head"
+          + (" (no --angles: which layers of a group is a stand-in, the count is exact)"
+             if stand_in else ""))
     for layer_id in sel.layers:
         print(f"  {layer_id}")
+    if args.train_non_residual:
+        modules = non_residual_modules(prepared.layer_map.non_residual_params())
+        print(f"  also trains the non-residual modules {', '.join(modules)} "
+              f"({summary.groups.get('non_residual', {}).get('trainable', 0):,} parameters)")
     for group, counts in summary.groups.items():
         print(f"  {group:<16} {counts['trainable']:>14,} / {counts['total']:,}")
     print(f"trainable: {fmt_params(summary.trainable_params)} of "

@@ -51,8 +51,9 @@ def default_device(device: str | None) -> str:
 
 
 def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
-                   workers: int = 0) -> Evaluator:
-    """``state_dict -> accuracy (%)`` on a split of ``run_dir``'s dataset (its model structure)."""
+                   workers: int = 0) -> Evaluator | None:
+    """``state_dict -> accuracy (%)`` on a split of ``run_dir``'s dataset (its model structure);
+    None when the run has no such split (no test/ folder, or val_fraction 0)."""
     from torch.utils.data import DataLoader
 
     from partialft.checkpoints import apply_delta
@@ -63,6 +64,8 @@ def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
     meta = delta_info(run_dir)
     model = structured_model(meta["base"], meta.get("selection", {})).to(device).eval()
     data = run_datasets(run_dir, split)
+    if data is None or len(data) == 0:
+        return None
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     # img_size, crop_pct, interpolation, mean, std as the run recorded them (config.yaml)
     preprocess = eval_preprocess(model, read_config(run_dir), device)
@@ -92,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     evaluate = None
     if not args.no_eval:
         evaluate = make_evaluator(args.runs[0], "val", device, args.batch_size, args.workers)
+    if args.greedy and evaluate is None:
+        raise PartialFTError(f"a greedy soup adds ingredients by validation accuracy, but "
+                             f"{args.runs[0]} was trained without a validation split "
+                             "(val_fraction 0); make a uniform soup or use runs with one.")
     if args.greedy:
         result = greedy_soup(base, ingredients, evaluate)
         accuracies["val_acc"] = result.val_acc
@@ -99,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         result = uniform_soup(base, ingredients)
         if evaluate is not None:
             accuracies["val_acc"] = evaluate({**base, **result.delta})
-    if not args.no_eval:
-        test = make_evaluator(args.runs[0], "test", device, args.batch_size, args.workers)
+    test = None if args.no_eval else make_evaluator(args.runs[0], "test", device,
+                                                    args.batch_size, args.workers)
+    if test is not None:
         accuracies["test_acc"] = test({**base, **result.delta})
     out = _write_whole(Path(args.out), ingredients, result, accuracies, args.overwrite)
     return _print(args, out, result, ingredients, accuracies)

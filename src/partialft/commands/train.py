@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped after {cfg.max_steps} steps; continue with "
               f"'partialft train --out {cfg.out} --resume' (same flags).")
         return 0
-    print(f"{summary['method']}: best val acc {summary['best_acc']:.2f}%, test acc "
+    print(f"{summary['method']}: best val acc {fmt_pct(summary['best_acc'])}, test acc "
           f"{fmt_pct(summary['test_acc'])}, {summary['trainable_params']:,} trainable parameters, "
           f"{summary['wall_s']:.1f} s on {summary['device']}; run dir {cfg.out}")
     return 0
