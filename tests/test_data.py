@@ -533,3 +533,12 @@ def test_flowers_official_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ds = build_datasets("flowers", data_dir=tmp_path, img_size=8)
     assert ds.num_classes == 102 and (len(ds.train), len(ds.val), len(ds.test)) == (2, 2, 2)
     assert [ds.test[i][1] for i in range(2)] == [0, 101] and ds.split is None
+
+
+def test_without_a_random_crop_training_sees_the_view_evaluation_sees():
+    """No crop, no flip: train and eval preprocess a raw batch identically (same resize)."""
+    x = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)  # digits-sized
+    cfg = AugmentConfig(crop_scale=(1.0, 1.0), hflip=0.0)
+    make = lambda train: BatchAugment(32, 3, (0.5,), (0.5,), train=train, cfg=cfg,  # noqa: E731
+                                      crop_pct=1.0, interpolation="bicubic")
+    assert torch.equal(make(True)(x), make(False)(x))

@@ -280,8 +280,8 @@ class BatchAugment(nn.Module):
             # bilinear crop + resize of every image at once; sampling_ratio=-1 averages
             # ceil(box/out) samples per output pixel, which anti-aliases when shrinking
             x = roi_align(x, boxes, (self.img_size, self.img_size), aligned=True)
-        else:
-            x = self._resize(x)
+        else:  # no random crop: the very view evaluation sees (size, crop_pct, interpolation)
+            x = self.eval_resize(x)
         if self.cfg.hflip > 0:
             flip = torch.rand(x.shape[0], device=x.device) < self.cfg.hflip
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)

@@ -71,9 +71,9 @@ def accuracy_vs_params(rows: Sequence[Row], path: Path) -> str:
             placed.append((x, y))
             style = dict(mfc="none", ms=15, mew=2) if hidden else dict(ms=8)
             ax.errorbar(x, y, yerr=r.acc_std or 0.0, fmt=MARKERS[i % len(MARKERS)], capsize=3,
-                        color=colors[i % 20], label=r.label + (" (ring: same point)" if hidden
+                        color=colors[i % 20], label=r.label + (" (ring: overlaps a point)" if hidden
                                                                else ""), **style)
-        _log_axis(ax.xaxis)
+        _log_axis(ax.xaxis, [p[0] for p in placed])
         ax.set_xlabel("trainable parameters (millions, log scale)")
         ax.set_ylabel(f"top-1 {_acc_name(task_rows)} accuracy (%)")
         ax.set_title(f"Accuracy vs trainable parameters\n{model} on {dataset}")
@@ -86,10 +86,13 @@ def _span(values: Sequence[float]) -> float:
     return max(max(values) - min(values), 1.0) if values else 1.0
 
 
-def _log_axis(axis: Any) -> None:
-    """A log axis with plain-number ticks at 1, 2 and 5 of each decade (no 10^x labels)."""
+def _log_axis(axis: Any, values: Sequence[float]) -> None:
+    """A log axis with plain-number ticks (no 10^x labels): at 1, 2 and 5 of each decade when
+    the values span under two decades, else at each power of ten (labels would collide)."""
     axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
-    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    decades = math.log10(max(values) / min(values)) if values else 0.0
+    subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0,)
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
 

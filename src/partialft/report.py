@@ -36,11 +36,18 @@ def markdown_table(rows: Sequence[Row]) -> str:
     lines = ["| method | model | dataset | seeds | val acc (%) | test acc (%) | "
              "trainable params (M) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        params = f"{r.trainable_params / 1e6:.2f}" if r.trainable_params is not None else "-"
+        params = _millions(r.trainable_params)
         lines.append(f"| {r.label} | {r.model} | {r.dataset} | {_runs(r)} | "
                      f"{_pm(r.val_mean, r.val_std)} | {_pm(r.test_mean, r.test_std)} | "
                      f"{params} |")
     return "\n".join(lines) + "\n"
+
+
+def _millions(n: int | None) -> str:
+    """85.88; a count under 0.01 M keeps its first two significant digits (0.0013)."""
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}" if n >= 5_000 else f"{n / 1e6:.2g}"
 
 
 def duplicates_note(rows: Sequence[Row]) -> str:
