@@ -17,6 +17,7 @@ demo: install
 	$(BIN)/partialft demo
 
 test: install
+	$(BIN)/lint-imports --config pyproject.toml
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install

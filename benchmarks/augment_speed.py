@@ -6,7 +6,7 @@ Two variants, timed side by side in one process (alternating, so machine load hi
 
 - BEFORE: partialft's RandAugment up to 2026-11-23, copied verbatim below: torchvision's
   ``v2.RandAugment`` op set, every chosen op applied, ``inc`` ignored, before the crop.
-- NOW: ``partialft.data_augment.BatchAugment``: timm's own RandAugment, after the crop.
+- NOW: ``partialft.data.augment.BatchAugment``: timm's own RandAugment, after the crop.
 
 Run from the repo root (docs/bench.md has the numbers)::
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from partialft.config import load_config
 from partialft.data import BatchAugment, parse_randaugment, resolve_preprocess
-from partialft.train import augment_config
+from partialft.training.config import load_config
+from partialft.training.setup import augment_config
 
 BATCH = {32: 256, 224: 64}  # images per batch at each size
 

@@ -44,7 +44,7 @@ def rss_bytes() -> int:
 def rss_per_epoch(samples: list[int], collect: bool = False) -> Iterator[None]:
     """Append the RSS after each epoch's validation and resume point (wraps loop._end_epoch);
     with ``collect``, run Python's full garbage collection first."""
-    import partialft.loop as loop
+    import partialft.training.loop as loop
 
     real = loop._end_epoch
 
@@ -73,8 +73,8 @@ def slope(values: list[float]) -> float:
 def soak(epochs: int, checkpoint_every: int, warmup: int, max_per_split: int = 40,
          collect: bool = False) -> dict[str, Any]:
     """Train ``epochs`` tiny epochs and return the RSS samples (MiB) and their slope."""
-    from partialft.config import TrainConfig
-    from partialft.train import train
+    from partialft.training.config import TrainConfig
+    from partialft.training.train import train
 
     samples: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,7 +69,7 @@ def images() -> torch.Tensor:
 
 def tiny_run(out, **kw):
     """TrainConfig for test_vit at 32 px on 4-class synthetic data: an epoch is 4-5 steps."""
-    from partialft.config import TrainConfig
+    from partialft.training.config import TrainConfig
 
     base = dict(model="test_vit", pretrained=False, dataset="synthetic:4", img_size=32,
                 max_per_split=40, epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5,

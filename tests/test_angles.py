@@ -12,7 +12,7 @@ import torch
 from conftest import tiny
 from scipy.stats import kendalltau
 
-from partialft.angles import (
+from partialft.core.angles import (
     compute_angles,
     kendall_tau,
     layer_angle,
@@ -20,8 +20,8 @@ from partialft.angles import (
     rank,
     save_angles,
 )
+from partialft.core.layers import find_layers
 from partialft.errors import PartialFTError
-from partialft.layers import find_layers
 
 
 def rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -164,7 +164,7 @@ def test_save_load_roundtrip_and_checks(tmp_path: Path) -> None:
 
 
 def test_scores_of_other_selectors_need_only_be_finite(tmp_path):
-    from partialft.angles import load_angles
+    from partialft.core.angles import load_angles
     from partialft.errors import PartialFTError
 
     path = tmp_path / "grad.json"

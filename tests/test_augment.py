@@ -234,7 +234,7 @@ def test_runs_with_randaugment_are_reproducible_and_resume_exactly(tmp_path) -> 
 
     from conftest import tiny_run
 
-    from partialft.train import train
+    from partialft.training.train import train
 
     def metrics(run) -> list[dict]:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -10,12 +10,12 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-import partialft.backbone as backbone
-from partialft.checkpoints import read_metadata
+import partialft.models.backbone as backbone
 from partialft.cli import main
-from partialft.layers import find_layers
+from partialft.core.layers import find_layers
 from partialft.models import create_model
-from partialft.pretrain import PretrainConfig, pretrain
+from partialft.training.checkpoints import read_metadata
+from partialft.training.pretrain import PretrainConfig, pretrain
 
 TINY = ["--categories", "3", "--steps", "3", "--batch-size", "4", "--warmup-steps", "1",
         "--val-per-category", "2", "--eval-every", "2", "--log-every", "1",
@@ -69,7 +69,7 @@ def test_shipped_weights_give_the_recorded_features() -> None:
 
 @needs_weights
 def test_shipped_head_recognises_its_own_fractal_categories() -> None:
-    from partialft.fractal import FractalConfig, FractalCorpus
+    from partialft.data.fractal import FractalConfig, FractalCorpus
 
     meta = read_metadata(backbone.WEIGHTS)
     corpus = FractalCorpus(meta["categories"], seed=meta["seed"], cfg=FractalConfig())

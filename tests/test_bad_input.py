@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from partialft.cli import main
-from partialft.rundir import RunDir
+from partialft.training.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bad_inputs", ROOT / "benchmarks" / "bad_inputs.py")

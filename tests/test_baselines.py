@@ -16,11 +16,11 @@ from partialft.baselines.adapter import remove_adapters
 from partialft.baselines.lora import merge_lora
 from partialft.baselines.ssf import merge_ssf
 from partialft.baselines.vpt import remove_prompts
-from partialft.checkpoints import apply_delta, save_delta
 from partialft.cli import main
 from partialft.errors import PartialFTError
 from partialft.methods import prepare
 from partialft.models import create_model, load_state_dict_file
+from partialft.training.checkpoints import apply_delta, save_delta
 
 IMG = 32
 SMALL_OPTIONS = {"adapter": {"reduction": 8}, "vpt-deep": {"prompts": 3}, "ssf": {},

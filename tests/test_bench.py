@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import IMG, tiny
 
-from partialft.bench import BenchOptions, Variant, plan_variants
-from partialft.bench_memory import PeakMemory, saved_tensor_bytes
-from partialft.bench_steps import PlainStep
+from partialft.bench.memory import PeakMemory, saved_tensor_bytes
+from partialft.bench.options import BenchOptions, Variant, plan_variants
+from partialft.bench.steps import PlainStep
 from partialft.cli import main
-from partialft.config import TrainConfig
 from partialft.errors import PartialFTError
 from partialft.methods import prepare
+from partialft.training.config import TrainConfig
 
 ROW_NUMBERS = ("train_ms", "train_images_per_s", "infer_ms", "infer_images_per_s", "plain_ms",
                "overhead", "trainable_params", "total_params")
@@ -97,8 +97,8 @@ def test_frozen_prefix_saves_no_activations():
 
 
 def test_frozen_params_get_no_grad_buffers_and_no_optimizer_state(tmp_path):
-    from partialft.loop import _step
-    from partialft.train import build
+    from partialft.training.loop import train_step
+    from partialft.training.setup import build
 
     cfg = TrainConfig(model="test_vit", pretrained=False, dataset="synthetic:4", img_size=IMG,
                       batch_size=8, amp="no", hflip=0.0, method="last-half-blocks",
@@ -106,7 +106,7 @@ def test_frozen_params_get_no_grad_buffers_and_no_optimizer_state(tmp_path):
     s = build(cfg)
     try:
         x, y = torch.rand(8, 3, IMG, IMG), torch.randint(0, 4, (8,))
-        _step(s, x, y)
+        train_step(s, x, y)
         inner = getattr(s.optimizer, "optimizer", s.optimizer)
         frozen = [(n, p) for n, p in s.prepared.model.named_parameters() if not p.requires_grad]
         trained = [p for p in s.prepared.model.parameters() if p.requires_grad]

@@ -13,9 +13,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from partialft.checkpoints import save_delta
 from partialft.cli import main
 from partialft.methods import prepare
+from partialft.training.checkpoints import save_delta
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -174,3 +174,23 @@ def test_installed_script_exit_code_2_without_traceback() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "unknown model 'no_such_model'" in proc.stderr and proc.stdout == ""
+
+
+def test_help_imports_no_torch():
+    """Every verb's --help is built without torch, timm or accelerate (so it answers at once)."""
+    code = ("import sys; import partialft.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'timm', 'accelerate', 'matplotlib') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_static_names_in_help_match_the_library():
+    from partialft.cli.common import METHOD_NAMES
+    from partialft.methods import all_methods
+    from partialft.models.backbone import NAME
+    from partialft.training.pretrain_config import BUNDLED
+
+    assert list(METHOD_NAMES) == all_methods()
+    assert BUNDLED == NAME

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from partialft.models import load_state_dict_file
-from partialft.rundir import RunDir
-from partialft.runs import is_run_dir
+from partialft.training.rundir import RunDir
+from partialft.training.runs import is_run_dir
 
 TIMING = {"images_per_s", "elapsed_s"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

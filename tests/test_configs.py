@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from partialft.config import load_config
-from partialft.layers import find_layers
+from partialft.core.layers import find_layers
 from partialft.methods import prepare
 from partialft.models import create_model
+from partialft.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -24,10 +24,10 @@ import pytest
 import torch
 
 from partialft.cli import main
-from partialft.config import TrainConfig
 from partialft.models import load_state_dict_file
-from partialft.runs import is_run_dir
-from partialft.train import train
+from partialft.training.config import TrainConfig
+from partialft.training.runs import is_run_dir
+from partialft.training.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"images_per_s", "elapsed_s", "wall_s"}
@@ -208,7 +208,7 @@ def test_folder_dataset_resumed_mid_epoch_matches_with_random_augmentation(tmp_p
 
 def test_a_resume_point_is_never_half_written(tmp_path):
     """The last state.json always names a tensors file that exists and loads."""
-    from partialft.rundir import RunDir
+    from partialft.training.rundir import RunDir
 
     run = tmp_path / "run"
     train(tiny_cfg(run, epochs=1, max_steps=3), progress=False)

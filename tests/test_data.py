@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-import partialft.data_memory as data_memory
+import partialft.data.memory as data_memory
 from partialft.data import AugmentConfig, BatchAugment, build_datasets, parse_randaugment
-from partialft.data_augment import crop_boxes
+from partialft.data.augment import crop_boxes
 from partialft.errors import PartialFTError
 
 
@@ -140,10 +140,10 @@ def test_folder_and_in_memory_images_reach_the_model_identically(tmp_path: Path)
 
     import timm
 
-    from partialft.commands.eval import eval_preprocess
+    from partialft.analysis.evaluate import accuracy
+    from partialft.cli.eval import eval_preprocess
     from partialft.data import TensorImageDataset, resolve_preprocess
-    from partialft.evaluate import accuracy
-    from partialft.loaders import evaluate
+    from partialft.training.loaders import evaluate
 
     images, labels = _noisy_images(30, 3, (29, 21))  # not square, not img_size: resize + crop
     order = _write_folder(tmp_path, "train", images, labels)
@@ -173,14 +173,16 @@ def test_preprocessing_resolved_from_the_model_is_recorded(tmp_path: Path) -> No
     from conftest import tiny_run
 
     from partialft.data import resolve_preprocess
-    from partialft.train import train
+    from partialft.models import shape_model
+    from partialft.training.train import train
 
     run = tmp_path / "run"
     train(tiny_run(run, epochs=1), progress=False)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     expected = {"crop_pct": 0.95, "interpolation": "bicubic", "mean": [0.5] * 3,
                 "std": [0.5] * 3}  # test_vit's pretrained config
-    assert {k: saved[k] for k in expected} == expected == resolve_preprocess("test_vit")
+    resolved = resolve_preprocess(shape_model("test_vit"))
+    assert {k: saved[k] for k in expected} == expected == resolved
     assert train(tiny_run(run, epochs=1), resume=True, progress=False) is not None  # same flags
 
 
@@ -189,11 +191,11 @@ def test_preprocessing_flags_override_the_model_and_reach_eval_and_soups(tmp_pat
     import yaml
 
     from partialft.cli import main
-    from partialft.commands.eval import eval_preprocess
-    from partialft.commands.soup import make_evaluator
+    from partialft.cli.eval import eval_preprocess
+    from partialft.cli.soup import make_evaluator
     from partialft.data import EvalResize, load_rgb
     from partialft.models import load_state_dict_file
-    from partialft.runs import load_run_model, run_datasets
+    from partialft.training.runs import load_run_model, run_datasets
 
     images, labels = _noisy_images(24, 2, (23, 17))
     _write_folder(tmp_path / "data", "train", images[:16], labels[:16])

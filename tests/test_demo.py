@@ -7,8 +7,8 @@ import json
 import pytest
 
 from partialft.cli import main
-from partialft.demo import RUNS
-from partialft.outputs import foreign_entries
+from partialft.training.outputs import foreign_entries
+from partialft.workflows.demo import RUNS
 
 
 @pytest.mark.slow

@@ -10,16 +10,7 @@ import torch.nn as nn
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from partialft.corruptions import (
-    ALEXNET_ERR,
-    BENCHMARK,
-    corrupt_batch,
-    mce,
-    parse_corruptions,
-    parse_severities,
-)
-from partialft.errors import PartialFTError
-from partialft.evaluate import (
+from partialft.analysis.evaluate import (
     accuracy,
     corruption_eval,
     eval_key,
@@ -30,6 +21,15 @@ from partialft.evaluate import (
     imagenet_wnids,
     save_eval,
 )
+from partialft.data.corruptions import (
+    ALEXNET_ERR,
+    BENCHMARK,
+    corrupt_batch,
+    mce,
+    parse_corruptions,
+    parse_severities,
+)
+from partialft.errors import PartialFTError
 
 
 class Brightness(nn.Module):

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from partialft.errors import PartialFTError
-from partialft.fractal import (
+from partialft.data.fractal import (
     FractalConfig,
     FractalCorpus,
     _contract,
@@ -23,6 +22,7 @@ from partialft.fractal import (
     sigma_band,
     sigma_factor,
 )
+from partialft.errors import PartialFTError
 
 FAST = FractalConfig(chains=64, iters=12)
 
@@ -142,7 +142,7 @@ def test_bad_fractal_config_is_a_clear_error(kwargs: dict) -> None:
 
 
 def test_impossible_fill_threshold_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("partialft.fractal.MAX_TRIES", 2)
+    monkeypatch.setattr("partialft.data.fractal.MAX_TRIES", 2)
     with pytest.raises(PartialFTError, match="fill_threshold"):
         make_categories(3, cfg=FractalConfig(fill_threshold=0.99))
 

@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 from conftest import IMG, meta_model, tiny
 
-from partialft.freeze import apply_selection
-from partialft.layers import find_layers
+from partialft.core.freeze import apply_selection
+from partialft.core.layers import find_layers
+from partialft.core.select import select_layers
 from partialft.methods import prepare
-from partialft.select import select_layers
 
 
 def count(name: str, classes: int, method: str, **options) -> int:

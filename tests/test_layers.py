@@ -15,8 +15,8 @@ import torchvision
 import yaml
 from conftest import meta_model, tiny
 
+from partialft.core.layers import find_layers, load_layer_spec
 from partialft.errors import PartialFTError
-from partialft.layers import find_layers, load_layer_spec
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "layer-spec.md"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from partialft.analysis.multitask import fork_point, from_runs
 from partialft.cli import main
 from partialft.errors import PartialFTError
-from partialft.multitask import fork_point, from_runs
-from partialft.runs import load_run_model
+from partialft.training.runs import load_run_model
 
 TASKS = {  # run name -> flags: which layers each task trains
     "late": ["--method", "layers", "--layers", "blocks.3.attn,blocks.4.mlp"],
@@ -56,7 +56,7 @@ def test_shared_pass_equals_each_task_model_alone(runs, images):
 
 
 def test_benchmark_reports_throughput_and_equality(runs):
-    from partialft.multitask import benchmark
+    from partialft.analysis.multitask import benchmark
 
     multi = from_runs(runs[:3])
     result = benchmark(multi, torch.randn(2, 3, 32, 32), iters=1)

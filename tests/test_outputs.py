@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from partialft.cli import main
-from partialft.outputs import MARKER, check_claim, foreign_entries, read_marker, remove_stale_tmp
+from partialft.training.outputs import (
+    MARKER,
+    check_claim,
+    foreign_entries,
+    read_marker,
+    remove_stale_tmp,
+)
 
 TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "--img-size", "32",
         "--max-per-split", "24", "--batch-size", "8", "--epochs", "1", "--amp", "no"]
@@ -122,7 +128,7 @@ def test_angles_out_replaces_only_an_angles_file(runs, tmp_path, capsys):
 def _base_file(runs: Path, tmp_path: Path) -> Path:
     from safetensors.torch import save_file
 
-    from partialft.runs import base_state
+    from partialft.training.runs import base_state
 
     path = tmp_path / "base.safetensors"
     save_file({k: v.contiguous() for k, v in base_state(runs / "full").items()}, str(path))
@@ -147,7 +153,7 @@ def test_fapft_reuses_a_stage_only_when_made_the_same_way(tmp_path, capsys):
 def test_fapft_refuses_a_reference_file_that_left_layers_untrained(runs, tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from partialft.runs import load_run_model
+    from partialft.training.runs import load_run_model
 
     model, _ = load_run_model(runs / "a")  # a linear probe: every residual layer unchanged
     path = tmp_path / "linear.safetensors"
@@ -271,7 +277,7 @@ def test_a_safetensors_file_named_pth_is_read_as_safetensors(tmp_path, capsys):
 
 
 def test_yaml_topk_may_be_a_list(tmp_path):
-    from partialft.config import load_config
+    from partialft.training.config import load_config
 
     (tmp_path / "c.yaml").write_text("method: fapft\nmode: large\ntopk: [0, 0, 6, 2]\n")
     assert load_config(tmp_path / "c.yaml").topk == "0,0,6,2"
@@ -283,7 +289,7 @@ def test_cached_hub_weights_load_without_any_network(tmp_path, monkeypatch):
     from huggingface_hub import constants
     from safetensors.torch import save_file
 
-    import partialft.net
+    import partialft.utils.net
     from partialft.models import create_model
 
     repo = timm.models.get_pretrained_cfg("test_vit").hf_hub_id
@@ -295,7 +301,7 @@ def test_cached_hub_weights_load_without_any_network(tmp_path, monkeypatch):
     weights = timm.create_model("test_vit").state_dict()
     save_file(weights, str(snapshot / "model.safetensors"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(partialft.net, "reachable", _no_network)
+    monkeypatch.setattr(partialft.utils.net, "reachable", _no_network)
     model = create_model("test_vit", pretrained=True)
     assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"],
                        weights["blocks.0.attn.qkv.weight"])
@@ -304,12 +310,12 @@ def test_cached_hub_weights_load_without_any_network(tmp_path, monkeypatch):
 def test_uncached_hub_weights_fail_fast_offline(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    import partialft.net
+    import partialft.utils.net
     from partialft.errors import PartialFTError
     from partialft.models import create_model
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(partialft.net, "reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(partialft.utils.net, "reachable", lambda url, timeout=3.0: False)
     with pytest.raises(PartialFTError, match="cannot be reached; without network, pass "
                                              "--checkpoint"):
         create_model("test_vit", pretrained=True)

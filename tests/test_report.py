@@ -13,8 +13,8 @@ import matplotlib.image as mpimg
 import pytest
 from safetensors.torch import load_file
 
+from partialft.analysis.report import group_runs, load_inputs
 from partialft.cli import main
-from partialft.report import group_runs, load_inputs
 
 FIGURES = ("fig1_accuracy_vs_params", "fig3_manual_strategies", "fig4_angle_ranks",
            "fig6_topk_mode")
@@ -114,11 +114,11 @@ def test_every_figure_is_drawn_from_real_runs(report):
 
 
 def test_fig6_points_and_labels(real_runs, report):
-    from partialft.plots import _fapft_points
+    from partialft.analysis.plots import fapft_points
 
     runs, _ = load_inputs(_runs(real_runs))
     rows = group_runs(runs)
-    points = sorted((k, r.options["mode"]) for k, r in _fapft_points(rows))
+    points = sorted((k, r.options["mode"]) for k, r in fapft_points(rows))
     assert points == [(1, "large"), (1, "small"), (2, "large"), (2, "small")]
     _, data, _ = report
     assert {r["label"] for r in data["rows"] if r["method"] == "fapft"} == {
@@ -128,14 +128,14 @@ def test_fig6_points_and_labels(real_runs, report):
 def test_fig4_tau_is_kendall_tau_of_the_two_angle_files(real_runs):
     from scipy.stats import kendalltau
 
-    from partialft.plots import _mean_tau
+    from partialft.analysis.plots import mean_tau
 
     _, sets = load_inputs([real_runs["angles-s0"], real_runs["angles-s1"]])
     files = [json.loads(Path(real_runs[f"angles-s{s}"]).read_text()) for s in (0, 1)]
     ids = files[0]["groups"]["attn"]
     by_hand = kendalltau([files[0]["angles"][i] for i in ids],
                          [files[1]["angles"][i] for i in ids]).statistic
-    assert _mean_tau(sets, ids) == pytest.approx(by_hand)
+    assert mean_tau(sets, ids) == pytest.approx(by_hand)
 
 
 def test_both_evaluations_are_kept_and_named(real_runs, report):
@@ -160,8 +160,8 @@ def test_test_acc_of_training_matches_a_hand_written_pass(real_runs):
     """summary test_acc re-derived: base + delta, the test split, argmax, by hand."""
     import torch
 
-    from partialft.commands.eval import eval_preprocess
-    from partialft.runs import load_run_model, read_config, run_datasets
+    from partialft.cli.eval import eval_preprocess
+    from partialft.training.runs import load_run_model, read_config, run_datasets
 
     run = real_runs["attn"]
     model, summary = load_run_model(run)

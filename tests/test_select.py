@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import meta_model, tiny
 
+from partialft.core.layers import find_layers
+from partialft.core.select import METHODS, default_topk, parse_topk, select_layers
 from partialft.errors import PartialFTError
-from partialft.layers import find_layers
-from partialft.select import METHODS, default_topk, parse_topk, select_layers
 
 FIG3 = ["full", "attn", "ffn", "first-half-attn", "last-half-attn", "first-half-ffn",
         "last-half-ffn", "first-half-blocks", "last-half-blocks"]

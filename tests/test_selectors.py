@@ -9,17 +9,13 @@ import pytest
 from conftest import tiny_run
 
 from partialft.cli import main
-from partialft.config import TrainConfig
+from partialft.core.layers import find_layers
 from partialft.errors import PartialFTError
-from partialft.layers import find_layers
-from partialft.runs import is_run_dir
-from partialft.selectors import (
-    auto_mode,
-    linear_probe,
-    load_task,
-    resolve_auto_mode,
-    run_selector,
-)
+from partialft.selectors.auto import auto_mode, linear_probe, resolve_auto_mode
+from partialft.selectors.run import run_selector
+from partialft.selectors.task import load_task
+from partialft.training.config import TrainConfig
+from partialft.training.runs import is_run_dir
 
 TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "--img-size", "32",
         "--max-per-split", "40", "--epochs", "2", "--batch-size", "8", "--amp", "no",
@@ -136,7 +132,7 @@ def test_cli_select_writes_scores_and_selection(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_compare_runs_full_selector_and_partial_runs(tmp_path):
-    from partialft.selectors_compare import compare_selectors
+    from partialft.selectors.compare import compare_selectors
 
     out = tmp_path / "cmp"
     summary = compare_selectors(tiny(out, epochs=1), out, ["angle", "grad"],

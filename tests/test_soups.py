@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from partialft.analysis.soups import Ingredient, greedy_soup, uniform_soup
 from partialft.cli import main
 from partialft.errors import PartialFTError
-from partialft.soups import Ingredient, greedy_soup, uniform_soup
 
 BASE_META = {"model": "m", "num_classes": 3, "pretrained": False, "checkpoint": "b"}
 
@@ -100,7 +100,7 @@ def two_runs(real_runs) -> tuple[Path, Path]:
 
 
 def test_cli_uniform_soup_writes_a_run_dir(tmp_path, two_runs, capsys):
-    from partialft.runs import base_state, load_run_model
+    from partialft.training.runs import base_state, load_run_model
 
     r1, r2 = two_runs
     before = digest(r1), digest(r2)
@@ -129,7 +129,7 @@ def test_cli_uniform_soup_writes_a_run_dir(tmp_path, two_runs, capsys):
 
 
 def test_cli_greedy_soup_with_scripted_evaluator(tmp_path, two_runs, monkeypatch):
-    import partialft.commands.soup as soup_cmd
+    import partialft.cli.soup as soup_cmd
 
     r1, r2 = two_runs
     first = max((r1, r2), key=lambda r: json.loads((r / "summary.json").read_text())["best_acc"])

@@ -11,11 +11,11 @@ import yaml
 from conftest import tiny_run
 
 from partialft.cli import main
-from partialft.config import load_config
 from partialft.errors import PartialFTError
 from partialft.models import load_state_dict_file
-from partialft.runs import is_run_dir, load_run_model
-from partialft.train import train
+from partialft.training.config import load_config
+from partialft.training.runs import is_run_dir, load_run_model
+from partialft.training.train import train
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 TIMING = {"images_per_s", "elapsed_s"}
@@ -75,8 +75,8 @@ def test_same_seed_with_mixup_and_cutmix_gives_identical_metrics(tmp_path):
 def test_drop_path_reaches_the_model_and_is_recorded(tmp_path):
     import yaml
 
-    from partialft.config import TrainConfig
-    from partialft.train import build
+    from partialft.training.config import TrainConfig
+    from partialft.training.setup import build
 
     setup = build(tiny(tmp_path / "dp", drop_path=0.2))
     try:
@@ -152,7 +152,7 @@ def test_existing_run_dir_needs_overwrite_or_resume(tmp_path):
 
 
 def test_a_run_dir_in_use_is_refused(tmp_path):
-    from partialft.rundir import RunDir
+    from partialft.training.rundir import RunDir
 
     held = RunDir(tmp_path / "busy")
     try:
@@ -196,7 +196,7 @@ def test_unknown_config_key_is_named(tmp_path):
 
 
 def test_fapft_pipeline_runs_and_skips_completed_stages(tmp_path, capsys):
-    from partialft.fapft import run_fapft
+    from partialft.workflows.fapft import run_fapft
 
     cfg = tiny(tmp_path / "pipe", epochs=1, method="fapft", topk="1", mode="large")
     summary = run_fapft(cfg, progress=False)
@@ -225,13 +225,24 @@ def test_recipe_options_run_together(tmp_path):
     assert summary["best_acc"] is not None
 
 
-def test_fapft_mode_auto_is_resolved_by_a_linear_probe(tmp_path):
+def test_fapft_mode_auto_is_resolved_by_a_linear_probe_before_the_run(tmp_path, capsys):
+    """`partialft train --mode auto` probes first and records the concrete mode; the library's
+    train() is never handed 'auto' (training does not depend on the selectors)."""
     angles = {f"blocks.{i}.{k}": float(i) for i in range(6) for k in ("attn", "mlp")}
     path = tmp_path / "angles.json"
     path.write_text(json.dumps({"angles": angles}))
-    summary = train(tiny(tmp_path / "auto", method="fapft", angles=str(path), topk="1",
-                         mode="auto", epochs=1), progress=False)
+    argv = ["train", "--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4",
+            "--img-size", "32", "--max-per-split", "40", "--batch-size", "8", "--epochs", "1",
+            "--amp", "no", "--no-progress", "--method", "fapft", "--angles", str(path),
+            "--topk", "1", "--mode", "auto", "--out", str(tmp_path / "auto")]
+    assert main(argv) == 0
+    assert "mode auto -> " in capsys.readouterr().out
     selection = json.loads((tmp_path / "auto" / "selection.json").read_text())
     assert selection["mode"] in ("large", "small")
+    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
     expected = "blocks.5.attn" if selection["mode"] == "large" else "blocks.0.attn"
     assert expected in summary["layers"]
+    assert main([*argv, "--resume"]) == 0  # the resumed run keeps the mode it got
+    with pytest.raises(PartialFTError, match="mode auto is decided by a linear probe"):
+        train(tiny(tmp_path / "lib", method="fapft", angles=str(path), topk="1", mode="auto"),
+              progress=False)

@@ -1,29 +1,47 @@
 """partialft: partial fine-tuning of pretrained vision models.
 
-The pipeline is a chain of plain functions (see DESIGN in the README):
-``find_layers`` -> ``compute_angles`` -> ``select_layers`` -> ``apply_selection`` -> train.
+The pipeline is a chain of plain functions:
+``find_layers`` -> ``compute_angles`` -> ``select_layers`` -> ``apply_selection`` (or all of it
+in one call, ``prepare``) -> train (:mod:`partialft.training`).
+
+Packages, each importing only those below it (an import-linter contract checks it)::
+
+    cli          the ``partialft`` command: one module per verb
+    workflows    fapft pipeline, offline demo
+    selectors | analysis | bench
+    training     config, run dirs, the loop, pretraining
+    models | data | methods
+    baselines    Adapter, VPT-Deep, SSF, LoRA
+    core         layers, layer specs, angles, selection, freezing
+
+The names below are imported on first use, so ``import partialft`` (and ``partialft --help``)
+does not pay for torch.
 """
 
-import partialft.backbone  # noqa: F401  (registers the bundled partialft_vit_tiny with timm)
-from partialft.angles import compute_angles, kendall_tau
-from partialft.errors import PartialFTError
-from partialft.freeze import FreezeSummary, apply_selection
-from partialft.layers import Layer, LayerMap, find_layers, load_layer_spec
-from partialft.select import METHODS, Selection, select_layers
+from __future__ import annotations
+
+from partialft.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHODS",
-    "FreezeSummary",
-    "Layer",
-    "LayerMap",
-    "PartialFTError",
-    "Selection",
-    "apply_selection",
-    "compute_angles",
-    "find_layers",
-    "kendall_tau",
-    "load_layer_spec",
-    "select_layers",
-]
+# public name -> the module that defines it
+_API = {
+    "PartialFTError": "partialft.errors",
+    "Layer": "partialft.core.layermap",
+    "LayerMap": "partialft.core.layermap",
+    "find_layers": "partialft.core.layers",
+    "load_layer_spec": "partialft.core.layerspec",
+    "compute_angles": "partialft.core.angles",
+    "kendall_tau": "partialft.core.angles",
+    "METHODS": "partialft.core.select",
+    "Selection": "partialft.core.select",
+    "select_layers": "partialft.core.select",
+    "FreezeSummary": "partialft.core.freeze",
+    "apply_selection": "partialft.core.freeze",
+    "Prepared": "partialft.methods",
+    "prepare": "partialft.methods",
+    "all_methods": "partialft.methods",
+}
+
+__all__ = sorted(_API)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

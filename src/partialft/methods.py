@@ -12,10 +12,10 @@ from typing import Any
 
 import torch.nn as nn
 
+from partialft.core.freeze import FreezeSummary, apply_selection
+from partialft.core.layers import LayerMap, find_layers
+from partialft.core.select import METHODS, Selection, select_layers
 from partialft.errors import PartialFTError, suggest
-from partialft.freeze import FreezeSummary, apply_selection
-from partialft.layers import LayerMap, find_layers
-from partialft.select import METHODS, Selection, select_layers
 
 
 @dataclass

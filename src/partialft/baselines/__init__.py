@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch.nn as nn
 
-from partialft.layers import LayerMap
+from partialft.core.layermap import LayerMap
 
 
 class Baseline(Protocol):

@@ -31,8 +31,8 @@ from partialft.baselines._common import (
     remove_hooks,
     resolve_options,
 )
+from partialft.core.layermap import LayerMap
 from partialft.errors import PartialFTError
-from partialft.layers import LayerMap
 
 PREFIX = "adapter_"
 OPTIONS = {"reduction": Option(64, 1, help="bottleneck width = channels // reduction")}

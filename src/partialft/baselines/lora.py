@@ -20,8 +20,8 @@ from typing import Any
 import torch.nn as nn
 
 from partialft.baselines._common import Option, check_fresh, own_names, resolve_options
+from partialft.core.layermap import LayerMap
 from partialft.errors import PartialFTError
-from partialft.layers import LayerMap
 
 PREFIX = "lora_"
 TARGET_REGEX = r".*\.(qkv|attn\.proj|mlp\.fc1|mlp\.fc2)$"

@@ -30,8 +30,8 @@ from partialft.baselines._common import (
     remove_hooks,
     resolve_options,
 )
+from partialft.core.layermap import LayerMap
 from partialft.errors import PartialFTError
-from partialft.layers import LayerMap
 
 PREFIX = "ssf_"
 OPTIONS: dict = {}

@@ -1,0 +1,271 @@
+"""Run dirs read back for reports: one :class:`Row` per configuration, averaged over seeds.
+
+A configuration is a run's whole resolved config (``summary.json`` -> ``config``) minus the
+settings that cannot change a finished run's result: ``seed`` (what the rows average over),
+``out``, ``max_steps`` and ``checkpoint_every`` (a run stopped and resumed gives the same
+result, bit for bit). Rows of one method that differ in anything else say what differs. Two
+runs with the same configuration *and* seed are duplicates: they count once.
+
+Both the tables (:mod:`partialft.analysis.report`) and the figures
+(:mod:`partialft.analysis.plots`) read these types, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partialft.errors import PartialFTError
+from partialft.training.checkpoints import SUMMARY
+
+ANGLES = "angles.json"
+# config keys that cannot change the result of a finished run (resume is bitwise exact)
+NOT_CONFIG = ("seed", "out", "max_steps", "checkpoint_every")
+# keys already shown by a row's method label, never repeated as a difference
+SHOWN = ("method", "topk", "mode", "pretrained", "soup", "ingredients")
+
+
+@dataclass
+class Run:
+    """One run dir: its summary, resolved config and eval.json (if any)."""
+
+    path: str
+    summary: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    evals: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AngleSet:
+    label: str
+    angles: dict[str, float]
+    groups: dict[str, list[str]]
+
+
+@dataclass
+class Row:
+    """Runs of one configuration, aggregated over seeds (duplicates counted once)."""
+
+    method: str
+    model: str
+    dataset: str
+    n: int
+    val_mean: float | None
+    val_std: float | None
+    test_mean: float | None
+    test_std: float | None
+    trainable_params: int | None
+    options: dict[str, Any]
+    seeds: list[Any]
+    runs: list[str]
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # eval key -> metrics
+    duplicates: list[str] = field(default_factory=list)
+    varies: dict[str, Any] = field(default_factory=dict)  # what sets it apart from its siblings
+    config: dict[str, Any] = field(default_factory=dict)  # the configuration (minus seed)
+
+    def same_recipe(self, other: Row, ignore: Sequence[str] = ()) -> bool:
+        """Whether two rows share every setting but the method's own and ``ignore``."""
+        skip = {*SHOWN, "angles", "layers", *ignore}
+        keys = (set(self.config) | set(other.config)) - skip
+        return all(self.config.get(k) == other.config.get(k) for k in keys)
+
+    @property
+    def acc(self) -> float | None:
+        """The accuracy plots use: test if measured, else val."""
+        return self.test_mean if self.test_mean is not None else self.val_mean
+
+    @property
+    def acc_std(self) -> float | None:
+        return self.test_std if self.test_mean is not None else self.val_std
+
+    @property
+    def scratch(self) -> bool:
+        """Trained from random weights (no pretraining, no checkpoint)."""
+        return self.options.get("pretrained") is False and not self.options.get("checkpoint")
+
+    @property
+    def label(self) -> str:
+        """The method as tables and legends name it: 'fapft (k=4, small)', 'greedy soup'."""
+        extra = []
+        if self.method == "soup":
+            name = f"{self.options.get('soup', 'uniform')} soup"
+            n = len(self.options.get("ingredients") or [])
+            extra.append(f"{n} ingredient{'' if n == 1 else 's'}")
+        else:
+            name = self.method
+        if self.method == "fapft" and self.options.get("topk") is not None:
+            extra.append(f"k={topk_text(self.options['topk'])}")
+        if self.method == "fapft" and self.options.get("mode"):
+            extra.append(str(self.options["mode"]))
+        if self.scratch:
+            extra.insert(0, "from scratch")
+        extra += [f"{k} {_short_value(v)}" for k, v in self.varies.items()]
+        return name + (f" ({', '.join(extra)})" if extra else "")
+
+
+def topk_text(topk: Any) -> str:
+    """4, "4", [4] -> '4'; [0, 0, 6, 2] or "0,0,6,2" -> '0,0,6,2'."""
+    if isinstance(topk, (list, tuple)):
+        return ",".join(str(k) for k in topk)
+    return str(topk).strip("[] ").replace(" ", "")
+
+
+def topk_value(topk: Any) -> int | None:
+    """One top-k for every group (a number for Fig. 6's x axis), else None."""
+    parts = {p for p in topk_text(topk).split(",") if p}
+    if len(parts) != 1:
+        return None
+    try:
+        return int(parts.pop())
+    except ValueError:
+        return None
+
+
+def _short_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else "..." + text[-37:]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PartialFTError(f"{path} is not valid JSON.") from None
+
+
+def load_inputs(paths: Sequence[str | Path]) -> tuple[list[Run], list[AngleSet]]:
+    """Run dirs (summary.json, optional angles.json/eval.json) and angles JSON files."""
+    runs: list[Run] = []
+    angle_sets: list[AngleSet] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix == ".json":
+            angle_sets.append(_angle_set(p, p.stem))
+        elif p.is_dir() and ((p / SUMMARY).is_file() or (p / ANGLES).is_file()):
+            if (p / SUMMARY).is_file():
+                runs.append(_run(p))
+            if (p / ANGLES).is_file():
+                angle_sets.append(_angle_set(p / ANGLES, p.name))
+        else:
+            raise PartialFTError(f"{p} is neither a run dir (with {SUMMARY} or {ANGLES}) nor an "
+                                 "angles .json file.")
+    return runs, angle_sets
+
+
+def _run(path: Path) -> Run:
+    summary = _read_json(path / SUMMARY)
+    if not isinstance(summary, dict):
+        raise PartialFTError(f"{path / SUMMARY} is not a partialft summary (a JSON object).")
+    evals = _read_json(path / "eval.json") if (path / "eval.json").is_file() else {}
+    selection = _read_json(path / "selection.json") if (path / "selection.json").is_file() else {}
+    return Run(str(path), summary, config_of(path, summary, selection), evals)
+
+
+def config_of(path: Path, summary: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
+    """The configuration a run stands for (see the module docstring)."""
+    config = {k: v for k, v in (summary.get("config") or {}).items() if k not in NOT_CONFIG}
+    config["method"] = summary.get("method", config.get("method"))
+    if summary.get("method") == "soup":
+        config.update(soup=summary.get("soup"), ingredients=sorted(summary.get("used") or []))
+    elif selection.get("topk") is not None:
+        config["topk"] = selection["topk"]  # what the selection really used (defaults resolved)
+    angles = config.get("angles")
+    if angles and Path(angles).parent.resolve() == path.resolve().parent:
+        # the pipeline's own angles (fapft/angles.json, the demo's): derived from this same
+        # config and seed, so not a setting of their own
+        config["angles"] = "<the pipeline's own>"
+    return config
+
+
+def _angle_set(path: Path, label: str) -> AngleSet:
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("angles"), dict):
+        raise PartialFTError(f"{path} is not an angles file (a JSON object with 'angles').")
+    angles = {str(k): float(v) for k, v in data["angles"].items()}
+    groups = data.get("groups") or {"all": list(angles)}
+    groups = {g: [i for i in ids if i in angles] for g, ids in groups.items()}
+    return AngleSet(label, angles, groups)
+
+
+def config_key(run: Run) -> str:
+    return json.dumps(run.config, sort_keys=True)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std
+
+
+def group_runs(runs: Sequence[Run]) -> list[Row]:
+    """One Row per configuration, in first-seen order; duplicate seeds count once."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(config_key(run), []).append(run)
+    rows = [_row(members) for members in groups.values()]
+    _mark_differences(rows, [groups[k][0].config for k in groups])
+    return rows
+
+
+def _row(members: list[Run]) -> Row:
+    unique: dict[Any, Run] = {}
+    duplicates = []
+    for run in members:
+        seed = run.summary.get("seed")
+        if seed in unique and seed is not None:
+            duplicates.append(run.path)
+        else:
+            unique.setdefault(seed if seed is not None else run.path, run)
+    kept = list(unique.values())
+    vals = [float(r.summary["best_acc"]) for r in kept if r.summary.get("best_acc") is not None]
+    tests = [float(r.summary["test_acc"]) for r in kept if r.summary.get("test_acc") is not None]
+    s, cfg = kept[0].summary, kept[0].config
+    return Row(method=str(s.get("method")), model=str(s.get("model")),
+               dataset=str(s.get("dataset")), n=len(kept),
+               val_mean=_mean_std(vals)[0], val_std=_mean_std(vals)[1],
+               test_mean=_mean_std(tests)[0], test_std=_mean_std(tests)[1],
+               trainable_params=s.get("trainable_params"),
+               options={k: cfg.get(k) for k in (*SHOWN, "checkpoint") if k in cfg},
+               seeds=[r.summary.get("seed") for r in kept], runs=[r.path for r in kept],
+               evals=_mean_evals(kept), duplicates=duplicates, config=cfg)
+
+
+def _mark_differences(rows: list[Row], configs: list[dict[str, Any]]) -> None:
+    """Rows of one method, model and dataset name the settings that set them apart."""
+    by_method: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_method.setdefault((r.label, r.model, r.dataset), []).append(i)
+    for members in by_method.values():
+        if len(members) < 2:
+            continue
+        keys = sorted({k for i in members for k in configs[i]} - set(SHOWN))
+        differ = [k for k in keys if len({json.dumps(configs[i].get(k), sort_keys=True)
+                                          for i in members}) > 1]
+        for i in members:
+            rows[i].varies = {k: configs[i].get(k) for k in differ}
+
+
+# metrics of eval.json entries the report shows (a nested key as "outer.inner")
+EVAL_METRICS = ("clean_acc", "acc", "mean_corruption_error", "relative_corruption_error",
+                "mce_vs_alexnet.mce")
+
+
+def _mean_evals(members: Sequence[Run]) -> dict[str, dict[str, Any]]:
+    """Per evaluation (eval.json key): each metric's mean over the runs that have it, and how
+    many runs that is."""
+    picks: dict[str, dict[str, list[float]]] = {}
+    for run in members:
+        for key, res in run.evals.items():
+            for metric in EVAL_METRICS:
+                value: Any = res
+                for part in metric.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    picks.setdefault(key, {}).setdefault(metric.split(".")[0], []).append(
+                        float(value))
+    return {key: {m: {"mean": statistics.fmean(v), "runs": len(v)} for m, v in metrics.items()}
+            for key, metrics in picks.items()}

@@ -1,0 +1,246 @@
+"""Model soups (Wortsman et al. 2022; paper Sec. 3.3, Table 3) over full and partial runs.
+
+Every ingredient is the same base model plus its own delta. An ingredient that did not train a
+tensor contributes the base value for it, so a soup of partial runs averages each trained tensor
+over *all* ingredients (the fine-tuned models), not only over the runs that trained it.
+
+Rules:
+- tensors no ingredient changed stay exactly the base's (they are not even written to the
+  soup's delta, and averaging happens in float64 so identical values stay bit-identical);
+- integer/bool tensors (``num_batches_tracked``, index buffers) are not averaged: the soup takes
+  the first ingredient's value (the best one, for a greedy soup);
+- the soup's trainable-parameter count is the sum over its ingredients (paper Table 3 accounting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from partialft.errors import PartialFTError, first_items
+from partialft.models import load_state_dict_file
+from partialft.training.checkpoints import DELTA, SUMMARY, read_summary, save_tensors
+from partialft.utils.io import atomic_write_json, atomic_write_text
+
+StateDict = Mapping[str, torch.Tensor]
+Evaluator = Callable[[dict[str, torch.Tensor]], float]
+
+
+@dataclass
+class Ingredient:
+    """One fine-tuned model: a name (run dir), its trained tensors and its summary."""
+
+    name: str
+    delta: dict[str, torch.Tensor]
+    summary: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_acc(self) -> float:
+        """Held-out (val split) accuracy from the summary: ``best_acc``, else ``final_acc``."""
+        for key in ("best_acc", "final_acc"):
+            if self.summary.get(key) is not None:
+                return float(self.summary[key])
+        raise PartialFTError(f"ingredient {self.name} has no best_acc or final_acc in its "
+                             "summary.json; a greedy soup needs held-out accuracies.")
+
+    @property
+    def trainable_params(self) -> int:
+        value = self.summary.get("trainable_params")
+        return int(value) if value is not None else sum(t.numel() for t in self.delta.values())
+
+
+@dataclass
+class SoupResult:
+    """The soup's delta (changed tensors only) and how it was made."""
+
+    delta: dict[str, torch.Tensor]
+    kind: str
+    used: list[str]
+    rejected: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_acc: float | None = None
+
+
+def check_same_base(ingredients: Sequence[Ingredient]) -> None:
+    """Raise unless every ingredient names the same base model (model, classes, weights...)."""
+    if not ingredients:
+        raise PartialFTError("a soup needs at least one ingredient run dir.")
+    first = ingredients[0]
+    for other in ingredients[1:]:
+        keys = sorted(set(first.base) | set(other.base))
+        diff = [k for k in keys if first.base.get(k) != other.base.get(k)]
+        if diff:
+            k = diff[0]
+            raise PartialFTError(
+                f"ingredient {other.name} has base {k}={other.base.get(k)!r} but {first.name} "
+                f"has {k}={first.base.get(k)!r}; soup only runs fine-tuned from the same base.")
+
+
+def changed_keys(base: StateDict, delta: StateDict) -> list[str]:
+    """Keys of ``delta`` whose value differs from the base (all keys the base lacks)."""
+    return [k for k, v in delta.items() if k not in base or not torch.equal(base[k], v)]
+
+
+def _check_keys(base: StateDict, ingredients: Sequence[Ingredient]) -> None:
+    for ing in ingredients:
+        bad = [k for k, v in ing.delta.items() if k in base and base[k].shape != v.shape]
+        if bad:
+            raise PartialFTError(f"ingredient {ing.name} has {bad[0]} of shape "
+                                 f"{tuple(ing.delta[bad[0]].shape)}, the base's is "
+                                 f"{tuple(base[bad[0]].shape)}; it comes from another model.")
+        extra = [k for k in ing.delta if k not in base
+                 and not all(k in other.delta for other in ingredients)]
+        if extra:
+            raise PartialFTError(f"ingredient {ing.name} adds tensors the base lacks "
+                                 f"({first_items(extra, 3)}) that other ingredients do not "
+                                 "have; soup runs of the same method structure.")
+
+
+def average(base: StateDict, deltas: Sequence[StateDict]) -> dict[str, torch.Tensor]:
+    """Uniform average of the models base+delta_i, returned as a delta of changed tensors."""
+    keys: dict[str, None] = {}
+    for delta in deltas:
+        keys.update(dict.fromkeys(changed_keys(base, delta)))
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        values = [d[key] if key in d else base[key] for d in deltas]
+        if values[0].is_floating_point() or values[0].is_complex():
+            acc = torch.zeros_like(values[0], dtype=torch.float64)
+            for v in values:
+                acc += v.to(torch.float64)  # float64: identical inputs average bit-exactly
+            out[key] = (acc / len(values)).to(values[0].dtype)
+        else:
+            out[key] = values[0].clone()  # integer buffers: first ingredient's value
+    return out
+
+
+def uniform_soup(base: StateDict, ingredients: Sequence[Ingredient]) -> SoupResult:
+    """Average all ingredients."""
+    check_same_base(ingredients)
+    _check_keys(base, ingredients)
+    delta = average(base, [ing.delta for ing in ingredients])
+    return SoupResult(delta=delta, kind="uniform", used=[ing.name for ing in ingredients])
+
+
+def greedy_soup(base: StateDict, ingredients: Sequence[Ingredient],
+                evaluate: Evaluator) -> SoupResult:
+    """Greedy soup: by held-out accuracy, add each ingredient only if it strictly helps.
+
+    ``evaluate(full_state_dict) -> held-out (val) accuracy``; it is called once for the best
+    ingredient alone and once per candidate.
+    """
+    check_same_base(ingredients)
+    _check_keys(base, ingredients)
+    order = sorted(ingredients, key=lambda ing: -ing.val_acc)  # stable: ties keep input order
+    kept = [order[0]]
+    best = evaluate({**base, **order[0].delta})
+    history = [{"ingredient": order[0].name, "val_acc": best, "kept": True}]
+    rejected: list[str] = []
+    for ing in order[1:]:
+        candidate = average(base, [k.delta for k in kept + [ing]])
+        acc = evaluate({**base, **candidate})
+        keep = acc > best
+        history.append({"ingredient": ing.name, "val_acc": acc, "kept": keep})
+        if keep:
+            kept.append(ing)
+            best = acc
+        else:
+            rejected.append(ing.name)
+    delta = average(base, [k.delta for k in kept])
+    return SoupResult(delta=delta, kind="greedy", used=[k.name for k in kept],
+                      rejected=rejected, history=history, val_acc=best)
+
+
+def soup_params(ingredients: Sequence[Ingredient], used: Sequence[str]) -> dict[str, Any]:
+    """Table 3 accounting: the soup's parameters are the sum of its ingredients' trained ones."""
+    per = {ing.name: ing.trainable_params for ing in ingredients if ing.name in used}
+    return {"trainable_params": sum(per.values()), "ingredient_params": per}
+
+
+# --- run dirs ----------------------------------------------------------------------------------
+
+def load_ingredient(run_dir: str | Path) -> Ingredient:
+    """An ingredient from a finished run dir (its delta, summary and base metadata)."""
+    from partialft.training.runs import delta_info
+
+    meta = delta_info(run_dir)
+    delta = load_state_dict_file(Path(run_dir) / DELTA)
+    ing = Ingredient(name=str(run_dir), delta=delta, summary=read_summary(run_dir),
+                     base=dict(meta["base"]))
+    ing.summary.setdefault("selection", meta.get("selection", {}))
+    return ing
+
+
+def soup_selection(ingredients: Sequence[Ingredient], result: SoupResult) -> dict[str, Any]:
+    """selection.json of the soup: a PEFT baseline's structure is kept, else method 'soup'."""
+    from partialft.baselines import BASELINES
+
+    sels = [ing.summary.get("selection", {}) for ing in ingredients if ing.name in result.used]
+    structural = {s.get("method") for s in sels if s.get("method") in BASELINES}
+    if structural:
+        strip = [{k: v for k, v in s.items() if k not in ("layers", "train_all")} for s in sels]
+        if any(s != strip[0] for s in strip):
+            raise PartialFTError(f"ingredients use different model structures "
+                                 f"({', '.join(sorted(str(s.get('method')) for s in sels))}); "
+                                 "a soup needs ingredients of one structure.")
+        selection = dict(sels[0])
+    else:
+        selection = {"method": "soup"}
+    layers = sorted({la for s in sels for la in s.get("layers", [])})
+    selection.update(layers=layers, train_all=any(s.get("train_all") for s in sels),
+                     soup=result.kind, ingredients=list(result.used))
+    return selection
+
+
+def soup_summary(ingredients: Sequence[Ingredient], result: SoupResult,
+                 accuracies: Mapping[str, float | None]) -> dict[str, Any]:
+    """summary.json of the soup run dir."""
+    first = next(ing for ing in ingredients if ing.name in result.used).summary
+    params = soup_params(ingredients, result.used)
+    return {
+        "method": "soup", "soup": result.kind, "model": first.get("model"),
+        "num_classes": first.get("num_classes"), "dataset": first.get("dataset"), "seed": None,
+        "ingredients": [ing.name for ing in ingredients], "used": result.used,
+        "rejected": result.rejected, "greedy_history": result.history,
+        "ingredient_methods": {i.name: i.summary.get("method") for i in ingredients},
+        "ingredient_val_acc": {i.name: i.summary.get("best_acc") for i in ingredients},
+        "layers": soup_selection(ingredients, result)["layers"],
+        **params,
+        "union_params": sum(t.numel() for t in result.delta.values()),
+        "total_params": first.get("total_params"),
+        "best_acc": accuracies.get("val_acc"), "final_acc": accuracies.get("val_acc"),
+        "test_acc": accuracies.get("test_acc"),
+        "config": {**first.get("config", {}), "method": "soup"},
+    }
+
+
+def write_soup_run(out: str | Path, ingredients: Sequence[Ingredient], result: SoupResult,
+                   accuracies: Mapping[str, float | None], overwrite: bool = False) -> Path:
+    """Write the soup as a run dir (delta, summary, selection, config); ingredients untouched."""
+    from partialft.training.rundir import RunDir
+    from partialft.training.runs import CONFIG, SELECTION, SPLIT
+
+    out = Path(out)
+    selection = soup_selection(ingredients, result)
+    summary = soup_summary(ingredients, result, accuracies)
+    run = RunDir(out, kind="soup", overwrite=overwrite, inputs=[i.name for i in ingredients])
+    try:
+        first = Path(ingredients[0].name)
+        save_tensors(out / DELTA, result.delta, {"format": "partialft-delta",
+                                                 "base": ingredients[0].base,
+                                                 "selection": selection})
+        atomic_write_json(out / SELECTION, selection)
+        if (first / SPLIT).is_file():
+            atomic_write_text(out / SPLIT, (first / SPLIT).read_text())
+        cfg = yaml.safe_load((first / CONFIG).read_text()) if (first / CONFIG).is_file() else {}
+        atomic_write_text(out / CONFIG, yaml.safe_dump({**(cfg or {}), "method": "soup"}))
+        atomic_write_json(out / SUMMARY, summary)
+    finally:
+        run.close()
+    return out

@@ -1,0 +1,65 @@
+"""The ``partialft`` command: a thin layer of verbs over the library.
+
+Each verb lives in :mod:`partialft.cli` as a module with ``add_parser(subparsers)`` that
+registers its arguments and sets ``func``. User mistakes (:class:`PartialFTError`) are printed as
+one line on stderr with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from partialft.errors import PartialFTError, user_message
+
+# Verb modules in the order `partialft --help` lists them.
+COMMANDS = (
+    "demo", "layers", "angles", "plan", "train", "fapft", "select", "soup", "eval", "report",
+    "bench", "multitask", "pretrain",
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'partialft VERB: error: ... (see --help)', exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help').\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="partialft",
+        description="Partial fine-tuning of pretrained vision models: find residual layers, "
+        "compute fine-tuned angles, select layers (FAPFT), train, soup, evaluate and report.",
+    )
+    from partialft import __version__
+
+    parser.add_argument("--version", action="version", version=f"partialft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"partialft.cli.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PartialFTError as exc:
+        sys.stderr.write(f"partialft {args.command}: error: {user_message(exc)}\n")
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        sys.stderr.write(f"partialft {args.command}: interrupted.\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""`partialft fapft`: full fine-tuning -> angles -> selection -> partial fine-tuning."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from partialft.cli.train import add_run_flags, check_run_flags
+from partialft.training.config import (
+    add_config_args,
+    config_inputs,
+    load_config,
+    overrides_from_args,
+)
+from partialft.training.outputs import check_claim
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fapft", help="the whole FAPFT pipeline with one command",
+        description="Fine-tune fully (or reuse --reference), compute fine-tuned angles, select "
+        "the top-k layers per homogeneous group (--topk, --mode), fine-tune only those with the "
+        "same hyperparameters, and compare. Stages live under --out (full/, angles.json, "
+        "fapft/, summary.json, comparison.md); rerunning skips completed stages.")
+    p.add_argument("--reference", default=None, metavar="RUN_DIR|CHECKPOINT",
+                   help="reuse this fully fine-tuned run dir or weights file instead of training")
+    p.add_argument("--selector", default="angle",
+                   choices=["angle", "probe-angle", "grad", "greedy"],
+                   help="how to score layers: angles of a full run (default), of a short probe, "
+                   "relative gradient norms, or SubTuning's greedy search (docs/selectors.md)")
+    add_run_flags(p)
+    add_config_args(p, skip=("method", "angles"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from partialft.workflows.fapft import run_fapft
+
+    overrides = {**overrides_from_args(args), "method": "fapft"}
+    cfg = load_config(args.config, overrides)
+    out = Path(cfg.out)
+    check_run_flags(args, cfg.out)
+    inputs = [*config_inputs(cfg), args.reference, args.config]
+    check_claim(cfg.out, "fapft", overwrite=args.overwrite, reuse=True, inputs=inputs)
+    summary = run_fapft(cfg, reference=args.reference, progress=args.progress,
+                        selector=args.selector, overwrite=args.overwrite,
+                        inputs=inputs)
+    print((out / "comparison.md").read_text(), end="")
+    print(f"FAPFT trained {len(summary['fapft_layers'])} layers (top-k {summary['topk']}, "
+          f"mode {summary['mode']}); results in {out}")
+    return 0

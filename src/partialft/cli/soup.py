@@ -1,0 +1,181 @@
+"""`partialft soup RUN_DIR... --out DIR [--greedy]`: uniform or greedy model soup of runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from partialft.cli.common import fmt_params, non_negative_int, positive_int, print_json
+from partialft.errors import PartialFTError
+from partialft.training.outputs import check_claim, remove_marked
+
+if TYPE_CHECKING:
+    from partialft.analysis.soups import (
+        Evaluator,
+    )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("soup", help="average fine-tuned runs into a model soup",
+                       description="Average runs fine-tuned from the same base (full or partial, "
+                       "paper Sec. 3.3 / Table 3) into a new run dir. Uniform by default; "
+                       "--greedy adds ingredients by held-out (val) accuracy, each only if it "
+                       "strictly improves it.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="ingredient run dirs")
+    p.add_argument("--out", required=True, metavar="DIR", help="run dir to write the soup to")
+    p.add_argument("--greedy", action="store_true",
+                   help="greedy soup (Wortsman et al.) instead of the uniform average")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-eval", action="store_true",
+                   help="do not measure the soup's accuracy (uniform soups only)")
+    p.add_argument("--device", default=None,
+                   help="device for evaluation (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=positive_int, default=128,
+                   help="evaluation batch size (default 128)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="data loader worker processes (default 0)")
+    p.add_argument("--json", action="store_true", help="print the soup's summary as JSON")
+    p.set_defaults(func=run)
+
+
+def default_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
+                   workers: int = 0) -> Evaluator | None:
+    """``state_dict -> accuracy (%)`` on a split of ``run_dir``'s dataset (its model structure);
+    None when the run has no such split (no test/ folder, or val_fraction 0)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from partialft.analysis.evaluate import accuracy
+    from partialft.cli.eval import eval_preprocess
+    from partialft.training.checkpoints import apply_delta
+    from partialft.training.runs import delta_info, read_config, run_datasets, structured_model
+
+    meta = delta_info(run_dir)
+    model = structured_model(meta["base"], meta.get("selection", {})).to(device).eval()
+    data = run_datasets(run_dir, split)
+    if data is None or len(data) == 0:
+        return None
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
+    # img_size, crop_pct, interpolation, mean, std as the run recorded them (config.yaml)
+    preprocess = eval_preprocess(model, read_config(run_dir), device)
+
+    def evaluate(state: dict[str, torch.Tensor]) -> float:
+        apply_delta(model, state)
+        return accuracy(model, loader, preprocess, device)
+
+    return evaluate
+
+
+def run(args: argparse.Namespace) -> int:
+    from partialft.analysis.soups import (
+        check_same_base,
+        greedy_soup,
+        load_ingredient,
+        uniform_soup,
+        )
+
+    if args.greedy and args.no_eval:
+        raise PartialFTError("--greedy needs held-out accuracies; drop --no-eval.")
+    from partialft.training.runs import base_state, is_run_dir
+
+    _check_out(Path(args.out), args.runs, args.overwrite)
+    bad = [r for r in args.runs if not is_run_dir(r)]
+    if bad:
+        raise PartialFTError(f"{bad[0]} is not a finished run dir (summary.json and "
+                             "delta.safetensors); pass run dirs written by 'partialft train'.")
+    ingredients = [load_ingredient(r) for r in args.runs]
+    check_same_base(ingredients)
+    base = base_state(args.runs[0])
+    device = default_device(args.device)
+    accuracies: dict[str, Any] = {"val_acc": None, "test_acc": None}
+    evaluate = None
+    if not args.no_eval:
+        evaluate = make_evaluator(args.runs[0], "val", device, args.batch_size, args.workers)
+    if args.greedy and evaluate is None:
+        raise PartialFTError(f"a greedy soup adds ingredients by validation accuracy, but "
+                             f"{args.runs[0]} was trained without a validation split "
+                             "(val_fraction 0); make a uniform soup or use runs with one.")
+    if args.greedy:
+        result = greedy_soup(base, ingredients, evaluate)
+        accuracies["val_acc"] = result.val_acc
+    else:
+        result = uniform_soup(base, ingredients)
+        if evaluate is not None:
+            accuracies["val_acc"] = evaluate({**base, **result.delta})
+    test = None if args.no_eval else make_evaluator(args.runs[0], "test", device,
+                                                    args.batch_size, args.workers)
+    if test is not None:
+        accuracies["test_acc"] = test({**base, **result.delta})
+    out = _write_whole(Path(args.out), ingredients, result, accuracies, args.overwrite)
+    return _print(args, out, result, ingredients, accuracies)
+
+
+def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
+    """Fail before any work: duplicate ingredients, or an --out that may not be written."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        key = Path(run).resolve()
+        if key in seen:
+            raise PartialFTError(f"ingredient {run} is given twice (also as {seen[key]}); a "
+                                 "soup averages different runs, so list each run once.")
+        seen[key] = run
+    check_claim(out, "soup", overwrite=overwrite, inputs=runs)
+
+
+def _write_whole(out: Path, ingredients: list, result: Any, accuracies: dict[str, Any],
+                 overwrite: bool) -> Path:
+    """Write the soup into a hidden sibling dir, then rename it onto --out.
+
+    A crash (even ``kill -9``) never leaves a half-written --out, and rerunning the same command
+    completes the soup: it replaces the sibling a crashed attempt left behind.
+    """
+    from partialft.analysis.soups import (
+        write_soup_run,
+        )
+
+    staging = out.parent / f".{out.name}.partial"
+    write_soup_run(staging, ingredients, result, accuracies, overwrite=True)
+    runs = [i.name for i in ingredients]
+    if check_claim(out, "soup", overwrite=overwrite, inputs=runs):  # still ours to replace?
+        old = out.parent / f".{out.name}.old"
+        remove_marked(old)  # left by a crash between the two renames below
+        os.replace(out, old)
+        os.replace(staging, out)
+        remove_marked(old)
+    else:
+        if out.is_dir():
+            out.rmdir()  # empty (check_claim said so)
+        os.replace(staging, out)
+    return out
+
+
+def _print(args: argparse.Namespace, out: Any, result: Any, ingredients: list,
+           accuracies: dict[str, Any]) -> int:
+    from partialft.analysis.soups import (
+        soup_params,
+        )
+
+    params = soup_params(ingredients, result.used)
+    if args.json:
+        import json
+
+        print_json(json.loads((out / "summary.json").read_text()))
+        return 0
+    print(f"{result.kind} soup of {len(result.used)} of {len(ingredients)} runs -> {out}")
+    for step in result.history:
+        mark = "kept" if step["kept"] else "rejected"
+        print(f"  {mark:<8} {step['ingredient']}  val acc {step['val_acc']:.2f}%")
+    for key in ("val_acc", "test_acc"):
+        if accuracies.get(key) is not None:
+            print(f"{key.replace('_', ' ')}: {accuracies[key]:.2f}%")
+    print(f"trainable params (sum over ingredients, paper Table 3): "
+          f"{fmt_params(params['trainable_params'])}")
+    return 0

@@ -1,0 +1,79 @@
+"""`partialft train`: one run of any method into a run dir."""
+
+from __future__ import annotations
+
+import argparse
+
+from partialft.training.config import add_config_args, load_config, overrides_from_args
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """--config, --overwrite, --resume, --progress/--no-progress."""
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML config (see configs/); flags given here override it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run dir from its last resume point")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar")
+
+
+def check_run_flags(args: argparse.Namespace, out: str) -> None:
+    """--resume and --overwrite exclude each other; --resume needs a run to continue."""
+    from pathlib import Path
+
+    from partialft.errors import PartialFTError
+    from partialft.training.outputs import read_marker
+
+    if args.resume and args.overwrite:
+        raise PartialFTError("--resume and --overwrite contradict each other; pass one.")
+    if args.resume and read_marker(out) is None:
+        what = "does not exist" if not Path(out).exists() else "holds no partialft run"
+        raise PartialFTError(f"nothing to resume: {out} {what}; drop --resume to start a new "
+                             "run there.")
+
+
+def _concrete_mode(cfg, resume: bool):  # -> TrainConfig
+    """--mode auto becomes the mode a linear probe picks; a resumed run keeps the one it got."""
+    import dataclasses
+    from pathlib import Path
+
+    from partialft.selectors.auto import resolve_mode
+    from partialft.training.runs import CONFIG, read_config
+
+    if resume and (Path(cfg.out) / CONFIG).is_file():
+        return dataclasses.replace(cfg, mode=read_config(cfg.out).get("mode"))
+    return resolve_mode(cfg)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train one run (any method) into a run dir",
+        description="Train a model with one method (full, linear, attn, ffn, the paper's manual "
+        "strategies, layers, fapft, or a PEFT baseline) using the same recipe for all: AdamW, "
+        "per-step cosine with warm-up, label smoothing, optional mixup/cutmix, RandAugment, "
+        "random erasing, EMA, mixed precision. Writes config.yaml, metrics.jsonl, summary.json "
+        "and delta.safetensors (only the trained tensors) into --out. Multi-GPU: "
+        "'accelerate launch -m partialft train ...'.")
+    add_run_flags(p)
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from partialft.training.train import fmt_pct, train
+
+    cfg = load_config(args.config, overrides_from_args(args))
+    check_run_flags(args, cfg.out)
+    if cfg.mode == "auto" and cfg.method == "fapft":
+        cfg = _concrete_mode(cfg, args.resume)
+    summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress,
+                    inputs=[args.config] if args.config else [])
+    if summary is None:
+        print(f"stopped after {cfg.max_steps} steps; continue with "
+              f"'partialft train --out {cfg.out} --resume' (same flags).")
+        return 0
+    print(f"{summary['method']}: best val acc {fmt_pct(summary['best_acc'])}, test acc "
+          f"{fmt_pct(summary['test_acc'])}, {summary['trainable_params']:,} trainable parameters, "
+          f"{summary['wall_s']:.1f} s on {summary['device']}; run dir {cfg.out}")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per CLI verb; shared argument groups live in :mod:`partialft.commands.common`."""

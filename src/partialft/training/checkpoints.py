@@ -1,0 +1,121 @@
+"""Delta and full checkpoints (safetensors) and the run-dir layout every command shares.
+
+A run dir holds::
+
+    config.yaml          the resolved training config
+    selection.json       the selection (method, layer ids, top-k, mode)
+    metrics.jsonl        one JSON line per epoch
+    summary.json         method, layers, trainable/total params, accuracies, wall time, device
+    delta.safetensors    only the trained tensors + metadata naming the base model
+    model.safetensors    optional full weights (--save-full)
+    state/               resume state (trainable weights, optimizer, scheduler, RNG)
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from partialft.errors import PartialFTError
+from partialft.models import StateDict, load_state_dict_file
+from partialft.utils.io import atomic_write
+
+DELTA = "delta.safetensors"
+FULL = "model.safetensors"
+SUMMARY = "summary.json"
+
+
+def save_tensors(path: str | Path, tensors: StateDict, metadata: dict[str, Any]) -> Path:
+    """Atomically write ``tensors`` as safetensors; metadata values are stored as JSON strings."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    written = atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta))
+    # save_file leaves ctypes reference cycles behind (~100 objects per tensor); free them while
+    # they are young, or a run writing many resume points grows until a rare full collection
+    # (benchmarks/soak.py, docs/reliability.md). A young-generation pass costs microseconds.
+    gc.collect(1)
+    return written
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Metadata of a safetensors file, JSON values decoded."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise PartialFTError(f"{path} is truncated or not a safetensors file ({exc}).") from None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def trained_state(model: nn.Module, names: Iterable[str] | None = None) -> StateDict:
+    """The tensors to keep in a delta: trainable parameters (or ``names``)."""
+    if names is None:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    return {n: params[n] for n in names}
+
+
+def save_delta(path: str | Path, model: nn.Module, base: dict[str, Any],
+               selection: dict[str, Any], names: Iterable[str] | None = None) -> Path:
+    """Write only the trained tensors; ``base`` names the base model (name, num_classes, ...)."""
+    return save_tensors(path, trained_state(model, names),
+                        {"format": "partialft-delta", "base": base, "selection": selection})
+
+
+def delta_names(model: nn.Module) -> list[str]:
+    """Trainable parameters plus the persistent buffers of modules that train (BatchNorm stats)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    keys = set(model.state_dict())
+    for mod_name, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            prefix = f"{mod_name}." if mod_name else ""
+            names += [prefix + b for b, _ in module.named_buffers(recurse=False)
+                      if prefix + b in keys]
+    return names
+
+
+def apply_delta(model: nn.Module, delta: StateDict) -> None:
+    """Overwrite the model's tensors named in ``delta`` (base + delta = the fine-tuned model)."""
+    own = model.state_dict()
+    unknown = [k for k in delta if k not in own]
+    if unknown:
+        raise PartialFTError(f"the delta names tensors the model lacks ({unknown[:3]}); it was "
+                             "trained on another base model.")
+    bad = [k for k in delta if own[k].shape != delta[k].shape]
+    if bad:
+        raise PartialFTError(f"delta tensor {bad[0]} has shape {tuple(delta[bad[0]].shape)} but "
+                             f"the model's is {tuple(own[bad[0]].shape)}.")
+    with torch.no_grad():
+        for key, value in delta.items():
+            own[key].copy_(value)
+
+
+def load_run_weights(run_dir: str | Path) -> tuple[StateDict, dict[str, Any]]:
+    """The tensors a run trained and their metadata: the full model if saved, else the delta."""
+    run_dir = Path(run_dir)
+    for name in (FULL, DELTA):
+        if (run_dir / name).is_file():
+            return load_state_dict_file(run_dir / name), read_metadata(run_dir / name)
+    raise PartialFTError(f"{run_dir} holds neither {DELTA} nor {FULL}; is it a finished "
+                         "partialft run dir?")
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        raise PartialFTError(f"{run_dir} has no {SUMMARY}; is it a finished partialft run dir?")
+    return json.loads(path.read_text())

@@ -1,0 +1,353 @@
+"""The training config: one dataclass, validated in ``__post_init__``, read from YAML and flags.
+
+Precedence: field defaults < ``--config FILE`` (YAML) < flags given on the command line.
+Every field is also a ``partialft train`` flag (``batch_size`` -> ``--batch-size``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from partialft.errors import PartialFTError, read_text_file, suggest
+
+AMP = ("auto", "no", "bf16", "fp16")
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the run dir's config.yaml is this, resolved."""
+
+    # what to train
+    model: str = _f("partialft_vit_tiny", "timm model name")
+    pretrained: bool = _f(True, "start from the model's pretrained weights (timm hub or bundled)")
+    checkpoint: str | None = _f(None, "start from these weights instead (.safetensors/.pth)")
+    layer_spec: str | None = _f(None, "YAML/JSON layer spec for models partialft does not know")
+    method: str = _f("full", "full, linear, attn, ffn, the *-half-* strategies, layers, fapft, "
+                     "adapter, vpt-deep, ssf, lora")
+    layers: list[str] | None = _f(None, "layer ids for --method layers (comma-separated)")
+    angles: str | None = _f(None, "angles JSON for --method fapft")
+    topk: str | None = _f(None, "fapft layers per group: one number or one per stage (0,0,6,2)")
+    mode: str | None = _f(None, "fapft (required): train the layers with the largest (hard "
+                          "task) or smallest (easy task) angles, or auto (decided by a linear "
+                          "probe, see docs/selectors.md); no default")
+    train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
+    baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only)")
+    # data
+    dataset: str = _f("digits", "cifar10, cifar100, fashion-mnist, digits, synthetic, "
+                      "folder:PATH, cub, nabirds, flowers, dogs, cars")
+    data_dir: str | None = _f(None, "where the dataset's files are (or are downloaded to)")
+    num_classes: int | None = _f(None, "classes of the data; checked against the dataset "
+                                 "(default: the dataset's)")
+    img_size: int | None = _f(None, "input size (default: the model's)")
+    val_fraction: float = _f(0.1, "share of the training split held out for validation (0 = "
+                             "none: train on all of it and report test accuracy only, as the "
+                             "paper does for CIFAR-100)")
+    max_per_split: int | None = _f(None, "keep only the first N images of each split")
+    workers: int = _f(0, "DataLoader worker processes")
+    # recipe
+    epochs: int = _f(10, "training epochs")
+    batch_size: int = _f(64, "global batch size (split across processes)")
+    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    min_lr: float = _f(1e-6, "final learning rate of the cosine decay")
+    weight_decay: float = _f(0.05, "AdamW weight decay")
+    warmup_epochs: float = _f(1.0, "linear warm-up, in epochs (per-step schedule)")
+    label_smoothing: float = _f(0.1, "label smoothing")
+    mixup: float = _f(0.0, "mixup alpha (0 = off)")
+    cutmix: float = _f(0.0, "cutmix alpha (0 = off)")
+    randaugment: str | None = _f(None, "timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
+    hflip: float = _f(0.5, "horizontal flip probability")
+    random_erasing: float = _f(0.0, "random erasing probability")
+    crop_scale: float = _f(1.0, "lower bound of random-resized-crop scale (1 = no crop)")
+    crop_pct: float | None = _f(None, "evaluation centre crop, as a share of the resized image "
+                                "(default: the model's pretrained config)")
+    interpolation: str | None = _f(None, "resize interpolation: bilinear, bicubic or nearest "
+                                   "(default: the model's pretrained config)")
+    mean: list[float] | None = _f(None, "normalisation mean per channel, e.g. 0.5,0.5,0.5 "
+                                  "(default: the model's pretrained config)")
+    std: list[float] | None = _f(None, "normalisation std per channel (default: the model's "
+                                 "pretrained config)")
+    drop_path: float = _f(0.0, "stochastic depth rate (timm's drop_path_rate; 0 = off)")
+    grad_clip: float | None = _f(1.0, "clip gradient norm (none = off)")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    ema: float | None = _f(None, "EMA decay of the weights, e.g. 0.9998 (none = off)")
+    amp: str = _f("auto", "mixed precision: auto (bf16 on a GPU that has it), no, bf16, fp16")
+    compile: bool = _f(False, "torch.compile the model")
+    seed: int = _f(0, "random seed")
+    # run dir
+    out: str = _f("runs/train", "run dir to write")
+    save_full: bool = _f(False, "also write the full model.safetensors")
+    checkpoint_every: int = _f(0, "also save resume state every N steps (0 = each epoch only)")
+    max_steps: int | None = _f(None, "stop after N optimizer steps (the run can be resumed)")
+
+    def __post_init__(self) -> None:
+        self._normalise()
+        self._check_types()
+        self._check_counts()
+        self._check_recipe()
+        self._check_choices()
+
+    def _normalise(self) -> None:
+        """Flag and YAML spellings of list fields -> their one form."""
+        if isinstance(self.layers, str):
+            self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
+        if isinstance(self.layers, list):
+            self.layers = [str(layer) for layer in self.layers]
+        for name in ("mean", "std"):
+            setattr(self, name, _floats(name, getattr(self, name)))
+        if isinstance(self.topk, list) and all(_whole(k) for k in self.topk):
+            self.topk = ",".join(str(k) for k in self.topk)  # YAML [0, 0, 6, 2] = "0,0,6,2"
+        elif self.topk is not None and not isinstance(self.topk, (dict, list)):
+            self.topk = str(self.topk)
+
+    def _check_counts(self) -> None:
+        """Whole-number settings: epochs, batch, seed, sizes, steps."""
+        self._check_positive("epochs", "batch_size", "grad_accum")
+        if self.epochs > MAX_EPOCHS:
+            raise PartialFTError(f"epochs {self.epochs} is not valid; use a whole number from 1 "
+                                 f"to {MAX_EPOCHS:,}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise PartialFTError(f"seed {self.seed} is not valid; use a whole number from 0 to "
+                                 f"{MAX_SEED} (2**32 - 1).")
+        if not str(self.out).strip():
+            raise PartialFTError("out '' is empty; name a run dir such as runs/my-run.")
+        for name in ("num_classes", "img_size"):
+            if getattr(self, name) is not None:
+                self._check_positive(name)
+        for name in ("checkpoint_every", "workers", "max_steps"):  # 0 means off / none
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use 0 or more.")
+
+    def _check_recipe(self) -> None:
+        """Rates, probabilities and shares of the recipe."""
+        self._check_range("label_smoothing", 0.0, 1.0, upper_open=True)
+        for name in ("ema", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0 "
+                                     "(or none for off).")
+        if self.ema is not None and self.ema >= 1:
+            raise PartialFTError(f"ema {self.ema} is not valid; use a decay below 1 such as "
+                                 "0.9998 (or none for off).")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise PartialFTError(f"val_fraction {self.val_fraction!r} is not valid; use 0 (no "
+                                 "validation split) or a share below 1, such as 0.1.")
+        self._check_range("crop_scale", 0.05, 1.0)
+        if self.crop_pct is not None:
+            self._check_range("crop_pct", 0.05, 1.0)
+        self._check_range("drop_path", 0.0, 1.0, upper_open=True)
+        for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",
+                     "warmup_epochs", "hflip", "random_erasing"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
+        if self.lr == 0:
+            raise PartialFTError("lr 0 is not valid; use a positive learning rate such as 1e-3.")
+        if self.min_lr > self.lr:
+            raise PartialFTError(f"min_lr {self.min_lr} is above lr {self.lr}; the cosine decay "
+                                 "ends at min_lr, so use a value <= lr (e.g. lr / 1000).")
+
+    def _check_choices(self) -> None:
+        """Named choices, and settings that only some methods read."""
+        if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
+            raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "
+                                 "bilinear, bicubic or nearest.")
+        if self.layers is not None and self.method != "layers":
+            raise PartialFTError(f"layers {','.join(self.layers)!r} is only used by --method "
+                                 f"layers, not {self.method}; drop --layers or use --method "
+                                 "layers.")
+        if self.amp not in AMP:
+            raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
+        if self.mode not in (None, "large", "small", "auto"):
+            raise PartialFTError(f"mode {self.mode!r} is not valid; use large, small or auto.")
+        if self.method == "fapft" and self.mode is None:
+            from partialft.core.select import MODE_NEEDED
+
+            raise PartialFTError(MODE_NEEDED)
+
+    def _check_types(self) -> None:
+        """YAML can give any type: each field must hold its annotated one (an int for a float)."""
+        hints = typing.get_type_hints(TrainConfig)
+        for name, tp in hints.items():
+            value = getattr(self, name)
+            if value is None and (FIELDS[name].default is None or _optional(tp)):
+                continue
+            kinds = _kinds(tp)
+            if not any(_is(value, k) for k in kinds):
+                raise PartialFTError(f"{name} {value!r} is not valid; use {_describe(kinds)} "
+                                     "(see 'partialft train --help').")
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PartialFTError(f"{name} {value!r} is not valid; use a whole number >= 1.")
+
+    def _check_range(self, name: str, low: float, high: float, upper_open: bool = False) -> None:
+        value = getattr(self, name)
+        ok = isinstance(value, (int, float)) and low <= value and (
+            value < high if upper_open else value <= high)
+        if not ok:
+            bound = f"[{low}, {high})" if upper_open else f"[{low}, {high}]"
+            raise PartialFTError(f"{name} {value!r} is not valid; use a number in {bound}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+          list: "a list", dict: "a mapping"}
+
+
+def _floats(name: str, value: Any) -> Any:
+    """'0.5,0.5,0.5' (a flag) or [0.5, 0.5, 0.5] (YAML) -> [0.5, 0.5, 0.5]; other values are
+    left for the type check to name."""
+    if isinstance(value, str):
+        try:
+            value = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise PartialFTError(f"{name} {value!r} is not valid; use comma-separated numbers "
+                                 "such as 0.5,0.5,0.5.") from None
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v) for v in value):
+            raise PartialFTError(f"{name} {value!r} is not valid; use finite numbers, one per "
+                                 "channel (or one for all).")
+        if name == "std" and not all(v > 0 for v in value):
+            raise PartialFTError(f"std {value!r} is not valid; every value must be above 0.")
+        value = [float(v) for v in value]
+    return value
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _kinds(tp: Any) -> list[type]:
+    """The plain types an annotation allows: ``list[str] | None`` -> [list]."""
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    parts = typing.get_args(tp) if union else (tp,)
+    return [typing.get_origin(a) or a for a in parts if a is not type(None)]
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _describe(kinds: list[type]) -> str:
+    return " or ".join(_WORDS.get(k, k.__name__) for k in kinds)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file, then ``overrides``; unknown keys are an error."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(read_yaml(path))
+    values.update(overrides or {})
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        key = unknown[0]
+        raise PartialFTError(f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are "
+                             "the fields of 'partialft train --help'.")
+    return TrainConfig(**values)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = read_text_file(path, "config", "a YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PartialFTError(f"config {path} is not valid YAML{where}: {problem}.") from None
+    if not isinstance(data, dict):
+        raise PartialFTError(f"config {path} must be a YAML mapping of TrainConfig fields.")
+    return data
+
+
+def _arg_type(tp: Any) -> tuple[Any, bool]:
+    """The argparse type for a field's annotation, and whether None is allowed."""
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    inner = [a for a in args if a is not type(None)][0] if args and (
+        typing.get_origin(tp) in (typing.Union, types.UnionType)) else tp
+    if typing.get_origin(inner) in (list, dict):
+        return str, optional
+    return inner, optional
+
+
+def _parse(kind: Any, optional: bool, name: str) -> Any:
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} {text!r} is not a valid {kind.__name__}") from None
+
+    return parse
+
+
+def add_config_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field; flags not given stay absent (argparse.SUPPRESS)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for name, f in FIELDS.items():
+        if name in skip or name == "baseline":
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind, optional = _arg_type(hints[name])
+        help_text = f.metadata["help"]
+        if "default" not in help_text:  # each default said once
+            help_text += f" (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=_parse(kind, optional, flag),
+                                default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in FIELDS}
+
+
+def config_inputs(cfg: TrainConfig) -> list[str]:
+    """The files and folders a run reads: an output path must not contain or sit inside them."""
+    paths = [cfg.checkpoint, cfg.layer_spec, cfg.angles, cfg.data_dir]
+    base, _, arg = cfg.dataset.partition(":")
+    if base == "folder" and arg:
+        paths.append(arg)
+    return [p for p in paths if p]
+
+
+def write_config(path: str | Path, cfg: TrainConfig | dict[str, Any]) -> None:
+    from partialft.utils.io import atomic_write_text
+
+    data = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

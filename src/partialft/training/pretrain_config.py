@@ -1,0 +1,72 @@
+"""``PretrainConfig``: one pretraining run, every field a ``partialft pretrain`` flag; kept free
+of torch and timm so ``partialft pretrain --help`` answers instantly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from partialft.data.fractal_config import FractalConfig
+from partialft.errors import PartialFTError, suggest
+
+BUNDLED = "partialft_vit_tiny"  # partialft.models.backbone.NAME (a test checks they agree)
+
+
+@dataclass
+class PretrainConfig:
+    """One pretraining run; every field is a ``partialft pretrain`` flag."""
+
+    out: str = "runs/pretrain"
+    model: str = BUNDLED
+    categories: int = 100
+    seed: int = 0
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    val_per_category: int = 10
+    eval_every: int = 500
+    checkpoint_every: int = 200
+    log_every: int = 25
+    amp: str = "no"
+    chains: int = FractalConfig.chains
+    iters: int = FractalConfig.iters
+    max_steps: int | None = None
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("categories", "steps", "batch_size", "val_per_category", "eval_every",
+                     "checkpoint_every", "log_every", "chains", "iters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PartialFTError(f"{name} {value!r} is not valid; use a whole number >= 1.")
+        burn_in = FractalConfig.burn_in
+        if self.iters <= burn_in:
+            raise PartialFTError(f"iters {self.iters} is not valid; use more than {burn_in} (the "
+                                 f"chaos game discards its first {burn_in} steps per chain).")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise PartialFTError(f"warmup_steps {self.warmup_steps} is not valid; use 0 <= "
+                                 f"warmup_steps < steps ({self.steps}).")
+        if self.amp not in ("no", "bf16", "fp16"):
+            raise PartialFTError(f"amp {self.amp!r} is not valid; use no, bf16 or fp16.")
+        for name in ("min_lr", "weight_decay", "label_smoothing", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use a number "
+                                     ">= 0.")
+        import timm
+
+        import partialft.models.backbone  # noqa: F401  (registers the bundled name with timm)
+
+        if not timm.is_model(self.model):
+            close = suggest(self.model, timm.list_models())
+            raise PartialFTError(f"unknown model {self.model!r}{close}; use a timm model name "
+                                 f"such as {BUNDLED}.")
+        if not self.lr > 0:
+            raise PartialFTError(f"lr {self.lr} is not valid; use a positive number.")
+
+    def fractal(self, img_size: int) -> FractalConfig:
+        return FractalConfig(img_size=img_size, render_size=2 * img_size, chains=self.chains,
+                             iters=self.iters)

@@ -1,0 +1,201 @@
+"""A run dir being written: exclusive lock, overwrite/resume rules, crash-safe resume state.
+
+Resume state lives in ``state/``: ``tensors-<step>.safetensors`` (trainable weights, EMA,
+optimizer tensors, RNG states) and ``state.json`` (counters, scheduler, optimizer param groups,
+Python/NumPy RNG), written last and atomically, so a crash at any point leaves the previous
+complete state in force.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from partialft.errors import PartialFTError
+from partialft.training.checkpoints import SUMMARY, save_tensors
+from partialft.training.outputs import (
+    LOCK,
+    check_claim,
+    clear,
+    make_dir,
+    read_marker,
+    remove_stale_tmp,
+    write_marker,
+)
+from partialft.utils.io import atomic_write_json
+
+STATE_DIR = "state"
+
+
+class RunDir:
+    """Open ``path`` for writing a ``kind`` directory: check the output rules, lock it, and
+    apply ``overwrite``/``resume`` (see :mod:`partialft.training.outputs`).
+
+    ``settings`` are recorded in the marker of a new directory; reusing one (``resume``) with
+    other settings is refused, so a rerun never mixes results made two different ways.
+    """
+
+    def __init__(self, path: str | Path, *, kind: str = "train", overwrite: bool = False,
+                 resume: bool = False, main_process: bool = True,
+                 inputs: Iterable[str | Path | None] = (),
+                 settings: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.main = main_process
+        self._lock_fh = None
+        if main_process:
+            self._prepare(kind, overwrite, resume, list(inputs), settings)
+
+    def _prepare(self, kind: str, overwrite: bool, resume: bool, inputs: list,
+                 settings: dict[str, Any] | None) -> None:
+        claim = dict(overwrite=overwrite, reuse=resume, inputs=inputs)
+        check_claim(self.path, kind, **claim)  # before creating anything
+        make_dir(self.path)
+        self._lock()
+        try:
+            if check_claim(self.path, kind, **claim):  # again, now that we hold the lock
+                clear(self.path, read_marker(self.path)["kind"])
+            marker = read_marker(self.path)
+            if marker is None:
+                write_marker(self.path, kind, settings)
+            elif settings is not None and marker.get("settings") != settings:
+                raise PartialFTError(_settings_changed(self.path, marker["settings"], settings))
+            remove_stale_tmp(self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        fh = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            fh.close()
+            raise PartialFTError(f"run dir {self.path} is in use by {owner}; wait for it to "
+                                 "finish or choose another --out.") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / SUMMARY).is_file()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # --- resume state -----------------------------------------------------------------------
+
+    def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Write one resume point; older tensor files are removed after the new one is live."""
+        if not self.main:
+            return
+        state = self.path / STATE_DIR
+        step = int(info["global_step"])
+        name = f"tensors-{step}.safetensors"
+        rng = rng_state()
+        save_tensors(state / name, {**tensors, **rng["tensors"]}, {})
+        atomic_write_json(state / "state.json", {**info, "tensors": name, "rng": rng["json"]})
+        for old in state.glob("tensors-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The last complete resume point, or None when the run has none yet."""
+        state = self.path / STATE_DIR
+        if not (state / "state.json").is_file():
+            return None
+        try:
+            info = json.loads((state / "state.json").read_text(encoding="utf-8"))
+            tensors = load_file(str(state / info["tensors"]))
+            set_rng_state(tensors, info["rng"])
+        except (ValueError, KeyError, TypeError, IndexError, OSError, SafetensorError) as exc:
+            why = "a file is missing" if isinstance(exc, FileNotFoundError) else (
+                "a file is truncated or malformed")
+            raise PartialFTError(f"the resume point in {state} is damaged ({why}); start the "
+                                 "run again with --overwrite instead of --resume.") from None
+        return tensors, info
+
+
+def _settings_changed(path: Path, old: dict[str, Any], new: dict[str, Any]) -> str:
+    key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return (f"{path} was made with {key}={old.get(key)!r}, not {new.get(key)!r}; rerun with the "
+            "same settings, or pass --overwrite (or another --out) to start again.")
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
+                                                                 dict[str, Any]]:
+    """An optimizer's state as tensors (``optim.<param>.<key>``) + JSON (scalars, groups)."""
+    optim = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in optim["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": optim["param_groups"], "scalars": scalars}
+
+
+def optimizer_state(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`optimizer_tensors`: a state dict for ``load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in info["scalars"].items():
+        state.setdefault(int(idx), {}).update(scalars)
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states as tensors + JSON."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, internal, gauss_next = random.getstate()
+    return {"tensors": tensors,
+            "json": {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                     "python": [version, list(internal), gauss_next]}}
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = saved["numpy"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))
+    version, internal, gauss_next = saved["python"]
+    random.setstate((version, tuple(internal), gauss_next))

@@ -1,0 +1,176 @@
+"""One training loop for every method (accelerate): the same recipe for full, partial and PEFT.
+
+``train(cfg)`` reads a :class:`TrainConfig`, writes a run dir (see
+:mod:`partialft.training.checkpoints`) and returns the summary. It resumes from ``state/`` with
+``resume=True``; an interrupted run (``max_steps``, a crash, ``kill -9``) continues to the same
+final metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from partialft.errors import PartialFTError
+from partialft.training.checkpoints import (
+    DELTA,
+    FULL,
+    SUMMARY,
+    delta_names,
+    save_delta,
+    save_tensors,
+)
+from partialft.training.config import TrainConfig, config_inputs
+from partialft.training.loaders import evaluate
+from partialft.training.outputs import check_claim
+from partialft.training.runs import CONFIG
+from partialft.training.setup import Setup, build
+from partialft.utils.io import atomic_write_json, atomic_write_text
+
+TRACKER_DIR = "tensorboard"
+
+
+def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
+          progress: bool = True, inputs: Sequence[str | Path] = ()) -> dict[str, Any] | None:
+    """Train one run; returns its summary, or None when stopped early by ``max_steps``.
+
+    ``inputs``: files the caller read besides those ``cfg`` names (a YAML config), which the
+    run dir must not contain or sit inside.
+    """
+    if resume and not overwrite:
+        check_claim(cfg.out, "train", reuse=True, inputs=[*config_inputs(cfg), *inputs])
+        check_resumable(cfg)
+        if (Path(cfg.out) / SUMMARY).is_file():
+            return json.loads((Path(cfg.out) / SUMMARY).read_text())  # already complete
+    s = build(cfg, overwrite=overwrite, resume=resume, inputs=inputs)
+    try:
+        from partialft.training.loop import run_loop
+
+        if s.acc.log_with:
+            _start_tracker(s)
+        finished = run_loop(s, progress=progress)
+        summary = _finish(s) if finished else None
+        s.acc.end_training()
+        return summary
+    except torch.cuda.OutOfMemoryError:
+        raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
+                             f"--batch-size {max(1, cfg.batch_size // 2)} (with --grad-accum 2 "
+                             "to keep the same global batch).") from None
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc):
+            raise
+        raise PartialFTError(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
+                             f"img_size {cfg.img_size}; try a smaller --batch-size or "
+                             "--img-size.") from None
+    finally:
+        s.run.close()
+
+
+def _start_tracker(s: Setup) -> None:
+    """One TensorBoard log per run, in RUN/tensorboard: a resumed run rewrites it from scratch
+    (the loop replays metrics.jsonl into it), so event files never pile up across resumes."""
+    if s.acc.is_main_process:
+        log_dir = s.run.file(TRACKER_DIR)
+        if log_dir.is_dir():
+            shutil.rmtree(log_dir)
+    s.acc.wait_for_everyone()
+    s.acc.init_trackers(TRACKER_DIR, config=_scalar_config(s.cfg))
+
+
+# settings that may change between a run and its --resume: they do not change the results
+RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile")
+
+
+def ignored_by(method: str) -> tuple[str, ...]:
+    """Settings a method does not read (a full run's ``mode`` changes nothing)."""
+    return () if method == "fapft" else ("mode", "topk", "angles")
+
+
+def check_resumable(cfg: TrainConfig) -> None:
+    """Refuse to --resume a run dir with settings that differ from its config.yaml."""
+    path = Path(cfg.out) / CONFIG
+    if not path.is_file():
+        return
+    saved = yaml.safe_load(path.read_text()) or {}
+    for key, value in cfg.to_dict().items():
+        if key in RUNTIME_ONLY or key not in saved or key in ignored_by(cfg.method):
+            continue
+        if value is None and key in ("img_size", "num_classes", "crop_pct", "interpolation",
+                                     "mean", "std"):
+            continue  # resolved from the model/data when the run started
+        if saved[key] != value:
+            raise PartialFTError(f"--resume of {cfg.out} with {key}={value!r}, but the run was "
+                                 f"started with {key}={saved[key]!r}; resume with the same "
+                                 "settings, or use --overwrite or another --out.")
+
+
+def _scalar_config(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+
+
+def _finish(s: Setup) -> dict[str, Any]:
+    """Test accuracy, delta (and full) checkpoint, summary.json."""
+    cfg, acc = s.cfg, s.acc
+    model = _final_model(s)
+    test_acc = None  # a folder dataset may have no test/ split
+    if s.data.test is not None:
+        test_acc = evaluate(model, s.data.test, s.augment_eval, acc, cfg.batch_size, cfg.workers)
+    state = s.run.load_state()
+    info = state[1] if state else {}
+    summary = {
+        "method": cfg.method, "model": cfg.model, "num_classes": s.data.num_classes,
+        "dataset": cfg.dataset, "seed": cfg.seed, "lr": cfg.lr, "epochs": cfg.epochs,
+        "layers": list(s.prepared.selection.layers),
+        "trainable_params": s.prepared.summary.trainable_params,
+        "total_params": s.prepared.summary.total_params,
+        "groups": s.prepared.summary.groups,
+        "best_acc": info.get("best_acc"), "final_acc": info.get("final_acc"),
+        "test_acc": test_acc, "wall_s": round(info.get("elapsed_s", 0.0), 3),
+        "images_per_s": info.get("images_per_s"), "device": _device_name(acc.device),
+        "processes": acc.num_processes, "precision": acc.mixed_precision,
+        "config": cfg.to_dict(),
+    }
+    if acc.is_main_process:
+        selection = s.prepared.selection.to_dict()
+        save_delta(s.run.file(DELTA), model, s.base, selection, delta_names(model))
+        if cfg.save_full:
+            save_tensors(s.run.file(FULL), model.state_dict(),
+                         {"format": "partialft-delta", "base": s.base, "selection": selection})
+        atomic_write_text(s.run.file("README.md"), _run_readme(summary))
+        atomic_write_json(s.run.file(SUMMARY), summary)  # last: it marks the run as finished
+    acc.wait_for_everyone()
+    return summary
+
+
+def _final_model(s: Setup) -> nn.Module:
+    model = s.acc.unwrap_model(s.model)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if s.ema is not None:
+        model.load_state_dict(s.ema.module.state_dict())
+    return model
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _run_readme(summary: dict[str, Any]) -> str:
+    acc = summary["best_acc"]
+    return (f"# {summary['method']} on {summary['dataset']}\n\nmodel {summary['model']}, "
+            f"trainable {summary['trainable_params']:,} of {summary['total_params']:,} "
+            f"parameters; best val acc {acc if acc is None else round(acc, 2)}%, "
+            f"test acc {fmt_pct(summary['test_acc'])}, {summary['wall_s']:.1f} s on "
+            f"{summary['device']}.\n")
+
+
+def fmt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
