@@ -15,7 +15,9 @@ import torchvision
 import yaml
 from conftest import meta_model, tiny
 
-from partialft.core.layers import find_layers, load_layer_spec
+import partialft.models.as_mlp  # noqa: F401  (registers as_mlp_* with timm)
+from partialft.core.layers import FAMILIES, find_layers, load_layer_spec
+from partialft.core.select import select_layers
 from partialft.errors import PartialFTError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "layer-spec.md"
@@ -183,6 +185,132 @@ def test_to_dict_is_json() -> None:
     assert data["groups"]["stage2.attn"]["layers"] == ["layers.2.blocks.0.attn",
                                                       "layers.2.blocks.1.attn"]
     assert {"id", "kind", "stage", "index", "group", "num_params"} == set(data["layers"][0])
+
+
+# --- every family partialft claims, on the meta device ----------------------------------------
+
+# family -> timm models of it (at least two sizes each, and the block variants the rule handles)
+CLAIMED = {
+    "vit": ["vit_tiny_patch16_224", "vit_base_patch16_224", "deit_tiny_distilled_patch16_224",
+            "deit3_small_patch16_224", "vit_small_patch16_18x2_224", "eva02_tiny_patch14_224",
+            "beit_base_patch16_224"],
+    "swin": ["swin_tiny_patch4_window7_224", "swin_base_patch4_window7_224",
+             "swinv2_tiny_window8_256", "swinv2_cr_tiny_224", "swinv2_cr_small_224"],
+    "convnext": ["convnext_atto", "convnext_base", "convnextv2_atto"],
+    "mlp-mixer": ["mixer_s16_224", "mixer_b16_224", "resmlp_12_224", "gmlp_s16_224"],
+    "as-mlp": ["as_mlp_tiny", "as_mlp_small", "as_mlp_base"],
+    "metaformer": ["poolformer_s12", "poolformer_s24", "poolformerv2_s12", "convformer_s18",
+                   "convformer_s36", "caformer_s18", "caformer_s36"],
+    "hiera": ["hiera_tiny_224", "hiera_small_224", "hiera_small_abswin_256"],
+    "maxvit": ["maxvit_tiny_tf_224", "maxvit_small_tf_224", "maxvit_rmlp_nano_rw_256",
+               "coatnet_0_rw_224", "coatnet_1_rw_224", "coatnet_nano_cc_224",
+               "coatnext_nano_rw_224", "maxxvitv2_nano_rw_256"],
+    "levit": ["levit_128", "levit_192", "levit_conv_128"],
+}
+VARIANTS = [(family, name) for family, names in CLAIMED.items() for name in names]
+
+
+def test_every_claimed_family_is_tested() -> None:
+    assert {f.name for f in FAMILIES} == set(CLAIMED)
+
+
+@pytest.mark.parametrize("family,name", VARIANTS)
+def test_every_block_parameter_is_in_one_layer_or_named_non_residual(family: str,
+                                                                     name: str) -> None:
+    """Each parameter of a block is in exactly one layer, or in one of the family's declared
+    main-path modules (then reported non-residual); no layer is empty or shared with the head."""
+    model = meta_model(name, 10)
+    lm = find_layers(model)
+    rule = next(f for f in FAMILIES if f.name == family)
+    assert lm.family == family
+    owners = Counter(n for layer in lm.layers for n in layer.param_names)
+    assert owners and max(owners.values()) == 1
+    assert all(layer.num_params > 0 for layer in lm.layers)
+    assert not set(lm.head_params) & set(owners)
+    modules = dict(model.named_modules())
+    assert all(layer.id in modules for layer in lm.layers)
+    blocks = [p for p in modules if re.fullmatch(rule.block_pattern, p)]
+    main_path = tuple(f"{b}.{m}." for b in blocks for m in rule.main_path)
+    non_residual = set(lm.non_residual_params())
+    for block in blocks:
+        for param in (n for n, _ in model.named_parameters() if n.startswith(block + ".")):
+            if param.startswith(main_path):
+                assert param in non_residual and param not in owners, param
+            else:
+                assert owners[param] == 1, param
+
+
+def group_sizes(lm) -> dict[str, int]:
+    return {g: len(ls) for g, ls in lm.groups().items()}
+
+
+def per_stage(depths: tuple[int, ...], *groups: str) -> dict[str, int]:
+    return {f"stage{s}.{g}": n for s, n in enumerate(depths) for g in groups}
+
+
+@pytest.mark.parametrize("name,depths", [("poolformer_s12", (2, 2, 6, 2)),
+                                         ("convformer_s18", (3, 3, 9, 3)),
+                                         ("caformer_s18", (3, 3, 9, 3))])
+def test_metaformer_token_mixer_and_mlp_layers(name: str, depths: tuple[int, ...]) -> None:
+    lm = find_layers(meta_model(name, 10))
+    assert group_sizes(lm) == per_stage(depths, "token", "channel") and homogeneous(lm)
+    token = lm.by_id()["stages.0.blocks.1.token_mixer"].param_names
+    assert "stages.0.blocks.1.norm1.weight" in token
+    assert {n.rsplit(".", 1)[0] for n in lm.non_residual_params()} >= {"stem.conv",
+                                                                     "stages.1.downsample.conv"}
+    if name == "caformer_s18":  # attention stages scale the shortcut: res_scale1 is in the layer
+        assert "stages.2.blocks.0.res_scale1.scale" in lm.by_id()[
+            "stages.2.blocks.0.token_mixer"].param_names
+    if name == "poolformer_s12":  # pooling has no weights: its layer is norm1 + layer scale
+        assert set(token) == {"stages.0.blocks.1.norm1.weight", "stages.0.blocks.1.norm1.bias",
+                              "stages.0.blocks.1.layer_scale1.scale"}
+
+
+def test_hiera_stages_by_width() -> None:
+    lm = find_layers(meta_model("hiera_tiny_224", 10))
+    assert group_sizes(lm) == per_stage((1, 2, 7, 2), "attn", "ffn")
+    first = lm.by_id()["blocks.3.attn"]  # the first block of stage 2 widens 192 -> 384
+    assert (first.stage, first.index, first.group) == (2, 0, "stage2.attn")
+    assert "blocks.3.proj.weight" in lm.non_residual_params()  # the shortcut's projection
+    for group, layers in lm.groups().items():  # a widening attention differs, nothing else
+        sizes = {la.num_params for la in (layers[1:] if group.endswith("attn") else layers)}
+        assert len(sizes) <= 1, group
+
+
+def test_maxvit_four_kinds_of_residual() -> None:
+    lm = find_layers(meta_model("maxvit_tiny_tf_224", 10))
+    assert lm.kinds() == ["ffn", "grid-attn", "mbconv", "window-attn"]
+    assert group_sizes(lm) == per_stage((2, 2, 5, 2), "mbconv", "window-attn", "window-ffn",
+                                        "grid-attn", "grid-ffn")
+    ids = lm.by_id()
+    assert [la.id for la in lm.layers[:5]] == [f"stages.0.blocks.0.{m}" for m in (
+        "conv", "attn_block.attn", "attn_block.mlp", "attn_grid.attn", "attn_grid.mlp")]
+    assert "stages.2.blocks.0.attn_grid.norm1.weight" in ids["stages.2.blocks.0.attn_grid.attn"
+                                                             ].param_names
+    assert "stages.1.blocks.0.conv.shortcut.expand.weight" in lm.non_residual_params()
+    attn = select_layers(lm, "attn").layers
+    assert {ids[i].kind for i in attn} == {"window-attn", "grid-attn"} and len(attn) == 22
+    ffn = select_layers(lm, "ffn").layers
+    assert {ids[i].group.split(".")[1] for i in ffn} == {"window-ffn", "grid-ffn"}
+
+
+def test_coatnet_mbconv_then_transformer_blocks() -> None:
+    lm = find_layers(meta_model("coatnet_0_rw_224", 10))
+    assert group_sizes(lm) == {"stage0.mbconv": 2, "stage1.mbconv": 3, "stage2.attn": 7,
+                               "stage2.ffn": 7, "stage3.attn": 2, "stage3.ffn": 2}
+    assert lm.by_id()["stages.0.blocks.1"].kind == "mbconv"
+    assert "stages.2.blocks.0.norm1.norm.weight" in lm.by_id()["stages.2.blocks.0.attn"
+                                                               ].param_names
+    assert "stages.2.blocks.0.shortcut.expand.weight" in lm.non_residual_params()
+
+
+def test_levit_attention_and_mlp_sub_blocks() -> None:
+    lm = find_layers(meta_model("levit_128", 10))
+    assert group_sizes(lm) == per_stage((4, 4, 4), "attn", "ffn") and homogeneous(lm)
+    assert "stages.0.blocks.0.attn.attention_biases" in lm.by_id()["stages.0.blocks.0.attn"
+                                                                   ].param_names
+    assert all(".downsample." in n or n.startswith("stem.")
+               for n in lm.non_residual_params())
 
 
 # --- layer specs ------------------------------------------------------------------------------

@@ -26,15 +26,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.model}: family {layer_map.family}, {len(layer_map.layers)} residual layers, "
           f"{layer_map.num_stages} stage(s), {fmt_params(layer_map.total_params)} parameters")
-    print(f"{'layer id':<34} {'kind':<8} {'stage':>5} {'index':>5} {'group':<16} {'params':>12}")
+    # columns as wide as their longest entry (ids, kinds and groups vary by family)
+    wid = max([34, *(len(la.id) for la in layer_map.layers)])
+    wkind = max([4, *(len(la.kind) for la in layer_map.layers)])
+    wgroup = max([16, *(len(la.group) for la in layer_map.layers)])
+    print(f"{'layer id':<{wid}} {'kind':<{wkind}} {'stage':>5} {'index':>5} "
+          f"{'group':<{wgroup}} {'params':>12}")
     for la in layer_map.layers:
-        print(f"{la.id:<34} {la.kind:<8} {la.stage:>5} {la.index:>5} {la.group:<16} "
-              f"{la.num_params:>12,}")
+        print(f"{la.id:<{wid}} {la.kind:<{wkind}} {la.stage:>5} {la.index:>5} "
+              f"{la.group:<{wgroup}} {la.num_params:>12,}")
     print("\nhomogeneous groups:")
     for group, layers in layer_map.groups().items():
         sizes = sorted({la.num_params for la in layers})
         each = f"x {sizes[0]:,}" if len(sizes) == 1 else f"of {sizes[0]:,}-{sizes[-1]:,}"
-        print(f"  {group:<16} {len(layers):>3} layers {each} params")
+        print(f"  {group:<{wgroup}} {len(layers):>3} layers {each} params")
     print(f"head: {fmt_params(layer_map.count(layer_map.head_params))}; non-residual (frozen by "
           f"default): {fmt_params(layer_map.count(layer_map.non_residual_params()))}")
     return 0

@@ -13,7 +13,8 @@ class Layer:
     """One residual unit of a model."""
 
     id: str
-    kind: str  # attn | ffn | block | token | channel | a spec's own kind
+    kind: str  # attn | ffn | block | token | channel | as | mbconv | convnext | window-attn |
+    #            grid-attn (core.layers.FAMILIES) or a layer spec's own kind
     stage: int
     index: int  # block index within its stage
     group: str

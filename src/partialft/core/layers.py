@@ -12,6 +12,7 @@ a user-given layer spec (:func:`load_layer_spec`).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,19 @@ from partialft.errors import PartialFTError
 class Branch:
     """A residual branch inside a block: its kind, main module and the modules that belong to it.
 
-    ``main`` lists alternative names (the first one present is used); ``parts`` are the
-    submodules whose parameters make up the layer, missing ones are skipped.
+    ``main`` lists alternative names (the first one present is used; ``""`` is the block itself,
+    a whole-block residual, which then is the block's only layer); ``parts`` are the submodules
+    whose parameters make up the layer, missing ones are skipped; ``classes``, when given, are
+    class names the main module must have (MaxViT's ``conv`` is an MBConv or a ConvNeXt block);
+    ``group`` names the layer's group within its stage when it is not the kind (MaxViT's two
+    FFNs per block, one after each attention, form two groups as its two attentions do).
     """
 
     kind: str
     main: tuple[str, ...]
     parts: tuple[str, ...]
+    classes: tuple[str, ...] = ()
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Family:
     block_pattern: str  # regex over module paths; optional groups (?P<stage>) (?P<index>)
     branches: tuple[Branch, ...]
     main_path: tuple[str, ...] = ()  # block submodules on the main path: non-residual
+    stage_ends: str = ""  # model attribute: last block index of each stage of a flat list
 
 
 _WHOLE_BLOCK = Branch("block", ("",), ("",))
@@ -102,6 +110,68 @@ FAMILIES: tuple[Family, ...] = (
             Branch("channel", ("mlp_channels",), ("norm2", "norm", "mlp_channels", "ls2")),
         ),
     ),
+    Family(
+        "as-mlp",  # paper Table 6: AS layer (norm + AS module) and MLP layer per block
+        ("partialft.models.as_mlp:ASMLP",),  # by name: core does not import models
+        r"layers\.(?P<stage>\d+)\.blocks\.(?P<index>\d+)",
+        (
+            Branch("as", ("axial_shift",), ("norm1", "axial_shift")),
+            Branch("ffn", ("mlp",), ("norm2", "mlp")),
+        ),
+    ),
+    Family(
+        "metaformer",  # PoolFormer (v1/v2), ConvFormer, CAFormer: token mixer + channel MLP
+        ("timm.models.metaformer:MetaFormer",),
+        r"stages\.(?P<stage>\d+)\.blocks\.(?P<index>\d+)",
+        (
+            Branch("token", ("token_mixer",), ("norm1", "token_mixer", "layer_scale1",
+                                               "res_scale1")),
+            Branch("channel", ("mlp",), ("norm2", "mlp", "layer_scale2", "res_scale2")),
+        ),
+    ),
+    Family(
+        "hiera",  # one flat block list; a stage's first block widens (its proj: the shortcut)
+        ("timm.models.hiera:Hiera",),
+        r"blocks\.(?P<index>\d+)",
+        (
+            Branch("attn", ("attn",), ("norm1", "attn", "ls1")),
+            Branch("ffn", ("mlp",), ("norm2", "mlp", "ls2")),
+        ),
+        main_path=("proj",),
+        stage_ends="stage_ends",
+    ),
+    Family(
+        "maxvit",  # MaxViT, CoAtNet, MaxxViT, CoAtNeXt: blocks of four kinds of residual
+        ("timm.models.maxxvit:MaxxVit",),
+        r"stages\.(?P<stage>\d+)\.blocks\.(?P<index>\d+)",
+        (  # MaxViT block: conv, then window ("block") and grid attention, each with its MLP
+            Branch("mbconv", ("conv",), ("conv",), ("MbConvBlock",)),
+            Branch("convnext", ("conv",), ("conv",), ("ConvNeXtBlock",)),
+            Branch("window-attn", ("attn_block.attn",),
+                   ("attn_block.norm1", "attn_block.attn", "attn_block.ls1")),
+            Branch("ffn", ("attn_block.mlp",),
+                   ("attn_block.norm2", "attn_block.mlp", "attn_block.ls2"), group="window-ffn"),
+            Branch("grid-attn", ("attn_grid.attn",),
+                   ("attn_grid.norm1", "attn_grid.attn", "attn_grid.ls1")),
+            Branch("ffn", ("attn_grid.mlp",),
+                   ("attn_grid.norm2", "attn_grid.mlp", "attn_grid.ls2"), group="grid-ffn"),
+            # CoAtNet: whole MBConv / ConvNeXt blocks, then transformer blocks
+            Branch("mbconv", ("",), ("",), ("MbConvBlock",)),
+            Branch("convnext", ("",), ("",), ("ConvNeXtBlock",)),
+            Branch("attn", ("attn",), ("norm1", "attn", "ls1"), ("Attention2d",)),
+            Branch("ffn", ("mlp",), ("norm2", "mlp", "ls2")),
+        ),
+        main_path=("shortcut", "conv.shortcut"),  # a stage's first block: pooled projection
+    ),
+    Family(
+        "levit",  # attention and MLP residual sub-blocks (their norms are inside: BN)
+        ("timm.models.levit:Levit",),
+        r"stages\.(?P<stage>\d+)\.blocks\.(?P<index>\d+)",
+        (
+            Branch("attn", ("attn",), ("attn",)),
+            Branch("ffn", ("mlp",), ("mlp",)),
+        ),
+    ),
 )
 
 
@@ -128,12 +198,11 @@ def find_layers(model: nn.Module, spec: dict[str, Any] | str | Path | None = Non
 
 
 def _import_class(path: str) -> type | None:
+    """The class ``module:Class`` if its module is loaded: an instance of a class whose module
+    was never imported cannot exist, so nothing is imported here (core imports no models)."""
     module_name, _, class_name = path.partition(":")
-    try:
-        module = __import__(module_name, fromlist=[class_name])
-    except ImportError:  # pragma: no cover - timm always has these modules
-        return None
-    return getattr(module, class_name, None)
+    module = sys.modules.get(module_name)
+    return getattr(module, class_name, None) if module is not None else None
 
 
 def _family_of(model: nn.Module) -> Family | None:
@@ -169,44 +238,77 @@ def _params_under(prefix: str, numel: dict[str, int]) -> list[str]:
 
 
 def _layers_from_family(model: nn.Module, family: Family, numel: dict[str, int]) -> list[Layer]:
+    """The layers of every block ``family`` finds in ``model``, in module order."""
     pattern = re.compile(family.block_pattern)
     submodules = dict(model.named_modules())
-    found: list[tuple[str, int, int, str, list[str]]] = []
+    ends = list(getattr(model, family.stage_ends, None) or []) if family.stage_ends else []
+    layers = []
     for path in submodules:
         match = pattern.fullmatch(path)
-        if match:
-            stage = int(match.groupdict().get("stage") or 0)
-            index = int(match.groupdict().get("index") or 0)
-            found += [(lid, stage, index, kind, names)
-                      for lid, kind, names in _block_layers(path, family, submodules, numel)]
-    multi_stage = "stage" in family.block_pattern
-    layers = []
-    for layer_id, stage, index, kind, names in found:
-        group = f"stage{stage}.{kind}" if multi_stage else kind
-        layers.append(Layer(layer_id, kind, stage, index, group, tuple(names), _sum(names, numel)))
+        if match is None:
+            continue
+        stage, index = _stage_and_index(match, ends)
+        for layer_id, kind, group, names in _block_layers(path, family, submodules, numel):
+            group = f"stage{stage}.{group}" if _multi_stage(family) else group
+            layers.append(Layer(layer_id, kind, stage, index, group, tuple(names),
+                                _sum(names, numel)))
     return layers
 
 
-def _block_layers(path: str, family: Family, submodules: dict[str, nn.Module],
-                  numel: dict[str, int]) -> list[tuple[str, str, list[str]]]:
-    """(id, kind, parameter names) of the layers of the block at ``path``.
+def _multi_stage(family: Family) -> bool:
+    return "stage" in family.block_pattern or bool(family.stage_ends)
 
-    A block whose branches leave some of its parameters uncovered (timm's fused
-    ParallelScalingBlock, say) is one layer of kind ``block``, so no block parameter is ever
-    mistaken for a non-residual one (except the family's declared ``main_path`` modules).
+
+def _stage_and_index(match: re.Match[str], ends: list[int]) -> tuple[int, int]:
+    """A block's stage and index within it: from the path, or (a flat block list such as
+    Hiera's) from the last block index of each stage."""
+    stage = int(match.groupdict().get("stage") or 0)
+    index = int(match.groupdict().get("index") or 0)
+    if ends:
+        stage = sum(end < index for end in ends)
+        index -= ends[stage - 1] + 1 if stage else 0
+    return stage, index
+
+
+def _block_layers(path: str, family: Family, submodules: dict[str, nn.Module],
+                  numel: dict[str, int]) -> list[tuple[str, str, str, list[str]]]:
+    """(id, kind, group, parameter names) of the layers of the block at ``path``.
+
+    A whole-block branch (main ``""``) that fits is the block's only layer. A block whose
+    branches leave some of its parameters uncovered (timm's fused ParallelScalingBlock, say) or
+    claim one twice is one layer of kind ``block``, so no block parameter is ever mistaken for
+    a non-residual one (except the family's declared ``main_path`` modules).
     """
+    main_path = {n for part in family.main_path for n in _params_under(_join(path, part), numel)}
     out = []
     for branch in family.branches:
-        main = next((m for m in branch.main if _join(path, m) in submodules), None)
-        if main is not None:
-            names = [n for part in branch.parts for n in _params_under(_join(path, part), numel)]
-            out.append((_join(path, main), branch.kind, list(dict.fromkeys(names))))
-    covered = {n for _, _, names in out for n in names}
-    covered |= {n for part in family.main_path for n in _params_under(_join(path, part), numel)}
+        main = _branch_main(path, branch, submodules)
+        if main is None:
+            continue
+        names = [n for part in branch.parts for n in _params_under(_join(path, part), numel)
+                 if n not in main_path]
+        layer = (_join(path, main), branch.kind, branch.group or branch.kind,
+                 list(dict.fromkeys(names)))
+        if main == "":
+            return [layer]
+        if names:  # a branch without parameters (an empty token mixer) is nothing to train
+            out.append(layer)
+    covered = [n for *_, names in out for n in names] + sorted(main_path)
     in_block = _params_under(path, numel)
-    if any(n not in covered for n in in_block):
-        return [(path, "block", in_block)]
+    if len(set(covered)) < len(covered) or any(n not in set(covered) for n in in_block):
+        return [(path, "block", "block", in_block)]
     return out
+
+
+def _branch_main(path: str, branch: Branch, submodules: dict[str, nn.Module]) -> str | None:
+    """The first of ``branch.main`` present in the block (of one of ``branch.classes``)."""
+    for name in branch.main:
+        module = submodules.get(_join(path, name))
+        if module is None:
+            continue
+        if not branch.classes or any(c.__name__ in branch.classes for c in type(module).__mro__):
+            return name
+    return None
 
 
 def _join(path: str, name: str) -> str:

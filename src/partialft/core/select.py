@@ -14,8 +14,10 @@ from typing import Any
 from partialft.core.layers import Layer, LayerMap
 from partialft.errors import PartialFTError, first_items, suggest
 
-# Layer kinds that play the role of attention (token mixing) and of the FFN (channel mixing).
-ROLES = {"attn": ("attn", "token"), "ffn": ("ffn", "channel")}
+# Layer kinds that play the role of attention (token mixing) and of the FFN (channel mixing):
+# AS-MLP's AS layers and MaxViT's window and grid attention mix tokens; MaxViT's MBConv (and
+# ConvNeXt) layers mix both, so only layer-agnostic methods (fapft, layers, *-blocks) train them.
+ROLES = {"attn": ("attn", "token", "as", "window-attn", "grid-attn"), "ffn": ("ffn", "channel")}
 MODES = ("large", "small")
 
 

@@ -19,7 +19,10 @@ def _known_models() -> list[str]:
 
 
 def _register_bundled() -> None:
-    """Register the backbone that ships with partialft (no-op if absent)."""
+    """Register the backbone that ships with partialft (no-op if absent) and the architectures
+    partialft defines (AS-MLP) with timm."""
+    import partialft.models.as_mlp  # noqa: F401  (registers as_mlp_tiny/small/base on import)
+
     try:
         import partialft.models.backbone  # noqa: F401  (registers its timm names on import)
     except ImportError:
@@ -27,7 +30,8 @@ def _register_bundled() -> None:
 
 
 TRAIN_HINT = ("without network, pass --checkpoint FILE (weights on disk) or --no-pretrained, "
-              "or put the weights in the Hugging Face cache (HF_HOME) first.")
+              "or copy the weights into the Hugging Face cache timm reads (HF_HOME) and set "
+              "HF_HUB_OFFLINE=1 so nothing tries the network.")
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: bool = False,
@@ -82,8 +86,12 @@ def local_pretrained(name: str, offline_hint: str = TRAIN_HINT) -> str | None:
     from partialft.utils.net import reachable
 
     host = constants.ENDPOINT if repo else (cfg.url if cfg is not None else None)
-    if constants.HF_HUB_OFFLINE or not host or not reachable(host):
-        where = f"{host} cannot be reached" if host else "they have no download address"
+    if not host:  # e.g. AS-MLP: the authors' files are downloaded by hand
+        raise PartialFTError(f"the pretrained weights of {name!r} have no download address; "
+                             "pass the released weights file with --checkpoint FILE, or "
+                             "--no-pretrained.")
+    if constants.HF_HUB_OFFLINE or not reachable(host):
+        where = f"{host} cannot be reached"
         if constants.HF_HUB_OFFLINE:
             where = "HF_HUB_OFFLINE is set"
         raise PartialFTError(f"the pretrained weights of {name!r} are not on this machine and "
