@@ -1,0 +1,137 @@
+"""benchmarks/gpu_check.sh: its CPU smoke run writes the report, and a failed step fails it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+STEPS = ["preflight", "gpu-tests", "bench-vit", "bench-swin", "train", "pretrain", "torchrun"]
+ENTRY = {"name", "title", "command", "exit_code", "seconds", "budget_s", "status", "reason",
+         "numbers", "log_tail"}
+
+
+@pytest.fixture(scope="module")
+def gc() -> ModuleType:
+    """benchmarks/gpu_check.py imported as a module."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.with_suffix(".py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def smoke(out: Path, *args: str, fail: str | None = None) -> tuple[int, dict[str, Any], str]:
+    """Run gpu_check.sh --cpu-smoke; (exit code, gpu_check.json, gpu_check.md)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "GPU_CHECK_FAIL")}
+    env |= {"PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    if fail:
+        env["GPU_CHECK_FAIL"] = fail
+    done = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke", "--out", str(out), *args],
+                          env=env, capture_output=True, text=True, timeout=900)
+    report = json.loads((out / "gpu_check.json").read_text())
+    return done.returncode, report, (out / "gpu_check.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_run_keeps_going_after_a_forced_failure_and_exits_1(tmp_path: Path) -> None:
+    code, report, md = smoke(tmp_path, fail="bench-swin")  # the slowest smoke step
+    assert code == 1 and report["mode"] == "cpu-smoke" and report["passed"] is False
+    steps = {s["name"]: s for s in report["steps"]}
+    assert list(steps) == STEPS and all(set(s) == ENTRY for s in steps.values())
+    forced = steps.pop("bench-swin")
+    assert forced["status"] == "fail" and forced["exit_code"] == 1
+    assert "forced" in forced["reason"] and "GPU_CHECK_FAIL" in forced["log_tail"]
+    failed = {n: s["reason"] + s["log_tail"][-800:] for n, s in steps.items()
+              if s["status"] != "pass"}
+    assert not failed, failed  # every later step still ran and passed
+    assert all(s["exit_code"] == 0 and s["seconds"] > 0 for s in steps.values())
+    train = steps["train"]["numbers"]
+    assert train["train_loss"][-1] < train["train_loss"][0] and train["images_per_s_last_epoch"]
+    assert steps["pretrain"]["numbers"]["loss"][-1] < steps["pretrain"]["numbers"]["loss"][0]
+    assert steps["torchrun"]["numbers"]["processes"] == 1
+    vit = steps["bench-vit"]["numbers"]
+    assert [r["label"] for r in vit["rows"]] == ["full", "fapft"]
+    assert all(r["overhead"] > 0 for r in vit["rows"])
+    assert "FAILED" in md.splitlines()[0]
+    for name in STEPS:
+        assert re.search(rf"^\| {name} \| (pass|fail) \|", md, re.M), name
+    assert steps["gpu-tests"]["numbers"]["skipped"] >= 2  # no CUDA here
+    for name in ("bench_vit.md", "bench_vit.json", "gpu_check.log"):
+        assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_smoke_run_of_passing_steps_exits_0(tmp_path: Path) -> None:
+    code, report, md = smoke(tmp_path, "--only", "preflight")  # the other steps: test above
+    assert code == 0 and report["passed"] is True and "PASSED" in md.splitlines()[0]
+    (step,) = report["steps"]
+    assert step["name"] == "preflight" and step["status"] == "pass" and step["reason"] == "ok"
+    assert step["numbers"]["cuda_available"] is False and step["numbers"]["torch"]
+
+
+def test_gpu_budgets_fit_in_nine_minutes(gc: ModuleType) -> None:
+    assert sum(gc.BUDGETS.values()) <= gc.TOTAL_S - gc.RESERVE_S and gc.TOTAL_S <= 540
+    assert set(gc.BUDGETS) == set(STEPS)
+
+
+def test_core_packages_are_pyprojects_dependencies(gc: ModuleType) -> None:
+    tomllib = pytest.importorskip("tomllib")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {re.split(r"[<>=!~ \[;]", d)[0] for d in deps} == set(gc.CORE.values())
+
+
+def test_dry_run_lists_every_step_and_refuses_unknown_names(gc: ModuleType, capsys) -> None:
+    assert gc.main(["--dry-run"]) == 0
+    listed = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
+    assert listed == STEPS[1:]
+    with pytest.raises(SystemExit) as stop:
+        gc.main(["--dry-run", "--fail", "nope"])
+    assert stop.value.code == 2 and "unknown step(s) nope" in capsys.readouterr().err
+
+
+def test_a_step_past_its_budget_is_killed(gc: ModuleType, tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    code, seconds = gc.run_command(argv, tmp_path / "log", 1.0, tmp_path)
+    assert code is None and seconds < 30 and "started" in (tmp_path / "log").read_text()
+
+
+def test_loss_check_and_last_epoch_throughput(gc: ModuleType) -> None:
+    assert gc.loss_falls([2.0, 1.5]) is None
+    assert "did not fall" in gc.loss_falls([1.0, 1.2])
+    assert "non-finite" in gc.loss_falls([2.0, float("nan")])
+    assert "two" in gc.loss_falls([1.0])
+    # 10 steps of 10 images in 1 s, then 10 more in 0.5 s: the running average is 133.33/s
+    metrics = [{"step": 10, "images_per_s": 100.0}, {"step": 20, "images_per_s": 200 / 1.5}]
+    assert gc.epoch_images_per_s(metrics, 10) == pytest.approx(200.0, rel=1e-3)
+
+
+def test_blocked_steps_name_what_is_missing(gc: ModuleType, tmp_path: Path) -> None:
+    data = gc.Data("digits", None, "")
+    ctx = gc.Ctx(False, tmp_path, tmp_path, data, set(), facts={"cuda_available": False})
+    step = gc.Step("bench-vit", "bench", ["x"], 1.0, ("peft",))
+    assert "no CUDA device" in gc.blocked(ctx, step)
+    ctx.missing = {"peft": "peft"}
+    assert "peft (peft)" in gc.blocked(ctx, step)
+    ctx.smoke, ctx.missing = True, {}
+    assert gc.blocked(ctx, step) is None
+
+
+def test_fashion_mnist_files_or_the_digits_stand_in(gc: ModuleType, tmp_path: Path) -> None:
+    assert gc.choose_data(str(tmp_path), smoke=False).dataset == "digits"
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    data = gc.choose_data(str(tmp_path), smoke=False)
+    assert (data.dataset, data.data_dir) == ("fashion-mnist", str(raw.resolve()))
+    assert gc.choose_data(str(tmp_path), smoke=True).dataset == "digits"
