@@ -1,24 +1,30 @@
 # The two set-up commands of the README: `make demo` (main job) and `make test` (every test).
 # Both create .venv on first use and install partialft into it; nothing else is needed.
+# The demo installs only what it uses (the plots extra); the tests install every extra.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint install
+.PHONY: demo test lint
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+$(BIN)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e ".[plots]"
 	touch $@
 
-install: $(BIN)/.installed
+$(BIN)/.test-installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e ".[test]"
+	touch $@
 
-demo: install
+demo: $(BIN)/.demo-installed
 	$(BIN)/partialft demo
 
-test: install
-	$(BIN)/lint-imports --config pyproject.toml
+test: $(BIN)/.test-installed
+	$(BIN)/lint-imports pyproject.toml
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-lint: install
-	$(BIN)/ruff check src tests
+lint: $(BIN)/.test-installed
+	$(BIN)/ruff check src tests benchmarks

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from partialft.data import BatchAugment, parse_randaugment, resolve_preprocess
-from partialft.training.config import load_config
+from partialft.training.config_files import load_config
 from partialft.training.setup import augment_config
 
 BATCH = {32: 256, 224: 64}  # images per batch at each size

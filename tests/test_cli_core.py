@@ -88,6 +88,41 @@ def test_angles_from_run_dir_with_only_a_delta(capsys, weights: Path) -> None:
     assert code == 0 and json.loads(delta)["angles"] == json.loads(full)["angles"]
 
 
+def test_angles_of_a_run_dir_alone(capsys, weights: Path, tmp_path: Path) -> None:
+    """A run dir alone is compared with the base it recorded: no pretrained file, no --model."""
+    torch.manual_seed(0)
+    base = tmp_path / "base.safetensors"
+    save_file(timm.create_model("test_vit", num_classes=4, img_size=32).state_dict(), str(base))
+    run = tmp_path / "run"
+    assert main(["train", "--model", "test_vit", "--no-pretrained", "--checkpoint", str(base),
+                 "--dataset", "synthetic:4", "--img-size", "32", "--max-per-split", "16",
+                 "--batch-size", "8", "--epochs", "1", "--hflip", "0", "--amp", "no",
+                 "--lr", "1e-2", "--no-progress", "--method", "last-half-blocks",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    code, alone, _ = cli(capsys, "angles", run, "--json", "--out", tmp_path / "a.json")
+    _, files, _ = cli(capsys, "angles", base, run, "--model", "test_vit", "--num-classes", "4",
+                      "--json")
+    angles = json.loads(alone)["angles"]
+    assert code == 0 and angles == json.loads(files)["angles"]
+    assert json.loads(alone)["model"] == "test_vit"
+    assert json.loads((tmp_path / "a.json").read_text())["angles"] == angles
+    assert angles["blocks.0.attn"] == 0.0 and angles["blocks.5.mlp"] > 0.0
+    # a run written before base hashing (only a delta naming its base) still works, unchecked
+    _, old, _ = cli(capsys, "angles", weights / "run", "--json")
+    _, ref, _ = cli(capsys, "angles", weights / "pre.safetensors", weights / "run", "--model",
+                    "test_vit", "--json")
+    assert json.loads(old)["angles"] == json.loads(ref)["angles"]
+    for argv, needles in (
+            (["angles", base], ["is not a run dir", "PRETRAINED FINETUNED"]),
+            (["angles", base, run], ["--model is needed", "a run dir alone needs none"]),
+            (["angles", run, "--model", "test_convnext"], ["does not match run",
+                                                           "fine-tuned test_vit"]),
+            (["angles", run, "--checkpoint", base], ["--checkpoint is not used"])):
+        code, _, err = cli(capsys, *argv)
+        assert_user_error(code, err, *needles)
+
+
 def test_plan_methods(capsys, weights: Path, tmp_path: Path) -> None:
     code, out, _ = cli(capsys, "plan", "--model", "test_vit", "--num-classes", "10",
                        "--method", "attn", "--json")

@@ -34,7 +34,8 @@ def metrics(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_runs_at_once_in_different_dirs_both_finish_with_the_same_result(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    procs = [subprocess.Popen(train_argv(out), env=ENV, stdout=subprocess.DEVNULL,
+    procs = [subprocess.Popen(train_argv(out, "--keep-state"), env=ENV,
+                              stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for out in (a, b)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors

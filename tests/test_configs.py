@@ -11,9 +11,9 @@ import torch
 from partialft.core.layers import find_layers
 from partialft.methods import prepare
 from partialft.models import create_model
-from partialft.training.config import load_config
+from partialft.training.config_files import load_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "src" / "partialft" / "configs"
 
 # config -> (mode, top-k, classes, the paper's trainable parameters in M, where it prints them)
 PAPER = {
@@ -62,3 +62,14 @@ def test_config_sets_the_papers_mode_topk_and_count(name):
 def test_paper_configs_train_on_the_whole_training_split_where_the_paper_does():
     for name in ("cifar100_vit_b16", "cifar100_swin_b", "cifar100_convnext_b"):
         assert load_config(CONFIGS / f"{name}.yaml").val_fraction == 0
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_plan_reads_a_config_and_prints_the_papers_count(name, capsys):
+    """`partialft plan --config NAME --method fapft` counts what the config would train."""
+    import json
+
+    from partialft.cli import main
+
+    assert main(["plan", "--config", name, "--method", "fapft", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trainable_params"] == EXACT[name]

@@ -171,3 +171,16 @@ def test_parameterless_batchnorm_follows_its_layer(images: torch.Tensor) -> None
     after = bn_stats(model)
     assert torch.equal(before["0.1.running_mean"], after["0.1.running_mean"])
     assert not torch.equal(before["1.1.running_mean"], after["1.1.running_mean"])
+
+
+def test_prepare_unpacks_like_get_peft_model_and_prints_a_summary(capsys) -> None:
+    import partialft
+
+    model, summary = partialft.prepare(meta_model("vit_base_patch16_224", 100), "attn")
+    assert summary.trainable_params == 28_443_748
+    text = str(summary)
+    assert text.startswith("trainable params: 28,443,748 || all params: 85,875,556 || "
+                           "trainable%: 33.1221")
+    assert "attn" in text and "ffn" in text and "head" in text
+    summary.print_trainable_parameters()
+    assert capsys.readouterr().out == text + "\n"

@@ -136,3 +136,24 @@ def test_pretrained_without_network_is_a_clear_error(monkeypatch) -> None:
 
 def test_input_size() -> None:
     assert input_size(create_model("test_vit")) == (3, 160, 160)
+
+
+def test_a_timm_train_checkpoint_loads_safely(tmp_path):
+    """timm's train.py saves args (a Namespace) and a NumPy metric beside the weights: they are
+    plain data, read with weights_only; a pickled object that runs code still is not."""
+    import argparse
+
+    import numpy as np
+
+    model = create_model("test_vit")
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "arch": "test_vit", "state_dict": model.state_dict(),
+                "state_dict_ema": {}, "args": argparse.Namespace(lr=0.1, model="test_vit"),
+                "metric": np.float64(81.5), "version": 2}, path)
+    state = load_state_dict_file(path)
+    assert set(state) == set(model.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    torch.save({"state_dict": model.state_dict(), "args": Evil(tmp_path / "boom")}, path)
+    with pytest.raises(PartialFTError, match="refused"):
+        load_state_dict_file(path)
+    assert not (tmp_path / "boom").exists()

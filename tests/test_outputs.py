@@ -277,7 +277,7 @@ def test_a_safetensors_file_named_pth_is_read_as_safetensors(tmp_path, capsys):
 
 
 def test_yaml_topk_may_be_a_list(tmp_path):
-    from partialft.training.config import load_config
+    from partialft.training.config_files import load_config
 
     (tmp_path / "c.yaml").write_text("method: fapft\nmode: large\ntopk: [0, 0, 6, 2]\n")
     assert load_config(tmp_path / "c.yaml").topk == "0,0,6,2"
@@ -335,3 +335,20 @@ def test_an_unwritable_out_is_one_line(tmp_path, capsys):
         assert "cannot create" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from partialft.utils.io import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "a.json", {"x": 1})
+        assert path.stat().st_mode & 0o777 == 0o644  # teammates can read it
+        # safetensors recreates its file 0600; the weights must be readable like the rest
+        from partialft.training.checkpoints import save_tensors
+        weights = save_tensors(tmp_path / "w.safetensors", {"w": torch.zeros(2)}, {})
+        assert weights.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert atomic_write_json(tmp_path / "b.json", {}).stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

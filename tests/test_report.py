@@ -94,8 +94,41 @@ def test_uniform_and_greedy_soups_are_told_apart_and_counted_as_table_3(real_run
     used = _summary(real_runs["soup-greedy"])["used"]
     assert uniform["trainable_params"] == sum(s["trainable_params"] for s in ingredients.values())
     assert greedy["trainable_params"] == sum(ingredients[u]["trainable_params"] for u in used)
-    assert "| uniform soup (3 ingredients) |" in md
-    assert f"| greedy soup ({len(used)} ingredient" in md
+    # named by what went in (three full runs of one recipe), not by their paths
+    assert "| uniform soup (3 full) |" in md
+    assert f"| greedy soup ({len(used)} full) |" in md
+
+
+def test_runs_and_soups_are_grouped_by_what_their_angles_and_ingredients_were(real_runs,
+                                                                             tmp_path):
+    # seed 1's fapft uses seed 1's angles (another file): still one row with seed 0's run,
+    # whose angles came from seed 0's run of the same recipe
+    common = ["--checkpoint", real_runs["base"], "--no-progress"]
+    seed1 = tmp_path / "fapft-large-k1-s1"
+    config = _summary(real_runs["fapft-large-k1"])["config"]
+    argv = ["train", "--model", "test_vit", "--no-pretrained", "--dataset", config["dataset"],
+            "--img-size", "32", "--max-per-split", "30", "--batch-size", "8", "--epochs", "2",
+            "--warmup-epochs", "0.5", "--hflip", "0", "--amp", "no", "--lr", "3e-4",
+            "--method", "fapft", "--angles", real_runs["angles-s1"], "--topk", "1",
+            "--mode", "large", "--seed", "1", "--out", str(seed1), *common]
+    assert main(argv) == 0
+    origin = _summary(str(seed1))["angles_from"]
+    assert origin["seed"] == 1 and origin["method"] == "full"
+    assert origin == {**_summary(real_runs["fapft-large-k1"])["angles_from"], "seed": 1}
+    # soups of FAPFT runs of each mode: two rows, named by mode and top-k
+    soups = {}
+    for mode in ("large", "small"):
+        soups[mode] = tmp_path / f"soup-{mode}"
+        assert main(["soup", real_runs[f"fapft-{mode}-k1"], real_runs[f"fapft-{mode}-k2"],
+                     "--out", str(soups[mode]), "--no-eval"]) == 0
+    out = tmp_path / "rep"
+    assert main(["report", real_runs["fapft-large-k1"], str(seed1), *map(str, soups.values()),
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "report.json").read_text())
+    row = _row(data, "fapft (k=1, large)")
+    assert row["n"] == 2 and sorted(row["seeds"]) == [0, 1]
+    for mode in ("large", "small"):
+        _row(data, f"uniform soup (2 fapft, {mode}; topk 1,2)")
 
 
 def test_wall_time_is_the_last_epoch_of_metrics(real_runs):

@@ -13,11 +13,11 @@ from conftest import tiny_run
 from partialft.cli import main
 from partialft.errors import PartialFTError
 from partialft.models import load_state_dict_file
-from partialft.training.config import load_config
+from partialft.training.config_files import load_config
 from partialft.training.runs import is_run_dir, load_run_model
 from partialft.training.train import train
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "src" / "partialft" / "configs").glob("*.yaml"))
 TIMING = {"images_per_s", "elapsed_s"}
 
 
@@ -131,6 +131,20 @@ def test_delta_round_trip_reproduces_the_trained_model(tmp_path):
     assert summary["method"] == "attn"
 
 
+def test_batchnorm_statistics_are_saved_with_the_layers_that_train(tmp_path):
+    # a model with BatchNorm: the running statistics of every trained norm go into the delta,
+    # so base + delta reproduces the trained model in eval mode
+    run = tmp_path / "resnet"
+    train(tiny(run, model="test_resnet", epochs=1, save_full=True), progress=False)
+    delta = load_state_dict_file(run / "delta.safetensors")
+    assert any(k.endswith("running_mean") for k in delta)
+    model, _ = load_run_model(run)
+    reference, _ = load_run_model(run)
+    reference.load_state_dict(load_state_dict_file(run / "model.safetensors"))
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(model.eval()(x), reference.eval()(x))
+
+
 def test_fapft_selection_trains_the_chosen_layers(tmp_path):
     angles = {f"blocks.{i}.{k}": float(i) for i in range(6) for k in ("attn", "mlp")}
     path = tmp_path / "angles.json"
@@ -149,6 +163,22 @@ def test_existing_run_dir_needs_overwrite_or_resume(tmp_path):
     assert (tmp_path / "r" / "summary.json").read_text() == before
     train(tiny(tmp_path / "r", epochs=1, seed=1), overwrite=True, progress=False)
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["seed"] == 1
+
+
+def test_a_run_whose_setup_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    # missing pretrained weights are found only once the run dir is claimed: the corrected
+    # command must not need --overwrite, and a directory the user made is kept
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PartialFTError, match="not on this machine"):
+        train(tiny(tmp_path / "r", pretrained=True), progress=False)
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(PartialFTError, match="not on this machine"):
+        train(tiny(tmp_path / "mine", pretrained=True), progress=False)
+    assert list((tmp_path / "mine").iterdir()) == []
+    assert train(tiny(tmp_path / "r", epochs=1), progress=False) is not None
 
 
 def test_a_run_dir_in_use_is_refused(tmp_path):
@@ -186,6 +216,57 @@ def test_cli_bad_values_exit_2_with_one_line(tmp_path, capsys):
 def test_every_shipped_config_parses(path):
     cfg = load_config(path)
     assert cfg.epochs >= 1 and cfg.lr > 0
+
+
+def test_shipped_configs_are_named_from_any_directory(tmp_path, monkeypatch, capsys):
+    from partialft.training.config_files import shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert load_config("cifar100_vit_b16").topk == "7"
+    assert load_config("configs/cifar100_vit_b16.yaml").mode == "small"  # the README's spelling
+    assert set(shipped_configs()) == {p.stem for p in CONFIGS}
+    with pytest.raises(PartialFTError, match="did you mean cifar100_vit_b16"):
+        load_config("cifar100_vit_b61")
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out
+    assert all(p.stem in listed for p in CONFIGS)
+    assert main(["configs", "digits_demo"]) == 0
+    assert capsys.readouterr().out == (CONFIGS[[p.stem for p in CONFIGS].index("digits_demo")]
+                                       .read_text())
+
+
+def test_a_timm_args_yaml_is_read_and_its_other_keys_named(tmp_path):
+    args = tmp_path / "args.yaml"
+    args.write_text("model: vit_base_patch16_224\nsmoothing: 0.2\nclip_grad: 3.0\nreprob: 0.25\n"
+                    "aa: rand-m9-mstd0.5-inc1\ncolor_jitter: 0.4\nopt: sgd\nsched: cosine\n"
+                    "lr: 0.01\nepochs: 20\nscale: [0.5, 1.0]\namp: true\namp_dtype: bfloat16\n"
+                    "model_ema: false\nmodel_ema_decay: 0.9998\nlog_interval: 50\n"
+                    "dataset: torch/cifar100\ndata_dir: /data\noutput: ''\nmomentum: 0.9\n")
+    lines = []
+    cfg = load_config(args, log=lines.append)
+    assert (cfg.label_smoothing, cfg.grad_clip, cfg.random_erasing) == (0.2, 3.0, 0.25)
+    assert (cfg.randaugment, cfg.color_jitter, cfg.opt, cfg.lr) == (
+        "rand-m9-mstd0.5-inc1", 0.0, "sgd", 0.01)  # timm turns jitter off under RandAugment
+    assert (cfg.crop_scale, cfg.amp, cfg.ema, cfg.dataset, cfg.data_dir) == (
+        0.5, "bf16", None, "cifar100", "/data")
+    assert len(lines) == 1 and "log_interval" in lines[0] and "momentum" in lines[0]
+
+
+def test_timm_flag_spellings_are_aliases(capsys):
+    from partialft.cli import build_parser
+    from partialft.training.config_flags import overrides_from_args
+
+    args = build_parser().parse_args(["train", "--smoothing", "0.2", "--clip-grad", "2",
+                                      "--reprob", "0.1", "--aa", "rand-m9", "--model-ema-decay",
+                                      "0.999", "--opt", "sgd", "--sched", "step",
+                                      "--warmup-lr", "1e-6", "--layer-decay", "0.75",
+                                      "--drop-path", "0.1", "--model-kwargs", "drop_rate=0.1"])
+    cfg = load_config(None, overrides_from_args(args))
+    assert (cfg.label_smoothing, cfg.grad_clip, cfg.random_erasing, cfg.randaugment, cfg.ema) == (
+        0.2, 2.0, 0.1, "rand-m9", 0.999)
+    assert (cfg.opt, cfg.sched, cfg.warmup_lr, cfg.layer_decay, cfg.drop_path) == (
+        "sgd", "step", 1e-6, 0.75, 0.1)
+    assert cfg.model_kwargs == {"drop_rate": 0.1}
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -246,3 +327,64 @@ def test_fapft_mode_auto_is_resolved_by_a_linear_probe_before_the_run(tmp_path, 
     with pytest.raises(PartialFTError, match="mode auto is decided by a linear probe"):
         train(tiny(tmp_path / "lib", method="fapft", angles=str(path), topk="1", mode="auto"),
               progress=False)
+
+
+def test_a_finished_run_drops_its_resume_state_unless_kept(tmp_path):
+    train(tiny(tmp_path / "done", epochs=1), progress=False)
+    assert is_run_dir(tmp_path / "done") and not (tmp_path / "done" / "state").exists()
+    train(tiny(tmp_path / "kept", epochs=1, keep_state=True), progress=False)
+    assert list((tmp_path / "kept" / "state").glob("tensors-*.safetensors"))
+    # resuming a finished run needs no state: it returns the summary
+    assert train(tiny(tmp_path / "done", epochs=1), resume=True, progress=False) is not None
+
+
+def test_baseline_options_as_flags(tmp_path):
+    """--lora-rank/--lora-alpha/--lora-targets, --adapter-dim, --vpt-tokens reach the baseline;
+    the count follows each (test_vit: 6 blocks of width 64, mlp 192)."""
+    lora = train(tiny(tmp_path / "lora", method="lora", lora_rank=2, lora_alpha=4.0,
+                      lora_targets="qkv", epochs=1), progress=False)
+    head = 64 * 4 + 4
+    assert lora["trainable_params"] == 6 * 2 * (64 + 192) + head  # rank * (in + out) of qkv
+    sel = json.loads((tmp_path / "lora" / "selection.json").read_text())
+    assert (sel["rank"], sel["alpha"], sel["targets"]) == (2, 4.0, "qkv")
+    model, _ = load_run_model(tmp_path / "lora")  # rebuilt with the recorded options
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) == 6 * 2 * 256
+    adapter = train(tiny(tmp_path / "adapter", method="adapter", adapter_dim=3, epochs=1),
+                    progress=False)
+    assert adapter["trainable_params"] == 6 * (64 * 3 + 3 + 3 * 64 + 64) + head
+    vpt = train(tiny(tmp_path / "vpt", method="vpt-deep", vpt_tokens=2, epochs=1), progress=False)
+    assert vpt["trainable_params"] == 6 * 2 * 64 + head
+
+
+def test_csv_logging_needs_no_package_and_none_logs_nothing(tmp_path):
+    import csv
+
+    train(tiny(tmp_path / "csv", log_with="csv"), progress=False)
+    rows = list(csv.DictReader((tmp_path / "csv" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [m["step"] for m in metrics(tmp_path / "csv")]
+    assert float(rows[-1]["val_acc"]) == metrics(tmp_path / "csv")[-1]["val_acc"]
+    train(tiny(tmp_path / "none", log_with="none"), progress=False)
+    assert not (tmp_path / "none" / "log.csv").exists()
+    assert not (tmp_path / "none" / "tensorboard").exists()
+
+
+def test_only_rank_0_reports_under_torchrun(tmp_path, capsys, monkeypatch):
+    argv = ["train", "--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4",
+            "--img-size", "32", "--max-per-split", "16", "--batch-size", "8", "--epochs", "1",
+            "--amp", "no", "--no-progress", "--method", "linear", "--log-with", "none"]
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets in the second process
+    assert main([*argv, "--out", str(tmp_path / "r1")]) == 0
+    assert "trainable parameters" not in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "0")
+    assert main([*argv, "--out", str(tmp_path / "r0")]) == 0
+    assert "trainable parameters" in capsys.readouterr().out
+
+
+def test_a_missing_extra_is_named(tmp_path, monkeypatch):
+    import partialft.utils.extras as extras
+
+    real = extras.importlib.util.find_spec
+    monkeypatch.setattr(extras.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "peft" else real(name, *a))
+    with pytest.raises(PartialFTError, match=r"pip install 'partialft\[lora\]'"):
+        train(tiny(tmp_path / "lora", method="lora", epochs=1), progress=False)

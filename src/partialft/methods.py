@@ -6,6 +6,7 @@ Layer methods (full, linear, attn, ..., layers, fapft) freeze by selection; PEFT
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,19 @@ from partialft.errors import PartialFTError, suggest
 
 @dataclass
 class Prepared:
-    """A model ready to train: its layers, what is selected and how many parameters train."""
+    """A model ready to train: its layers, what is selected and how many parameters train.
+
+    Unpacks like PEFT's ``get_peft_model`` result plus a summary:
+    ``model, summary = partialft.prepare(model, "attn")``; ``print(summary)``.
+    """
 
     model: nn.Module
     layer_map: LayerMap
     selection: Selection
     summary: FreezeSummary
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.summary))
 
 
 def all_methods() -> list[str]:

@@ -110,7 +110,8 @@ def _check_same_base(name: str, base_sd: dict[str, torch.Tensor], model: nn.Modu
                                  f"run (tensor {k} differs); multi-task sharing needs one base.")
 
 
-def from_runs(run_dirs: list[str | Path], device: str | torch.device = "cpu") -> MultiTaskViT:
+def from_runs(run_dirs: list[str | Path], device: str | torch.device = "cpu", *,
+              allow_base_mismatch: bool = False) -> MultiTaskViT:
     """Build the shared model from finished run dirs of layer methods on one base model."""
     from partialft.baselines import BASELINES
     from partialft.models import load_state_dict_file
@@ -137,7 +138,7 @@ def from_runs(run_dirs: list[str | Path], device: str | torch.device = "cpu") ->
                                  "the architecture; multi-task sharing takes layer methods only.")
         if base is None:
             base = base_model(meta["base"]).eval()
-        model, _ = load_run_model(run)
+        model, _ = load_run_model(run, allow_base_mismatch=allow_base_mismatch)
         keys = set(load_state_dict_file(Path(run) / DELTA))
         if not isinstance(model, VisionTransformer):
             raise PartialFTError(f"run {run} is a {type(model).__name__}; multi-task sharing "

@@ -89,6 +89,9 @@ def _eval_cell(value: dict[str, Any] | None, n: int) -> str:
 def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool = False
                  ) -> dict[str, Any]:
     """report.md, report.json and the figures the runs have data for, under ``out``."""
+    from partialft.utils.extras import require
+
+    require("matplotlib", "the report's figures")
     from partialft.analysis import plots
     from partialft.training.outputs import check_claim
     from partialft.training.rundir import RunDir

@@ -2,9 +2,10 @@
 
 A configuration is a run's whole resolved config (``summary.json`` -> ``config``) minus the
 settings that cannot change a finished run's result: ``seed`` (what the rows average over),
-``out``, ``max_steps`` and ``checkpoint_every`` (a run stopped and resumed gives the same
-result, bit for bit). Rows of one method that differ in anything else say what differs. Two
-runs with the same configuration *and* seed are duplicates: they count once.
+``out``, ``max_steps`` and ``checkpoint_every`` (a run stopped and resumed gives the same result,
+bit for bit), ``log_with`` and ``keep_state`` (what is logged or kept afterwards). Rows of one
+method that differ in anything else say what differs. Two runs with the same configuration *and*
+seed are duplicates: they count once.
 
 Both the tables (:mod:`partialft.analysis.report`) and the figures
 (:mod:`partialft.analysis.plots`) read these types, so neither imports the other.
@@ -21,10 +22,11 @@ from typing import Any
 
 from partialft.errors import PartialFTError
 from partialft.training.checkpoints import SUMMARY
+from partialft.training.runs import NOT_RECIPE, recipe
 
 ANGLES = "angles.json"
 # config keys that cannot change the result of a finished run (resume is bitwise exact)
-NOT_CONFIG = ("seed", "out", "max_steps", "checkpoint_every")
+NOT_CONFIG = NOT_RECIPE
 # keys already shown by a row's method label, never repeated as a difference
 SHOWN = ("method", "topk", "mode", "pretrained", "soup", "ingredients")
 
@@ -93,8 +95,7 @@ class Row:
         extra = []
         if self.method == "soup":
             name = f"{self.options.get('soup', 'uniform')} soup"
-            n = len(self.options.get("ingredients") or [])
-            extra.append(f"{n} ingredient{'' if n == 1 else 's'}")
+            extra.append(ingredients_text(self.options.get("ingredients") or []))
         else:
             name = self.method
         if self.method == "fapft" and self.options.get("topk") is not None:
@@ -105,6 +106,38 @@ class Row:
             extra.insert(0, "from scratch")
         extra += [f"{k} {_short_value(v)}" for k, v in self.varies.items()]
         return name + (f" ({', '.join(extra)})" if extra else "")
+
+
+def ingredients_text(ingredients: Sequence[str]) -> str:
+    """'5 fapft, large; topk 1,2,3,4,5' from a soup's ingredient recipes (JSON); '3
+    ingredients' when only their paths are known."""
+    recipes = []
+    for item in ingredients:
+        try:
+            recipes.append(json.loads(item))
+        except ValueError:
+            n = len(ingredients)
+            return f"{n} ingredient{'' if n == 1 else 's'}"
+    methods = sorted({str(r.get("method")) for r in recipes})
+    text = f"{len(recipes)} {' + '.join(methods)}"
+    same_mode = {r.get("mode") for r in recipes}
+    if methods == ["fapft"] and len(same_mode) == 1:
+        text += f", {same_mode.pop()}"
+    keys = sorted({k for r in recipes for k in r} - {"method", "mode"})
+    differ = [k for k in keys
+              if len({json.dumps(r.get(k), sort_keys=True) for r in recipes}) > 1]
+    for key in differ[:2]:
+        values = sorted({_short_value(r.get(key)) for r in recipes}, key=_natural)
+        text += f"; {key} {','.join(values)}"
+    return text + ("; ..." if len(differ) > 2 else "")
+
+
+def _natural(text: str) -> tuple:
+    """Numbers in numeric order, then text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 def topk_text(topk: Any) -> str:
@@ -166,16 +199,37 @@ def _run(path: Path) -> Run:
 
 def config_of(path: Path, summary: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
     """The configuration a run stands for (see the module docstring)."""
-    config = {k: v for k, v in (summary.get("config") or {}).items() if k not in NOT_CONFIG}
+    seed = summary.get("seed")
+    if summary.get("method") == "soup" and summary.get("ingredient_recipes"):
+        # a soup is its ingredients' recipes (not their paths): soups of each seed's runs
+        # made the same way are one row, and what went in names it
+        recipes = [_angles_named(dict(r), r.get("angles_from"), seed, path)
+                   for r in summary["ingredient_recipes"]]
+        return {"method": "soup", "soup": summary.get("soup"),
+                "ingredients": sorted(json.dumps(r, sort_keys=True) for r in recipes)}
+    config = recipe(summary.get("config") or {})
     config["method"] = summary.get("method", config.get("method"))
-    if summary.get("method") == "soup":
+    if summary.get("method") == "soup":  # written before soups recorded their recipes
         config.update(soup=summary.get("soup"), ingredients=sorted(summary.get("used") or []))
     elif selection.get("topk") is not None:
         config["topk"] = selection["topk"]  # what the selection really used (defaults resolved)
+    return _angles_named(config, summary.get("angles_from"), seed, path)
+
+
+def _angles_named(config: dict[str, Any], origin: dict[str, Any] | None, seed: Any,
+                  path: Path) -> dict[str, Any]:
+    """Replace an angles file's path by what it measured: runs whose angles came from runs of
+    one recipe (each from its own seed's, say) are one configuration."""
+    config.pop("angles_from", None)
     angles = config.get("angles")
-    if angles and Path(angles).parent.resolve() == path.resolve().parent:
-        # the pipeline's own angles (fapft/angles.json, the demo's): derived from this same
-        # config and seed, so not a setting of their own
+    if not angles:
+        return config
+    if origin:
+        which = "same seed" if origin.get("seed") == seed else f"seed {origin.get('seed')}"
+        config["angles"] = f"from {origin.get('method')} run {origin.get('recipe')}, {which}"
+    elif Path(angles).parent.resolve() == path.resolve().parent:
+        # the pipeline's own angles (fapft/angles.json, the demo's) in runs that predate
+        # angles_from: derived from this same config and seed, so not a setting of their own
         config["angles"] = "<the pipeline's own>"
     return config
 

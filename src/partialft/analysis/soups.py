@@ -201,11 +201,20 @@ def soup_selection(ingredients: Sequence[Ingredient], result: SoupResult) -> dic
 def soup_summary(ingredients: Sequence[Ingredient], result: SoupResult,
                  accuracies: Mapping[str, float | None]) -> dict[str, Any]:
     """summary.json of the soup run dir."""
-    first = next(ing for ing in ingredients if ing.name in result.used).summary
+    from partialft.training.runs import recipe
+
+    used = [ing.summary for ing in ingredients if ing.name in result.used]
+    first = used[0]
     params = soup_params(ingredients, result.used)
+    seeds = {s.get("seed") for s in used}
     return {
         "method": "soup", "soup": result.kind, "model": first.get("model"),
-        "num_classes": first.get("num_classes"), "dataset": first.get("dataset"), "seed": None,
+        "num_classes": first.get("num_classes"), "dataset": first.get("dataset"),
+        # one seed when every ingredient has it: soups of several seeds then average in reports
+        "seed": seeds.pop() if len(seeds) == 1 else None,
+        # what the ingredients were, without paths: reports group and name soups by it
+        "ingredient_recipes": [{**recipe(s.get("config") or {}), "method": s.get("method"),
+                                "angles_from": s.get("angles_from")} for s in used],
         "ingredients": [ing.name for ing in ingredients], "used": result.used,
         "rejected": result.rejected, "greedy_history": result.history,
         "ingredient_methods": {i.name: i.summary.get("method") for i in ingredients},

@@ -35,7 +35,8 @@ from partialft.core.layermap import LayerMap
 from partialft.errors import PartialFTError
 
 PREFIX = "adapter_"
-OPTIONS = {"reduction": Option(64, 1, help="bottleneck width = channels // reduction")}
+OPTIONS = {"reduction": Option(64, 1, help="bottleneck width = channels // reduction"),
+           "dim": Option(0, 0, help="bottleneck width itself (0 = channels // reduction)")}
 _FFN_KINDS = ("ffn", "channel")
 
 
@@ -103,7 +104,7 @@ class AdapterBaseline:
         for ffn in ffn_modules(model, layer_map).values():
             proj = _last_projection(ffn)
             dim = proj.out_features if isinstance(proj, nn.Linear) else proj.out_channels
-            hidden = max(1, dim // opts["reduction"])
+            hidden = opts["dim"] or max(1, dim // opts["reduction"])
             ffn.adapter_ffn = Adapter(dim, hidden, isinstance(proj, nn.Conv2d),
                                       proj.weight.device, proj.weight.dtype)
             ffn.register_forward_hook(_adapter_hook)

@@ -24,7 +24,7 @@ from partialft.core.layermap import LayerMap
 from partialft.errors import PartialFTError
 
 PREFIX = "lora_"
-TARGET_REGEX = r".*\.(qkv|attn\.proj|mlp\.fc1|mlp\.fc2)$"
+TARGETS = ("qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # the default: all four projections
 OPTIONS = {
     "rank": Option(8, 1, help="rank of the update B A"),
     "alpha": Option(16.0, 0.0, low_open=True, help="scaling numerator: update * alpha / rank"),
@@ -32,12 +32,23 @@ OPTIONS = {
 }
 
 
-def _check_targets(model: nn.Module) -> None:
-    pattern = re.compile(TARGET_REGEX)
+def target_regex(targets: str | list[str] | tuple[str, ...] = TARGETS) -> str:
+    """The peft ``target_modules`` regex for some of :data:`TARGETS` (a list or 'qkv,mlp.fc1')."""
+    names = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else list(targets)
+    names = [n for n in names if n]
+    bad = [n for n in names if n not in TARGETS]
+    if bad or not names:
+        raise PartialFTError(f"lora targets {','.join(names) or targets!r} are not valid; use a "
+                             f"comma-separated subset of {','.join(TARGETS)}.")
+    return r".*\.(" + "|".join(re.escape(n) for n in names) + r")$"
+
+
+def _check_targets(model: nn.Module, regex: str) -> None:
+    pattern = re.compile(regex)
     if not any(pattern.fullmatch(path) and isinstance(m, (nn.Linear, nn.Conv2d))
                for path, m in model.named_modules()):
-        raise PartialFTError(f"lora found no qkv, attn.proj, mlp.fc1 or mlp.fc2 layer in "
-                             f"{type(model).__name__}; use ssf or a layer method instead.")
+        raise PartialFTError(f"lora found none of its target layers in {type(model).__name__}; "
+                             "use ssf or a layer method instead.")
 
 
 class LoRA:
@@ -50,13 +61,18 @@ class LoRA:
 
     def apply(self, model: nn.Module, layer_map: LayerMap, **options: Any
               ) -> tuple[nn.Module, list[str]]:
+        from partialft.utils.extras import require
+
+        require("peft", "method lora")
         import peft
 
+        options = dict(options)
+        regex = target_regex(options.pop("targets", TARGETS))
         opts = resolve_options(self.name, options, OPTIONS)
         check_fresh(model, PREFIX, self.name)
-        _check_targets(model)
+        _check_targets(model, regex)
         config = peft.LoraConfig(r=opts["rank"], lora_alpha=opts["alpha"],
-                                 lora_dropout=opts["dropout"], target_modules=TARGET_REGEX,
+                                 lora_dropout=opts["dropout"], target_modules=regex,
                                  bias="none")
         model = peft.inject_adapter_in_model(config, model)
         return model, own_names(model, PREFIX)

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from partialft.training.outputs import check_claim
 from partialft.training.rundir import RunDir
 from partialft.utils.io import atomic_write, atomic_write_json, atomic_write_text
@@ -84,6 +82,11 @@ def _footnotes(result: dict[str, Any]) -> list[str]:
 def chart(result: dict[str, Any], path: Path) -> None:
     """Four bar panels like the paper's Fig. 5; ablation rows hatched."""
     rows = result["rows"]
+    from partialft.utils.extras import require
+
+    require("matplotlib", "bench.png")
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
     labels = [r["label"] for r in rows]

@@ -1,4 +1,5 @@
-"""`partialft angles PRETRAINED FINETUNED --model M`: per-layer fine-tuned angles (Eq. 2)."""
+"""`partialft angles RUN` or `partialft angles PRETRAINED FINETUNED --model M`: per-layer
+fine-tuned angles (Eq. 2)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from partialft.cli.common import add_model_args, model_from_args, print_json
+from partialft.cli.common import (
+    add_base_mismatch_arg,
+    add_model_args,
+    model_from_args,
+    print_json,
+)
+from partialft.errors import PartialFTError
 from partialft.training.outputs import check_out_file
 
 if TYPE_CHECKING:
+    from partialft.core.layermap import LayerMap
     from partialft.models import StateDict
 
 
@@ -17,17 +25,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("angles", help="fine-tuned angle of every layer",
                        description="Compute the fine-tuned angle (paper Eq. 2, degrees, float64) "
                        "between pretrained and fine-tuned weights for every residual layer, shown "
-                       "per homogeneous group from largest to smallest.")
-    p.add_argument("pretrained", metavar="PRETRAINED",
-                   help="pretrained weights: .safetensors/.pth file")
-    p.add_argument("finetuned", metavar="FINETUNED",
+                       "per homogeneous group from largest to smallest. A run dir alone is "
+                       "compared with the base weights it recorded (no --model needed); two "
+                       "weights files need --model.")
+    p.add_argument("pretrained", metavar="PRETRAINED|RUN",
+                   help="pretrained weights (.safetensors/.pth file), or, alone, a partialft "
+                   "run dir: its recorded base (bundled, timm or checkpoint) is loaded")
+    p.add_argument("finetuned", metavar="FINETUNED", nargs="?", default=None,
                    help="fine-tuned weights: .safetensors/.pth file or a partialft run dir")
     add_model_args(p)
+    _optional(p, "model")  # a run dir names its own model
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the angles as JSON ({'angles': {layer id: degrees}, ...})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_base_mismatch_arg(p)
     p.set_defaults(func=run)
+
+
+def _optional(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Make an option of a shared argument group optional for this verb."""
+    for action in parser._actions:
+        if action.dest == dest:
+            action.required = False
+            action.help = f"{action.help} (required with PRETRAINED FINETUNED)"
 
 
 def read_weights(path: str, base: StateDict | None = None) -> StateDict:
@@ -41,21 +62,60 @@ def read_weights(path: str, base: StateDict | None = None) -> StateDict:
     return load_state_dict_file(path)
 
 
+def _from_files(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, StateDict]:
+    """PRETRAINED FINETUNED: two weights files (or a run dir) for model --model."""
+    from partialft.core.layers import find_layers
+
+    if not args.model:
+        raise PartialFTError("--model is needed to compare two weights files; name the timm "
+                             "model, e.g. --model vit_base_patch16_224 (a run dir alone needs "
+                             "none).")
+    layer_map = find_layers(model_from_args(args, meta=True), args.layer_spec)
+    pretrained = read_weights(args.pretrained)
+    return args.model, layer_map, pretrained, read_weights(args.finetuned, base=pretrained)
+
+
+def _from_run(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, StateDict]:
+    """RUN alone: the run's trained weights against the base weights it recorded."""
+    from partialft.core.layers import find_layers
+    from partialft.training.runs import checked_base_model, delta_info
+
+    run = args.pretrained
+    if not Path(run).is_dir():
+        raise PartialFTError(f"{run} is not a run dir; pass a partialft run dir alone, or "
+                             "PRETRAINED FINETUNED weights files with --model.")
+    base = delta_info(run)["base"]
+    if args.model and args.model != base["model"]:
+        raise PartialFTError(f"--model {args.model} does not match run {run}, which fine-tuned "
+                             f"{base['model']}; leave --model out.")
+    if args.checkpoint:
+        raise PartialFTError(f"--checkpoint is not used with a run dir alone: run {run} "
+                             "records its base weights; pass PRETRAINED FINETUNED to compare "
+                             "other weights.")
+    # what training.runs.base_state reads, built once (the layer map needs the model too)
+    model = checked_base_model(base, args.allow_base_mismatch)
+    layer_map = find_layers(model, args.layer_spec or base.get("layer_spec"))
+    pretrained = model.state_dict()
+    return base["model"], layer_map, pretrained, read_weights(run, base=pretrained)
+
+
 def run(args: argparse.Namespace) -> int:
     from partialft.core.angles import compute_angles, is_angles_file, save_angles
-    from partialft.core.layers import find_layers
 
     if args.out:
         check_out_file(args.out, overwrite=args.overwrite, what="angles", ours=is_angles_file,
                        inputs=[args.pretrained, args.finetuned, args.checkpoint, args.layer_spec])
-    layer_map = find_layers(model_from_args(args, meta=True), args.layer_spec)
-    pretrained = read_weights(args.pretrained)
-    finetuned = read_weights(args.finetuned, base=pretrained)
+    read = _from_run if args.finetuned is None else _from_files
+    model, layer_map, pretrained, finetuned = read(args)
     angles = compute_angles(pretrained, finetuned, layer_map)
     if args.out:
-        save_angles(args.out, angles, layer_map, model=args.model)
+        from partialft.training.runs import is_run_dir, reference_info
+
+        measured = args.finetuned or args.pretrained  # a run dir: recorded for reports
+        source = reference_info(measured) if is_run_dir(measured) else {}
+        save_angles(args.out, angles, layer_map, model=model, **source)
     if args.json:
-        print_json({"model": args.model, "angles": angles})
+        print_json({"model": model, "angles": angles})
         return 0
     for group, layers in layer_map.groups().items():
         print(f"{group}:")

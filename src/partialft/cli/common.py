@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 
 
 def add_model_args(parser: argparse.ArgumentParser, positional: bool = False,
-                   pretrained_default: bool = False) -> None:
+                   pretrained_default: bool = False, required: bool = True) -> None:
     """MODEL or --model, --num-classes, --checkpoint, --pretrained/--no-pretrained, --layer-spec."""
     model_help = "timm model name, e.g. vit_base_patch16_224"
     if positional:
         parser.add_argument("model", metavar="MODEL", help=model_help)
     else:
-        parser.add_argument("--model", required=True, help=model_help)
+        parser.add_argument("--model", required=required, default=None, help=model_help)
     parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="classes of the new head (default: the model's own)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -71,6 +71,26 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole(text, 0, "whole number >= 0")
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    """--threads N: CPU threads for torch (default: the cores other processes leave free)."""
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch (default: one per core no other process "
+                        "is using; see docs/bench.md)")
+
+
+def add_base_mismatch_arg(parser: argparse.ArgumentParser) -> None:
+    """--allow-base-mismatch: apply a run's delta to base weights other than those it recorded."""
+    parser.add_argument("--allow-base-mismatch", action="store_true",
+                        help="apply the run's delta even when the base weights differ from "
+                        "those the run recorded (SHA-256); a warning is printed instead")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    from partialft.utils.threads import set_threads
+
+    set_threads(getattr(args, "threads", None))
 
 
 def print_json(obj: Any) -> None:

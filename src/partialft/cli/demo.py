@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from partialft.cli.common import positive_int
+from partialft.cli.common import add_threads_arg, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-per-split", type=positive_int, default=None, metavar="N",
                    help="use only N images per split (a quicker, rougher demo)")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing --out")
+    add_threads_arg(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show progress bars")
     p.set_defaults(func=run)
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     start = time.perf_counter()
-    cfg = demo_config(out, args.dataset, args.model, args.epochs, args.max_per_split)
+    cfg = demo_config(out, args.dataset, args.model, args.epochs, args.max_per_split,
+                      threads=args.threads)
     with RunDir(out, kind="demo", overwrite=args.overwrite, resume=True,
                 settings={"dataset": args.dataset, "model": args.model, "epochs": args.epochs,
                           "max_per_split": args.max_per_split}):

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from partialft.cli.common import positive_int, print_json
+from partialft.cli.common import (
+    add_base_mismatch_arg,
+    add_threads_arg,
+    apply_threads,
+    positive_int,
+    print_json,
+)
 from partialft.errors import PartialFTError
 
 if TYPE_CHECKING:
@@ -42,11 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                    help="evaluate only the first N images (quick checks)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="evaluation batch size")
+    add_threads_arg(p)
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--device", default=None,
                    help="device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_base_mismatch_arg(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar over the corruption passes")
     p.set_defaults(func=run)
@@ -100,7 +108,8 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     from partialft.training.runs import load_run_model, read_config
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, summary = load_run_model(args.run_dir, device)
+    model, summary = load_run_model(args.run_dir, device,
+                                    allow_base_mismatch=args.allow_base_mismatch)
     sev = parse_severities(args.severities)
     names = parse_corruptions(args.corruptions) if args.corruptions else None
     common = {"device": device, "batch_size": args.batch_size, "num_workers": args.workers}
@@ -131,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.run_dir).is_dir():
         raise PartialFTError(f"run dir {args.run_dir} does not exist.")
     from partialft.analysis.evaluate import eval_key, save_eval
+
+    apply_threads(args)
 
     result = evaluate_run(args)
     split = "test" if args.dataset in FOLDER_SETS else args.split

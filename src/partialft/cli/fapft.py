@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from partialft.cli.train import add_run_flags, check_run_flags
-from partialft.training.config import (
-    add_config_args,
-    config_inputs,
-    load_config,
-    overrides_from_args,
-)
+from partialft.cli.train import add_run_flags, check_run_flags, main_process
+from partialft.training.config import config_inputs
+from partialft.training.config_files import load_config
+from partialft.training.config_flags import add_config_args, overrides_from_args
 from partialft.training.outputs import check_claim
 
 
@@ -29,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how to score layers: angles of a full run (default), of a short probe, "
                    "relative gradient norms, or SubTuning's greedy search (docs/selectors.md)")
     add_run_flags(p)
-    add_config_args(p, skip=("method", "angles"))
+    # flags fapft does not use: the method is fapft, its angles come from the full run
+    add_config_args(p, skip=("method", "angles", "layers", "lora_rank", "lora_alpha",
+                             "lora_targets", "adapter_dim", "vpt_tokens"))
     p.set_defaults(func=run)
 
 
@@ -45,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_fapft(cfg, reference=args.reference, progress=args.progress,
                         selector=args.selector, overwrite=args.overwrite,
                         inputs=inputs)
+    if not main_process():  # under torchrun / accelerate launch, one process reports
+        return 0
     print((out / "comparison.md").read_text(), end="")
     print(f"FAPFT trained {len(summary['fapft_layers'])} layers (top-k {summary['topk']}, "
           f"mode {summary['mode']}); results in {out}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from partialft.cli.common import existing_path, positive_int, print_json
+from partialft.cli.common import add_base_mismatch_arg, existing_path, positive_int, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="timed forward passes per variant (default 10)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_base_mismatch_arg(p)
     p.set_defaults(func=run)
 
 
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     from partialft.analysis.multitask import benchmark, from_runs
 
-    multi = from_runs(args.runs, device=args.device)
+    multi = from_runs(args.runs, device=args.device,
+                      allow_base_mismatch=args.allow_base_mismatch)
     embed = multi.base.patch_embed  # the size the base was built for (pretrained_cfg may differ)
     x = torch.randn(args.batch_size, embed.proj.in_channels, *embed.img_size,
                     generator=torch.Generator().manual_seed(0)).to(args.device)

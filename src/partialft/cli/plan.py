@@ -15,7 +15,7 @@ from partialft.cli.common import (
 
 def add_selection_args(p: argparse.ArgumentParser) -> None:
     """--method, --layers, --angles, --topk, --mode, --train-non-residual."""
-    p.add_argument("--method", required=True, metavar="METHOD",
+    p.add_argument("--method", default=None, metavar="METHOD",
                    help=f"one of: {', '.join(METHOD_NAMES)}")
     p.add_argument("--layers", default=None, metavar="IDS",
                    help="comma-separated layer ids for --method layers")
@@ -24,16 +24,34 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", default=None, metavar="K",
                    help="layers per homogeneous group: one number or one per stage "
                    "(0,0,6,2); default: paper Table 7")
-    p.add_argument("--mode", default=None, choices=["large", "small"],
-                   help="fapft (required): train the largest-angle layers (hard tasks) or the "
-                   "smallest (easy tasks)")
-    p.add_argument("--train-non-residual", action="store_true",
+    p.add_argument("--mode", default=None, choices=["large", "small", "auto"],
+                   help="fapft: train the largest-angle layers (hard tasks) or the smallest "
+                   "(easy tasks); auto needs data, so plan cannot resolve it")
+    p.add_argument("--train-non-residual", action=argparse.BooleanOptionalAction,
+                   default=None,
                    help="also train patch embedding, tokens, downsampling and final norm")
+    for flag, kind, text in BASELINE_FLAGS:
+        p.add_argument(flag, type=kind, default=None, help=text)
+
+
+# the PEFT baselines' options, as `partialft train` takes them
+BASELINE_FLAGS = (("--lora-rank", int, "lora: rank of the update (default 8)"),
+                  ("--lora-alpha", float, "lora: scaling numerator (default 16)"),
+                  ("--lora-targets", str, "lora: modules to adapt, of qkv, attn.proj, mlp.fc1, "
+                   "mlp.fc2 (default: all four)"),
+                  ("--adapter-dim", int, "adapter: bottleneck width (default: channels // 64)"),
+                  ("--vpt-tokens", int, "vpt-deep: prompt tokens per block (default 50)"))
 
 
 def selection_kwargs(args: argparse.Namespace, model) -> dict:
     from partialft.core.angles import load_angles
     from partialft.core.layers import find_layers
+    from partialft.errors import PartialFTError
+
+    if args.mode == "auto":
+        raise PartialFTError("plan cannot resolve --mode auto: it needs data (a linear probe of "
+                             "the pretrained features); pass --mode large or small, or let "
+                             "'partialft train' or 'partialft fapft' decide it.")
 
     angles, mode = None, args.mode
     if args.angles:
@@ -60,19 +78,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="show the layers and trainable parameters of a method",
                        description="Show which layers a method trains and how many parameters, "
                        "on the meta device (instant, no weights, no memory).")
-    add_model_args(p)
+    add_model_args(p, required=False)
     add_selection_args(p)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="take model, classes, method, top-k, mode and baseline options from a "
+                   "training config (a file or a shipped name); flags override it")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
+
+
+def from_config(args: argparse.Namespace) -> None:
+    """Fill the flags not given from --config, as `partialft train --config` would read it."""
+    from partialft.data import known_classes
+    from partialft.errors import PartialFTError
+    from partialft.training.config_files import load_config
+
+    if args.config is not None:
+        overrides = {k: getattr(args, k) for k in ("model", "method") if getattr(args, k)}
+        cfg = load_config(args.config, {**overrides, "mode": args.mode or None} if args.mode
+                          else overrides)
+        for key in ("model", "method", "topk", "mode", "layer_spec", "checkpoint",
+                    "lora_rank", "lora_alpha", "lora_targets", "adapter_dim", "vpt_tokens"):
+            if getattr(args, key, None) is None:
+                setattr(args, key, getattr(cfg, key))
+        if args.train_non_residual is None:
+            args.train_non_residual = cfg.train_non_residual
+        args.num_classes = args.num_classes or cfg.num_classes or known_classes(cfg.dataset)
+    if not args.model or not args.method:
+        raise PartialFTError("plan needs --model and --method (or a --config that sets them).")
+    args.train_non_residual = bool(args.train_non_residual)
 
 
 def run(args: argparse.Namespace) -> int:
     from partialft.methods import prepare
 
+    from_config(args)
     model = model_from_args(args, meta=True)
+    baseline = {k: v for k, v in {"rank": args.lora_rank, "alpha": args.lora_alpha,
+                                  "targets": args.lora_targets, "dim": args.adapter_dim,
+                                  "prompts": args.vpt_tokens}.items() if v is not None}
     prepared = prepare(model, args.method, layer_spec=args.layer_spec,
                        train_non_residual=args.train_non_residual,
-                       **selection_kwargs(args, model))
+                       baseline_options=baseline, **selection_kwargs(args, model))
     summary = prepared.summary
     if args.json:
         print_json({"model": args.model, **prepared.selection.to_dict(), **summary.to_dict()})

@@ -9,12 +9,9 @@ from typing import Any
 
 from partialft.cli.common import positive_int
 from partialft.errors import PartialFTError
-from partialft.training.config import (
-    add_config_args,
-    config_inputs,
-    load_config,
-    overrides_from_args,
-)
+from partialft.training.config import config_inputs
+from partialft.training.config_files import load_config
+from partialft.training.config_flags import add_config_args, overrides_from_args
 
 SELECTOR_NAMES = ("angle", "probe-angle", "grad", "greedy")
 

@@ -7,7 +7,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from partialft.cli.common import fmt_params, non_negative_int, positive_int, print_json
+from partialft.cli.common import (
+    add_base_mismatch_arg,
+    add_threads_arg,
+    apply_threads,
+    fmt_params,
+    non_negative_int,
+    positive_int,
+    print_json,
+)
 from partialft.errors import PartialFTError
 from partialft.training.outputs import check_claim, remove_marked
 
@@ -30,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-eval", action="store_true",
                    help="do not measure the soup's accuracy (uniform soups only)")
+    add_threads_arg(p)
     p.add_argument("--device", default=None,
                    help="device for evaluation (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=positive_int, default=128,
@@ -37,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=non_negative_int, default=0,
                    help="data loader worker processes (default 0)")
     p.add_argument("--json", action="store_true", help="print the soup's summary as JSON")
+    add_base_mismatch_arg(p)
     p.set_defaults(func=run)
 
 
@@ -47,7 +57,7 @@ def default_device(device: str | None) -> str:
 
 
 def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
-                   workers: int = 0) -> Evaluator | None:
+                   workers: int = 0, allow_base_mismatch: bool = False) -> Evaluator | None:
     """``state_dict -> accuracy (%)`` on a split of ``run_dir``'s dataset (its model structure);
     None when the run has no such split (no test/ folder, or val_fraction 0)."""
     import torch
@@ -59,7 +69,8 @@ def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
     from partialft.training.runs import delta_info, read_config, run_datasets, structured_model
 
     meta = delta_info(run_dir)
-    model = structured_model(meta["base"], meta.get("selection", {})).to(device).eval()
+    model = structured_model(meta["base"], meta.get("selection", {}),
+                             allow_base_mismatch=allow_base_mismatch).to(device).eval()
     data = run_datasets(run_dir, split)
     if data is None or len(data) == 0:
         return None
@@ -81,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
         load_ingredient,
         uniform_soup,
         )
+    apply_threads(args)
 
     if args.greedy and args.no_eval:
         raise PartialFTError("--greedy needs held-out accuracies; drop --no-eval.")
-    from partialft.training.runs import base_state, is_run_dir
+    from partialft.training.runs import delta_info, is_run_dir, structured_model
 
     _check_out(Path(args.out), args.runs, args.overwrite)
     bad = [r for r in args.runs if not is_run_dir(r)]
@@ -93,12 +105,17 @@ def run(args: argparse.Namespace) -> int:
                              "delta.safetensors); pass run dirs written by 'partialft train'.")
     ingredients = [load_ingredient(r) for r in args.runs]
     check_same_base(ingredients)
-    base = base_state(args.runs[0])
+    # the base in the ingredients' own structure: a PEFT baseline's deltas name the modules it
+    # inserts (LoRA wraps the layers it adapts, so even the base weights are named differently)
+    meta = delta_info(args.runs[0])
+    base = structured_model(meta["base"], meta.get("selection", {}),
+                            allow_base_mismatch=args.allow_base_mismatch).state_dict()
     device = default_device(args.device)
     accuracies: dict[str, Any] = {"val_acc": None, "test_acc": None}
     evaluate = None
+    eval_args = (device, args.batch_size, args.workers, args.allow_base_mismatch)
     if not args.no_eval:
-        evaluate = make_evaluator(args.runs[0], "val", device, args.batch_size, args.workers)
+        evaluate = make_evaluator(args.runs[0], "val", *eval_args)
     if args.greedy and evaluate is None:
         raise PartialFTError(f"a greedy soup adds ingredients by validation accuracy, but "
                              f"{args.runs[0]} was trained without a validation split "
@@ -110,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
         result = uniform_soup(base, ingredients)
         if evaluate is not None:
             accuracies["val_acc"] = evaluate({**base, **result.delta})
-    test = None if args.no_eval else make_evaluator(args.runs[0], "test", device,
-                                                    args.batch_size, args.workers)
+    test = None if args.no_eval else make_evaluator(args.runs[0], "test", *eval_args)
     if test is not None:
         accuracies["test_acc"] = test({**base, **result.delta})
     out = _write_whole(Path(args.out), ingredients, result, accuracies, args.overwrite)

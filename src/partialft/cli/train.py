@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from partialft.training.config import add_config_args, load_config, overrides_from_args
+from partialft.training.config_files import load_config
+from partialft.training.config_flags import (
+    add_config_args,
+    check_method_flags,
+    overrides_from_args,
+)
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -63,12 +68,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from partialft.training.train import fmt_pct, train
 
-    cfg = load_config(args.config, overrides_from_args(args))
+    given = overrides_from_args(args)
+    cfg = load_config(args.config, given)
+    check_method_flags(given, cfg.method)
     check_run_flags(args, cfg.out)
     if cfg.mode == "auto" and cfg.method == "fapft":
         cfg = _concrete_mode(cfg, args.resume)
     summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress,
                     inputs=[args.config] if args.config else [])
+    if not main_process():  # under torchrun / accelerate launch, one process reports
+        return 0
     if summary is None:
         print(f"stopped after {cfg.max_steps} steps; continue with "
               f"'partialft train --out {cfg.out} --resume' (same flags).")
@@ -77,3 +86,10 @@ def run(args: argparse.Namespace) -> int:
           f"{fmt_pct(summary['test_acc'])}, {summary['trainable_params']:,} trainable parameters, "
           f"{summary['wall_s']:.1f} s on {summary['device']}; run dir {cfg.out}")
     return 0
+
+
+def main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or the only process)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

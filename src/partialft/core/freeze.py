@@ -31,6 +31,19 @@ class FreezeSummary:
         return {"trainable_params": self.trainable_params, "total_params": self.total_params,
                 "groups": self.groups}
 
+    def __str__(self) -> str:
+        """As PEFT's ``print_trainable_parameters()``, then one line per group."""
+        lines = [f"trainable params: {self.trainable_params:,} || all params: "
+                 f"{self.total_params:,} || trainable%: {100 * self.fraction:.4f}"]
+        width = max((len(g) for g in self.groups), default=0)
+        lines += [f"  {g:<{width}}  {c['trainable']:>12,} / {c['total']:,}"
+                  for g, c in self.groups.items()]
+        return "\n".join(lines)
+
+    def print_trainable_parameters(self) -> None:
+        """Print :meth:`__str__` (the name PEFT users know)."""
+        print(self)
+
 
 def trainable_names(layer_map: LayerMap, selection: Selection, train_non_residual: bool = False,
                     extra: Iterable[str] = ()) -> set[str]:

@@ -29,6 +29,7 @@ _API = {
     "PREPROCESS": "partialft.data.datasets",
     "TensorImageDataset": "partialft.data.memory",
     "build_datasets": "partialft.data.datasets",
+    "known_classes": "partialft.data.datasets",
     "dataset_names": "partialft.data.datasets",
     "load_rgb": "partialft.data.files",
     "make_split": "partialft.data.base",

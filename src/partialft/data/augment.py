@@ -36,6 +36,8 @@ class AugmentConfig:
     randaugment: str | None = None  # timm string, e.g. "rand-m9-mstd0.5-inc1" (n = ops, m = 0..10)
     hflip: float = 0.5
     random_erasing: float = 0.0
+    # brightness, contrast and saturation jitter; as in timm, off when RandAugment is on
+    color_jitter: float = 0.0
     crop_scale: tuple[float, float] = (0.08, 1.0)  # a float x means (x, 1.0); (1, 1) = no crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     # crop + flip in the batch: None = only for raw batches (uint8 or not yet img_size); file
@@ -239,6 +241,8 @@ class BatchAugment(nn.Module):
             x = self._crop_flip(x) if geometric else self._resize(x)
             if self.randaugment is not None:  # after crop + flip, as in timm's train transform
                 x = self._randaugment(x)
+            elif geometric and self.cfg.color_jitter > 0:  # file sets jitter in the loader
+                x = self._jitter(x)
         x = self._normalize(x)
         if self.train_mode and self.cfg.random_erasing > 0:
             x = self._erase(x)
@@ -312,6 +316,16 @@ class BatchAugment(nn.Module):
                 pil = Image.fromarray(img[..., 0] if c == 1 else img)
                 out[i] = np.asarray(self.randaugment(pil)).reshape(img.shape)
         return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2)  # uint8, see _normalize
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's colour jitter (brightness, contrast, saturation), drawn per image."""
+        from torchvision.transforms import v2
+
+        if x.shape[1] != 3:  # saturation has no meaning for one channel
+            return x
+        cj = self.cfg.color_jitter
+        jitter = v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj)
+        return torch.stack([jitter(img) for img in x])
 
     def _erase(self, x: torch.Tensor) -> torch.Tensor:
         from timm.data.random_erasing import RandomErasing

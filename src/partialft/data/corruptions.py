@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from partialft.errors import PartialFTError, suggest
+from partialft.utils.extras import require
 
 # The 15 ImageNet-C benchmark corruptions (Hendrycks & Dietterich 2019), in their order.
 BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
@@ -96,9 +97,7 @@ def _resource_filename(package: str, resource: str) -> str:
 @cache
 def _imagecorruptions() -> types.ModuleType:
     """Import imagecorruptions with the compatibility shims described in the module docstring."""
-    if importlib.util.find_spec("imagecorruptions") is None:
-        raise PartialFTError("corruptions need the imagecorruptions package; install it with "
-                             "pip install 'partialft[robustness]'.")
+    require("imagecorruptions", "corruptions")
     if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = _resource_filename  # type: ignore[attr-defined]

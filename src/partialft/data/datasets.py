@@ -60,6 +60,19 @@ PREPROCESS = ("crop_pct", "interpolation", "mean", "std")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # the ones tensor resizing has
 
 
+# classes of the named datasets (what ``build_datasets`` would find), for counts without data
+CLASSES = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10, "digits": 10, "cub": 200,
+           "nabirds": 555, "flowers": 102, "dogs": 120, "cars": 196}
+
+
+def known_classes(name: str) -> int | None:
+    """The number of classes of dataset ``name`` when it is fixed (``synthetic:N`` too)."""
+    base, _, arg = name.partition(":")
+    if base == "synthetic":
+        return int(arg) if arg.isdigit() else 4
+    return CLASSES.get(base)
+
+
 def dataset_names() -> list[str]:
     """Valid dataset names, as a user writes them."""
     return [f"{n}:PATH" if n == "folder" else n for n in DATASETS] + ["synthetic:N"]

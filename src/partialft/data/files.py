@@ -45,8 +45,14 @@ def image_transforms(img_size: int, augment: Any = None, crop_pct: float = 1.0,
     ratio = (1.0, 1.0) if scale[0] >= 1.0 else (3 / 4, 4 / 3)
     to_float = v2.ToDtype(torch.float32, scale=True)
     train = create_transform(img_size, is_training=True, scale=scale, ratio=ratio, hflip=hflip,
-                             color_jitter=None, normalize=False)
+                             color_jitter=_jitter(augment), normalize=False)
     return v2.Compose([train, to_float]), EvalResize(img_size, crop_pct, interpolation)
+
+
+def _jitter(augment: Any) -> float | None:
+    """timm's colour jitter for the loader, off with RandAugment (which BatchAugment runs)."""
+    cj = float(getattr(augment, "color_jitter", 0.0) or 0.0)
+    return cj if cj > 0 and not getattr(augment, "randaugment", None) else None
 
 
 def request_transforms(req: Request) -> tuple[Transform, Transform]:

@@ -44,8 +44,8 @@ def load_state_dict_file(path: str | Path) -> StateDict:
         raise PartialFTError(f"checkpoint {path} is truncated or not a safetensors file (its "
                              "header is not a safetensors header).")
     try:
-        with warnings.catch_warnings():  # torch warns about legacy files before refusing them
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_safe_globals()):
+            warnings.simplefilter("ignore")  # torch warns about legacy files before refusing
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise PartialFTError(f"refused to load {path}: it is a pickle holding objects other "
@@ -55,6 +55,20 @@ def load_state_dict_file(path: str | Path) -> StateDict:
         raise PartialFTError(f"checkpoint {path} is truncated or corrupt "
                              f"({first_line(exc)}).") from None
     return _unwrap(obj, path)
+
+
+def _safe_globals() -> list[Any]:
+    """The plain-data classes a timm ``train.py`` checkpoint holds besides tensors (its
+    ``args`` namespace, a NumPy metric), allowed for ``weights_only`` loading: they hold values,
+    not code. Nothing else is let through."""
+    import argparse
+
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core  # NumPy 2 renamed it
+    scalar = core.multiarray.scalar
+    return [argparse.Namespace, scalar, np.dtype, *{type(np.dtype(t)) for t in (
+        "float64", "float32", "int64", "int32", "bool")}]
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -96,7 +110,8 @@ def check_digest(path: str | Path, recorded: dict[str, Any], what: str) -> None:
 
 
 def _unwrap(obj: object, path: Path) -> StateDict:
-    """Accept a plain state dict or one nested under 'state_dict', 'model' or 'module'."""
+    """Accept a plain state dict or one nested under 'state_dict' (a timm train.py checkpoint,
+    whose 'state_dict_ema' is not used), 'model' or 'module'."""
     for key in ("state_dict", "model", "module", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

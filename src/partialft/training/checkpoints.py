@@ -62,11 +62,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def trained_state(model: nn.Module, names: Iterable[str] | None = None) -> StateDict:
-    """The tensors to keep in a delta: trainable parameters (or ``names``)."""
+    """The tensors to keep in a delta: trainable parameters (or ``names``, which may also name
+    buffers such as BatchNorm running statistics, see :func:`delta_names`)."""
     if names is None:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = dict(model.named_parameters())
-    return {n: params[n] for n in names}
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    return {n: tensors[n] for n in names}
 
 
 def save_delta(path: str | Path, model: nn.Module, base: dict[str, Any],

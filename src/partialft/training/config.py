@@ -1,12 +1,13 @@
-"""The training config: one dataclass, validated in ``__post_init__``, read from YAML and flags.
+"""The training config: one dataclass, validated in ``__post_init__``.
 
-Precedence: field defaults < ``--config FILE`` (YAML) < flags given on the command line.
-Every field is also a ``partialft train`` flag (``batch_size`` -> ``--batch-size``).
+Read from YAML files by :mod:`partialft.training.config_files` and from flags by
+:mod:`partialft.training.config_flags`; precedence: field defaults < ``--config`` (YAML) <
+flags given on the command line. Every field is also a ``partialft train`` flag
+(``batch_size`` -> ``--batch-size``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import types
@@ -17,9 +18,12 @@ from typing import Any
 
 import yaml
 
-from partialft.errors import PartialFTError, read_text_file, suggest
+from partialft.errors import PartialFTError, suggest
 
 AMP = ("auto", "no", "bf16", "fp16")
+# timm's schedulers that step per optimizer step (plateau needs an epoch metric: not offered)
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "rsqrt", "constant")
+LOGGERS = ("auto", "tensorboard", "wandb", "csv", "none")
 MAX_EPOCHS = 100_000
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
@@ -46,7 +50,17 @@ class TrainConfig:
                           "task) or smallest (easy task) angles, or auto (decided by a linear "
                           "probe, see docs/selectors.md); no default")
     train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
-    baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only)")
+    baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only; "
+                                  "or the flags below)")
+    lora_rank: int | None = _f(None, "lora: rank of the update (default 8)")
+    lora_alpha: float | None = _f(None, "lora: scaling numerator, update * alpha / rank "
+                                  "(default 16)")
+    lora_targets: str | None = _f(None, "lora: comma-separated modules to adapt, of qkv, "
+                                  "attn.proj, mlp.fc1, mlp.fc2 (default: all four)")
+    adapter_dim: int | None = _f(None, "adapter: bottleneck width (default: channels // 64)")
+    vpt_tokens: int | None = _f(None, "vpt-deep: prompt tokens per block (default 50)")
+    model_kwargs: dict[str, Any] = _f(None, "extra timm.create_model arguments, e.g. "
+                                      "drop_rate=0.1,global_pool=avg (recorded with the base)")
     # data
     dataset: str = _f("digits", "cifar10, cifar100, fashion-mnist, digits, synthetic, "
                       "folder:PATH, cub, nabirds, flowers, dogs, cars")
@@ -62,16 +76,25 @@ class TrainConfig:
     # recipe
     epochs: int = _f(10, "training epochs")
     batch_size: int = _f(64, "global batch size (split across processes)")
-    lr: float = _f(1e-3, "peak learning rate (AdamW)")
-    min_lr: float = _f(1e-6, "final learning rate of the cosine decay")
-    weight_decay: float = _f(0.05, "AdamW weight decay")
+    opt: str = _f("adamw", "optimizer, any timm.optim.create_optimizer_v2 name (adamw, sgd, "
+                  "lamb, ...)")
+    lr: float = _f(1e-3, "peak learning rate")
+    layer_decay: float | None = _f(None, "layer-wise lr decay, e.g. 0.75 (none = off; timm's)")
+    sched: str = _f("cosine", "schedule, a timm.scheduler.create_scheduler_v2 name: cosine, "
+                    "tanh, step, multistep, poly, rsqrt, constant; stepped per optimizer step")
+    min_lr: float = _f(1e-6, "final learning rate of the schedule")
+    weight_decay: float = _f(0.05, "weight decay")
     warmup_epochs: float = _f(1.0, "linear warm-up, in epochs (per-step schedule)")
+    warmup_lr: float | None = _f(None, "learning rate the warm-up starts from (default: lr / "
+                                 "1000)")
     label_smoothing: float = _f(0.1, "label smoothing")
     mixup: float = _f(0.0, "mixup alpha (0 = off)")
     cutmix: float = _f(0.0, "cutmix alpha (0 = off)")
     randaugment: str | None = _f(None, "timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
     hflip: float = _f(0.5, "horizontal flip probability")
     random_erasing: float = _f(0.0, "random erasing probability")
+    color_jitter: float = _f(0.0, "colour jitter strength for brightness, contrast and "
+                             "saturation (0 = off)")
     crop_scale: float = _f(1.0, "lower bound of random-resized-crop scale (1 = no crop)")
     crop_pct: float | None = _f(None, "evaluation centre crop, as a share of the resized image "
                                 "(default: the model's pretrained config)")
@@ -88,11 +111,16 @@ class TrainConfig:
     amp: str = _f("auto", "mixed precision: auto (bf16 on a GPU that has it), no, bf16, fp16")
     compile: bool = _f(False, "torch.compile the model")
     seed: int = _f(0, "random seed")
+    threads: int | None = _f(None, "CPU threads for torch (default: the free cores, see "
+                             "docs/bench.md)")
+    log_with: str = _f("auto", "metrics logger: tensorboard, wandb, csv or none (auto: "
+                       "tensorboard when installed, else csv)")
     # run dir
     out: str = _f("runs/train", "run dir to write")
     save_full: bool = _f(False, "also write the full model.safetensors")
     checkpoint_every: int = _f(0, "also save resume state every N steps (0 = each epoch only)")
     max_steps: int | None = _f(None, "stop after N optimizer steps (the run can be resumed)")
+    keep_state: bool = _f(False, "keep the resume state (state/) after the run finishes")
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -100,6 +128,28 @@ class TrainConfig:
         self._check_counts()
         self._check_recipe()
         self._check_choices()
+        self._check_method_options()
+
+    def baseline_options(self) -> dict[str, Any]:
+        """The PEFT baseline's options: ``baseline`` (YAML) with the ``--lora-*``,
+        ``--adapter-dim`` and ``--vpt-tokens`` flags on top."""
+        flags = {"rank": self.lora_rank, "alpha": self.lora_alpha, "targets": self.lora_targets,
+                 "dim": self.adapter_dim, "prompts": self.vpt_tokens}
+        return {**(self.baseline or {}), **{k: v for k, v in flags.items() if v is not None}}
+
+    def _check_method_options(self) -> None:
+        """A baseline's flags only with that baseline: a flag its method ignores is a mistake."""
+        owners = {"lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora",
+                  "adapter_dim": "adapter", "vpt_tokens": "vpt-deep"}
+        for name, method in owners.items():
+            if getattr(self, name) is not None and self.method != method:
+                flag = "--" + name.replace("_", "-")
+                raise PartialFTError(f"{flag} {getattr(self, name)} is only used by --method "
+                                     f"{method}, not {self.method}; drop it or use --method "
+                                     f"{method}.")
+        for name in ("lora_rank", "adapter_dim", "vpt_tokens"):
+            if getattr(self, name) is not None:
+                self._check_positive(name)
 
     def _normalise(self) -> None:
         """Flag and YAML spellings of list fields -> their one form."""
@@ -109,6 +159,13 @@ class TrainConfig:
             self.layers = [str(layer) for layer in self.layers]
         for name in ("mean", "std"):
             setattr(self, name, _floats(name, getattr(self, name)))
+        if isinstance(self.model_kwargs, str):
+            self.model_kwargs = _keyword_values("model_kwargs", self.model_kwargs)
+        owned = [k for k in self.model_kwargs or {} if k in OWN_SETTINGS]
+        if owned:
+            own = OWN_SETTINGS[owned[0]]
+            raise PartialFTError(f"model_kwargs {owned[0]} is set by partialft itself; use "
+                                 f"--{own.replace('_', '-')} (or {own}: in a config) instead.")
         if isinstance(self.topk, list) and all(_whole(k) for k in self.topk):
             self.topk = ",".join(str(k) for k in self.topk)  # YAML [0, 0, 6, 2] = "0,0,6,2"
         elif self.topk is not None and not isinstance(self.topk, (dict, list)):
@@ -128,6 +185,8 @@ class TrainConfig:
         for name in ("num_classes", "img_size"):
             if getattr(self, name) is not None:
                 self._check_positive(name)
+        if self.threads is not None:
+            self._check_positive("threads")
         for name in ("checkpoint_every", "workers", "max_steps"):  # 0 means off / none
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use 0 or more.")
@@ -157,12 +216,30 @@ class TrainConfig:
                 raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
         if self.lr == 0:
             raise PartialFTError("lr 0 is not valid; use a positive learning rate such as 1e-3.")
+        for name in ("warmup_lr", "color_jitter"):
+            value = getattr(self, name)
+            if value is not None and not (_number(value) and value >= 0):
+                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
+        if self.color_jitter and self.randaugment:
+            raise PartialFTError(f"color_jitter {self.color_jitter} has no effect with randaugment "
+                                 f"{self.randaugment!r} (timm turns it off too); drop one of them.")
+        if self.layer_decay is not None and not (_number(self.layer_decay)
+                                                 and 0 < self.layer_decay <= 1):
+            raise PartialFTError(f"layer_decay {self.layer_decay!r} is not valid; use a number in "
+                                 "(0, 1], such as 0.75 (or none for off).")
         if self.min_lr > self.lr:
             raise PartialFTError(f"min_lr {self.min_lr} is above lr {self.lr}; the cosine decay "
                                  "ends at min_lr, so use a value <= lr (e.g. lr / 1000).")
 
     def _check_choices(self) -> None:
         """Named choices, and settings that only some methods read."""
+        if self.sched not in SCHEDULERS:
+            raise PartialFTError(f"sched {self.sched!r} is not valid; use one of "
+                                 f"{', '.join(SCHEDULERS)} (timm's schedulers).")
+        if self.log_with not in LOGGERS:
+            raise PartialFTError(f"log_with {self.log_with!r} is not valid; use one of "
+                                 f"{', '.join(LOGGERS)}.")
+        _check_optimizer(self.opt)
         if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
             raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "
                                  "bilinear, bicubic or nearest.")
@@ -234,6 +311,39 @@ def _floats(name: str, value: Any) -> Any:
     return value
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# timm.create_model arguments that have a setting of their own (model_kwargs may not repeat them)
+OWN_SETTINGS = {"num_classes": "num_classes", "img_size": "img_size", "pretrained": "pretrained",
+                "checkpoint_path": "checkpoint", "pretrained_cfg": "pretrained",
+                "pretrained_cfg_overlay": "pretrained", "drop_path_rate": "drop_path"}
+
+
+def _keyword_values(name: str, text: str) -> dict[str, Any]:
+    """'drop_rate=0.1,global_pool=avg' (a flag) -> {'drop_rate': 0.1, 'global_pool': 'avg'}."""
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.replace(" ", ",").split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.isidentifier():
+            raise PartialFTError(f"{name} {text!r} is not valid; use key=value pairs separated "
+                                 "by commas, such as drop_rate=0.1,global_pool=avg.")
+        out[key] = yaml.safe_load(value) if value else None  # numbers, true/false, strings
+    return out
+
+
+def _check_optimizer(name: str) -> None:
+    from timm.optim import list_optimizers
+
+    valid = list_optimizers()
+    if name not in valid:
+        raise PartialFTError(f"opt {name!r} is not valid{suggest(name, valid)}; use one of "
+                             "timm's optimizers, such as adamw, sgd or lamb.")
+
+
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -259,82 +369,6 @@ def _is(value: Any, kind: type) -> bool:
 
 def _describe(kinds: list[type]) -> str:
     return " or ".join(_WORDS.get(k, k.__name__) for k in kinds)
-
-
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file, then ``overrides``; unknown keys are an error."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(read_yaml(path))
-    values.update(overrides or {})
-    unknown = [k for k in values if k not in FIELDS]
-    if unknown:
-        key = unknown[0]
-        raise PartialFTError(f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are "
-                             "the fields of 'partialft train --help'.")
-    return TrainConfig(**values)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    text = read_text_file(path, "config", "a YAML file (see configs/)")
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PartialFTError(f"config {path} is not valid YAML{where}: {problem}.") from None
-    if not isinstance(data, dict):
-        raise PartialFTError(f"config {path} must be a YAML mapping of TrainConfig fields.")
-    return data
-
-
-def _arg_type(tp: Any) -> tuple[Any, bool]:
-    """The argparse type for a field's annotation, and whether None is allowed."""
-    args = typing.get_args(tp)
-    optional = type(None) in args
-    inner = [a for a in args if a is not type(None)][0] if args and (
-        typing.get_origin(tp) in (typing.Union, types.UnionType)) else tp
-    if typing.get_origin(inner) in (list, dict):
-        return str, optional
-    return inner, optional
-
-
-def _parse(kind: Any, optional: bool, name: str) -> Any:
-    def parse(text: str) -> Any:
-        if optional and text.lower() in ("none", "null", ""):
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} {text!r} is not a valid {kind.__name__}") from None
-
-    return parse
-
-
-def add_config_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per TrainConfig field; flags not given stay absent (argparse.SUPPRESS)."""
-    hints = typing.get_type_hints(TrainConfig)
-    for name, f in FIELDS.items():
-        if name in skip or name == "baseline":
-            continue
-        flag = "--" + name.replace("_", "-")
-        kind, optional = _arg_type(hints[name])
-        help_text = f.metadata["help"]
-        if "default" not in help_text:  # each default said once
-            help_text += f" (default: {f.default})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
-        else:
-            parser.add_argument(flag, dest=name, type=_parse(kind, optional, flag),
-                                default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k in FIELDS}
 
 
 def config_inputs(cfg: TrainConfig) -> list[str]:

@@ -34,7 +34,7 @@ LOCK = ".lock"
 # marked directory; "x/**" is anything under x. Marked subdirectories are checked on their own.
 _RUN = ("config.yaml", "selection.json", "metrics.jsonl", "summary.json", "delta.safetensors",
         "model.safetensors", "split.json", "eval.json", "wall_s.json", "state/state.json",
-        "state/tensors-*.safetensors", "tensorboard/**")
+        "state/tensors-*.safetensors", "tensorboard/**", "wandb/**", "log.csv")
 OWNED: dict[str, tuple[str, ...]] = {
     "train": _RUN,
     "soup": _RUN,
@@ -46,6 +46,8 @@ OWNED: dict[str, tuple[str, ...]] = {
     "bench": ("bench.json", "bench.md", "bench.png"),
     "pretrain": ("config.json", "metrics.jsonl", "summary.json", "model.safetensors",
                  "MODEL_CARD.md", "state/state.json", "state/tensors-*.safetensors"),
+    "export": ("config.json", "model.safetensors", "adapter_config.json",
+               "adapter_model.safetensors"),
 }
 _ALWAYS = (MARKER, LOCK, "README.md")
 # atomic_write's temporary files: '.' + target name + '.' + 8 mkstemp characters + '.tmp'
@@ -183,10 +185,14 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
     if reuse and marker["kind"] == kind:
         return False
     if marker["kind"] != kind:
-        raise PartialFTError(f"{flag} {out} is a partialft {marker['kind']} directory, not a "
-                             f"{kind} one; pass --overwrite to replace it or choose another "
-                             "directory.")
+        raise PartialFTError(f"{flag} {out} is a partialft {marker['kind']} directory, not "
+                             f"{_article(kind)} {kind} one; pass --overwrite to replace it or "
+                             "choose another directory.")
     raise PartialFTError(_exists_message(flag, out, kind))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _exists_message(flag: str, out: str | Path, kind: str) -> str:

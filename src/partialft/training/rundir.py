@@ -52,6 +52,8 @@ class RunDir:
         self.path = Path(path)
         self.main = main_process
         self._lock_fh = None
+        self._created = False  # this call made the directory
+        self._new = False  # this call marked it (new, or replaced with --overwrite)
         if main_process:
             self._prepare(kind, overwrite, resume, list(inputs), settings)
 
@@ -59,6 +61,7 @@ class RunDir:
                  settings: dict[str, Any] | None) -> None:
         claim = dict(overwrite=overwrite, reuse=resume, inputs=inputs)
         check_claim(self.path, kind, **claim)  # before creating anything
+        self._created = not self.path.exists()
         make_dir(self.path)
         self._lock()
         try:
@@ -67,6 +70,7 @@ class RunDir:
             marker = read_marker(self.path)
             if marker is None:
                 write_marker(self.path, kind, settings)
+                self._new = True
             elif settings is not None and marker.get("settings") != settings:
                 raise PartialFTError(_settings_changed(self.path, marker["settings"], settings))
             remove_stale_tmp(self.path)
@@ -101,6 +105,16 @@ class RunDir:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
+
+    def abandon(self) -> None:
+        """Undo a new run dir whose setup failed (bad settings, missing weights), so the same
+        command, corrected, needs no --overwrite; a reused (--resume) run dir is kept."""
+        if self.main and self._new and not self.finished:
+            clear(self.path, read_marker(self.path)["kind"])  # what partialft wrote, checked
+            (self.path / LOCK).unlink(missing_ok=True)
+            if self._created:
+                self.path.rmdir()
+        self.close()
 
     @property
     def finished(self) -> bool:

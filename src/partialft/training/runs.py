@@ -1,8 +1,15 @@
-"""Read run dirs back: the trained model (base + delta), its base weights, its data."""
+"""Read run dirs back: the trained model (base + delta), its base weights, its data.
+
+A run records the SHA-256 of the base weights it started from (``base["weights_sha256"]``,
+:func:`weights_sha256`); rebuilding the base checks it, so a delta is never laid over other
+weights unless the caller allows it. Runs written before that field existed are not checked.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,43 @@ from partialft.training.checkpoints import DELTA, SUMMARY, apply_delta, read_met
 CONFIG = "config.yaml"
 SELECTION = "selection.json"
 SPLIT = "split.json"
+
+
+# config keys outside a run's recipe: the seed, and what cannot change a finished run's result
+# (where it was written, stopping and resuming, what was logged or kept)
+NOT_RECIPE = ("seed", "out", "max_steps", "checkpoint_every", "log_with", "keep_state")
+
+
+def recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without :data:`NOT_RECIPE`: what runs that differ only in seed share."""
+    return {k: v for k, v in config.items() if k not in NOT_RECIPE}
+
+
+def recipe_hash(config: dict[str, Any]) -> str:
+    """A short, stable name of a recipe (8 hex digits of its SHA-256)."""
+    text = json.dumps(recipe(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def reference_info(run_dir: str | Path) -> dict[str, Any]:
+    """What an angles file records about the run it measured: its path, method, seed and
+    recipe, so reports can group runs whose angles came from the same recipe."""
+    summary = read_summary(run_dir)
+    config = summary.get("config") or {}
+    return {"reference": str(Path(run_dir).resolve()), "reference_method": summary.get("method"),
+            "reference_seed": summary.get("seed"), "reference_recipe": recipe(config)}
+
+
+def angles_origin(path: str | Path | None) -> dict[str, Any] | None:
+    """Which run an angles file measured: method, seed and recipe hash (None when the file
+    does not say: older files, or two weights files compared)."""
+    if not path or not Path(path).is_file():
+        return None
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("reference_recipe"), dict):
+        return None
+    return {"method": data.get("reference_method"), "seed": data.get("reference_seed"),
+            "recipe": recipe_hash(data["reference_recipe"])}
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -49,6 +93,7 @@ _BASE_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "num_classes": (int, type(None)), "pretrained": (bool,),
     "checkpoint": (str, type(None)), "img_size": (int, type(None)),
     "layer_spec": (str, type(None)), "init_seed": (int,), "checkpoint_file": (dict,),
+    "model_kwargs": (dict,), "pretrained_tag": (str, type(None)), "weights_sha256": (str,),
 }
 
 
@@ -68,24 +113,28 @@ def _check_base(base: Any, path: Path) -> None:
                                  "be used.")
 
 
-def base_model(base: dict[str, Any], **model_kwargs: Any) -> nn.Module:
+def base_model(base: dict[str, Any], *, offline_hint: str | None = None,
+               **model_kwargs: Any) -> nn.Module:
     """A fresh model with the base weights a run started from.
 
     Weights that no checkpoint provides (a new head, or the whole model when it is trained from
     scratch) are drawn from ``base["init_seed"]``, so base + delta is exactly the trained model.
     ``model_kwargs`` (e.g. ``drop_path_rate``) go to timm and change no weight.
+    ``offline_hint`` ends the error when pretrained weights are missing (default: how to read
+    an existing run).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(base.get("init_seed", 0)))
-        return _create(base, model_kwargs)
+        return _create(base, model_kwargs, offline_hint or RUN_HINT)
 
 
-def _create(base: dict[str, Any], model_kwargs: dict[str, Any]) -> nn.Module:
+def _create(base: dict[str, Any], model_kwargs: dict[str, Any], hint: str) -> nn.Module:
     if base.get("checkpoint") and base.get("checkpoint_file"):
         check_digest(base["checkpoint"], base["checkpoint_file"], "base checkpoint")
     return create_model(base["model"], num_classes=base.get("num_classes"),
                         pretrained=bool(base.get("pretrained")), checkpoint=base.get("checkpoint"),
-                        img_size=base.get("img_size"), offline_hint=RUN_HINT, **model_kwargs)
+                        img_size=base.get("img_size"), offline_hint=hint,
+                        **{**(base.get("model_kwargs") or {}), **model_kwargs})
 
 
 # reading a run needs its base weights; no flag can replace them
@@ -93,47 +142,110 @@ RUN_HINT = ("the run's base weights are needed to rebuild it: copy them into thi
             "Hugging Face cache (HF_HOME), or read the run where they are.")
 
 
-def structured_model(base: dict[str, Any], selection: dict[str, Any]) -> nn.Module:
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict: each tensor's name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def base_source(base: dict[str, Any]) -> str:
+    """Where a run's base weights come from, in words (for messages and model cards)."""
+    if base.get("checkpoint"):
+        sha = (base.get("checkpoint_file") or {}).get("sha256")
+        return f"checkpoint {base['checkpoint']}" + (f" (SHA-256 {sha})" if sha else "")
+    if base.get("pretrained"):
+        return f"timm pretrained weights {base.get('pretrained_tag') or base['model']}"
+    return f"{base['model']} initialised from seed {base.get('init_seed', 0)} (no pretraining)"
+
+
+def check_base_weights(model: nn.Module, base: dict[str, Any],
+                       allow_mismatch: bool = False) -> None:
+    """Refuse base weights other than those the run recorded (unchecked when it recorded none)."""
+    recorded = base.get("weights_sha256")
+    if not recorded:
+        return
+    now = weights_sha256(model.state_dict())
+    if now == recorded:
+        return
+    what = (f"the base weights ({base_source(base)}) differ from those the run started from "
+            f"(SHA-256 {recorded[:12]}... recorded, {now[:12]}... now)")
+    if allow_mismatch:
+        print(f"warning: {what}; the delta is applied to them anyway (--allow-base-mismatch).",
+              file=sys.stderr)
+        return
+    raise PartialFTError(f"{what}, so base + delta is not the trained model; restore the "
+                         "original base weights, or pass --allow-base-mismatch to apply the "
+                         "delta to these anyway.")
+
+
+def checked_base_model(base: dict[str, Any], allow_base_mismatch: bool = False) -> nn.Module:
+    """:func:`base_model`, checked against the base weights' SHA-256 the run recorded."""
+    model = base_model(base)
+    check_base_weights(model, base, allow_base_mismatch)
+    return model
+
+
+# selection keys that are not baseline options (a soup's selection names its ingredients)
+NOT_OPTIONS = ("method", "layers", "train_all", "soup", "ingredients")
+
+
+def structured_model(base: dict[str, Any], selection: dict[str, Any], *,
+                     allow_base_mismatch: bool = False) -> nn.Module:
     """The base model with a PEFT baseline's modules inserted when the run used one."""
     from partialft.baselines import BASELINES
     from partialft.methods import prepare
 
-    model = base_model(base)
+    model = checked_base_model(base, allow_base_mismatch)
     method = selection.get("method")
     if method in BASELINES:
-        options = {k: v for k, v in selection.items() if k not in ("method", "layers", "train_all")}
+        options = {k: v for k, v in selection.items() if k not in NOT_OPTIONS}
         model = prepare(model, method, baseline_options=options).model
     return model
 
 
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu"
-                   ) -> tuple[nn.Module, dict[str, Any]]:
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", *,
+                   allow_base_mismatch: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a run (base + delta) in eval mode, and the run's summary."""
     meta = delta_info(run_dir)
-    model = structured_model(meta["base"], meta.get("selection", {}))
+    model = structured_model(meta["base"], meta.get("selection", {}),
+                             allow_base_mismatch=allow_base_mismatch)
     apply_delta(model, load_state_dict_file(Path(run_dir) / DELTA))
     return model.to(device).eval(), read_summary(run_dir)
 
 
-def base_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
+def base_state(run_dir: str | Path, *, allow_base_mismatch: bool = False
+               ) -> dict[str, torch.Tensor]:
     """The base (pretrained) weights of a run, as a state dict."""
-    return base_model(delta_info(run_dir)["base"]).state_dict()
+    return checked_base_model(delta_info(run_dir)["base"], allow_base_mismatch).state_dict()
 
 
 def run_datasets(run_dir: str | Path, split: str = "test") -> torch.utils.data.Dataset:
     """The split (``train``, ``val`` or ``test``) of the dataset a run trained on."""
-    from partialft.data import PREPROCESS, build_datasets, resolve_preprocess
-
     if split not in ("train", "val", "test"):
         raise PartialFTError(f"split {split!r} is not valid; use train, val or test.")
+    return getattr(_run_data(run_dir), split)
+
+
+def run_classes(run_dir: str | Path) -> list[str]:
+    """The class names of the dataset a run trained on, in label order."""
+    return list(_run_data(run_dir).classes)
+
+
+def _run_data(run_dir: str | Path) -> Any:
+    """The run's datasets (all splits), built as the run built them."""
+    from partialft.data import PREPROCESS, build_datasets, resolve_preprocess
+
     cfg = read_config(run_dir)
     split_file = Path(run_dir) / SPLIT
     # the evaluation resize the run recorded (its model's own where a run predates it)
     pre = resolve_preprocess(shape_model(cfg["model"]), **{k: cfg.get(k) for k in PREPROCESS})
-    data = build_datasets(cfg["dataset"], data_dir=cfg.get("data_dir"),
+    return build_datasets(cfg["dataset"], data_dir=cfg.get("data_dir"),
                           img_size=cfg["img_size"], val_fraction=cfg["val_fraction"],
                           seed=cfg["seed"], download=False,
                           split_file=split_file if split_file.is_file() else None,
                           max_per_split=cfg.get("max_per_split"), crop_pct=pre["crop_pct"],
                           interpolation=pre["interpolation"])
-    return getattr(data, split)

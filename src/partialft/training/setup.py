@@ -29,11 +29,14 @@ from timm.utils import ModelEmaV3
 from partialft.errors import PartialFTError
 from partialft.methods import Prepared, prepare
 from partialft.models import default_input_size, file_digest, shape_model
+from partialft.models.create import TRAIN_HINT
+from partialft.training import trackers
 from partialft.training.config import TrainConfig, config_inputs, write_config
 from partialft.training.loaders import Batches
 from partialft.training.rundir import RunDir
-from partialft.training.runs import CONFIG, SELECTION, SPLIT, base_model
+from partialft.training.runs import CONFIG, SELECTION, SPLIT, base_model, weights_sha256
 from partialft.utils.io import atomic_write_json
+from partialft.utils.threads import set_threads
 
 
 @dataclass
@@ -57,23 +60,20 @@ class Setup:
     base: dict[str, Any]
 
 
+# timm optimizer names that are torch's own Adam/AdamW, which have a fused CUDA kernel
+FUSED = ("adam", "adamw")
+
+
 def _precision(amp: str) -> str:
     if amp != "auto":
         return amp
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def _trackers() -> str | None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return None
-    return "tensorboard"
-
-
 def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
           inputs: Sequence[str | Path] = ()) -> Setup:
     """Accelerator, run dir, data, model with its selection, optimizer, schedule and loss."""
+    set_threads(cfg.threads)  # the free cores, unless --threads or OMP_NUM_THREADS say
     # accelerate keeps one global state per process; clearing it (not the distributed
     # PartialState) lets one process run several trainings with other precision or
     # accumulation: the demo, the fapft pipeline, the tests.
@@ -81,12 +81,22 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     GradientState._reset_state()
     acc = Accelerator(cpu=not torch.cuda.is_available(),  # several CPU processes -> gloo
                       mixed_precision=_precision(cfg.amp), split_batches=True,
-                      gradient_accumulation_steps=cfg.grad_accum, log_with=_trackers(),
+                      gradient_accumulation_steps=cfg.grad_accum,
+                      log_with=trackers.make(cfg.log_with, cfg.out),
                       project_config=ProjectConfiguration(project_dir=cfg.out,
                                                           logging_dir=cfg.out))
     run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process,
                  inputs=[*config_inputs(cfg), *inputs])
     acc.wait_for_everyone()
+    try:
+        return _assemble(cfg, acc, run)
+    except BaseException:
+        run.abandon()  # nothing trained yet: the corrected command needs no --overwrite
+        raise
+
+
+def _assemble(cfg: TrainConfig, acc: Accelerator, run: RunDir) -> Setup:
+    """Data, model with its selection, optimizer, schedule and loss, in a claimed run dir."""
     # augmentation, dropout (torch); timm's Mixup and file-dataset crops draw from NumPy's and
     # Python's global generators, so those are seeded too (resume points restore all three)
     torch.manual_seed(cfg.seed)
@@ -95,11 +105,13 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     model, prepared, data, base = _model_and_data(cfg, run)
     batches = Batches(len(data.train), cfg.batch_size, cfg.grad_accum, cfg.seed,
                       acc.process_index, acc.num_processes)
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    fused=acc.device.type == "cuda" or None)
+    fused = {"fused": True} if acc.device.type == "cuda" and cfg.opt in FUSED else {}
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    layer_decay=cfg.layer_decay, **fused)
+    warmup_lr = cfg.lr * 1e-3 if cfg.warmup_lr is None else cfg.warmup_lr
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=cfg.epochs, min_lr=cfg.min_lr,
-        warmup_lr=cfg.lr * 1e-3, warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr,
+        warmup_lr=warmup_lr, warmup_epochs=cfg.warmup_epochs, step_on_epochs=False,
         updates_per_epoch=batches.steps_per_epoch)
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
@@ -127,7 +139,8 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
     img_size = cfg.img_size or default_input_size(cfg.model)[-1]
     # the model's own crop_pct/interpolation/mean/std unless given; recorded in config.yaml,
     # so eval, soups and reports preprocess exactly as this run validated
-    pre = resolve_preprocess(shape_model(cfg.model), **{k: getattr(cfg, k) for k in PREPROCESS})
+    shape = shape_model(cfg.model)
+    pre = resolve_preprocess(shape, **{k: getattr(cfg, k) for k in PREPROCESS})
     data = build_datasets(cfg.dataset, data_dir=cfg.data_dir, img_size=img_size,
                           val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file,
                           max_per_split=cfg.max_per_split, augment=augment_config(cfg),
@@ -144,6 +157,12 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
             "layer_spec": _absolute(cfg.layer_spec), "init_seed": init_seed(cfg)}
     if cfg.checkpoint:
         base["checkpoint_file"] = file_digest(cfg.checkpoint)
+    elif cfg.pretrained:  # the weights timm resolved the name to: architecture.tag
+        tag = shape.pretrained_cfg.get("tag")
+        base["pretrained_tag"] = (cfg.model if cfg.model.startswith("hf-hub:") or not tag
+                                  else f"{shape.pretrained_cfg['architecture']}.{tag}")
+    if cfg.model_kwargs:  # they may change the architecture: a rebuild needs them too
+        base["model_kwargs"] = dict(cfg.model_kwargs)
     return data, base
 
 
@@ -152,7 +171,10 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     from partialft.core.layers import find_layers
 
     data, base = resolve_inputs(cfg, run.file(SPLIT))
-    model = base_model(base, **model_kwargs(cfg))
+    model = base_model(base, offline_hint=TRAIN_HINT, **model_kwargs(cfg))
+    # provenance: a delta applied to other base weights is refused (training.runs); hashing
+    # costs 9 ms for partialft_vit_tiny, 0.25-0.4 s for ViT-B/16 on one CPU thread
+    base["weights_sha256"] = weights_sha256(model.state_dict())
     check_finite_start(model, cfg)
     _check_img_size(model, cfg.img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
@@ -162,7 +184,8 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
                              "train and fapft commands call) or pass mode large or small.")
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
                        train_non_residual=cfg.train_non_residual,
-                       baseline_options=cfg.baseline or {}, layers=cfg.layers, angles=angles,
+                       baseline_options=cfg.baseline_options(), layers=cfg.layers,
+                       angles=angles,
                        topk=cfg.topk, mode=cfg.mode)
     if run.main:
         write_config(run.file(CONFIG), cfg)
@@ -213,7 +236,8 @@ def augment_config(cfg: TrainConfig) -> Any:
     from partialft.data import AugmentConfig
 
     return AugmentConfig(randaugment=cfg.randaugment, hflip=cfg.hflip,
-                         random_erasing=cfg.random_erasing, crop_scale=(cfg.crop_scale, 1.0))
+                         random_erasing=cfg.random_erasing, color_jitter=cfg.color_jitter,
+                         crop_scale=(cfg.crop_scale, 1.0))
 
 
 def augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device

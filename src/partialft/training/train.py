@@ -19,6 +19,7 @@ import torch.nn as nn
 import yaml
 
 from partialft.errors import PartialFTError
+from partialft.training import trackers
 from partialft.training.checkpoints import (
     DELTA,
     FULL,
@@ -30,11 +31,10 @@ from partialft.training.checkpoints import (
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.loaders import evaluate
 from partialft.training.outputs import check_claim
-from partialft.training.runs import CONFIG
+from partialft.training.rundir import STATE_DIR
+from partialft.training.runs import CONFIG, angles_origin
 from partialft.training.setup import Setup, build
 from partialft.utils.io import atomic_write_json, atomic_write_text
-
-TRACKER_DIR = "tensorboard"
 
 
 def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
@@ -54,10 +54,12 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         from partialft.training.loop import run_loop
 
         if s.acc.log_with:
-            _start_tracker(s)
+            trackers.start(s.acc, s.run.path, _scalar_config(cfg))
         finished = run_loop(s, progress=progress)
         summary = _finish(s) if finished else None
         s.acc.end_training()
+        if summary is not None and not cfg.keep_state and s.acc.is_main_process:
+            shutil.rmtree(s.run.file(STATE_DIR), ignore_errors=True)  # summary.json is written
         return summary
     except torch.cuda.OutOfMemoryError:
         raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
@@ -73,19 +75,9 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         s.run.close()
 
 
-def _start_tracker(s: Setup) -> None:
-    """One TensorBoard log per run, in RUN/tensorboard: a resumed run rewrites it from scratch
-    (the loop replays metrics.jsonl into it), so event files never pile up across resumes."""
-    if s.acc.is_main_process:
-        log_dir = s.run.file(TRACKER_DIR)
-        if log_dir.is_dir():
-            shutil.rmtree(log_dir)
-    s.acc.wait_for_everyone()
-    s.acc.init_trackers(TRACKER_DIR, config=_scalar_config(s.cfg))
-
-
 # settings that may change between a run and its --resume: they do not change the results
-RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile")
+RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile", "threads",
+                "log_with", "keep_state")
 
 
 def ignored_by(method: str) -> tuple[str, ...]:
@@ -135,6 +127,12 @@ def _finish(s: Setup) -> dict[str, Any]:
         "test_acc": test_acc, "wall_s": round(info.get("elapsed_s", 0.0), 3),
         "images_per_s": info.get("images_per_s"), "device": _device_name(acc.device),
         "processes": acc.num_processes, "precision": acc.mixed_precision,
+        # provenance of the base weights (also in the delta's metadata "base")
+        "pretrained_tag": s.base.get("pretrained_tag"),
+        "checkpoint_sha256": (s.base.get("checkpoint_file") or {}).get("sha256"),
+        "base_weights_sha256": s.base.get("weights_sha256"),
+        "angles_from": angles_origin(cfg.angles),  # reports group runs by it, not by path
+        "threads": torch.get_num_threads(),  # chosen by --threads, OMP_NUM_THREADS or free cores
         "config": cfg.to_dict(),
     }
     if acc.is_main_process:

@@ -15,7 +15,7 @@ from typing import Any
 from partialft.core.angles import compute_angles, save_angles
 from partialft.core.layers import find_layers
 from partialft.training.config import TrainConfig
-from partialft.training.runs import base_state, load_run_model
+from partialft.training.runs import base_state, load_run_model, reference_info
 from partialft.utils.io import atomic_write_text
 
 # (run name, method, pretrained) in the order they run; fapft needs full first.
@@ -26,12 +26,13 @@ EASY = {"digits": "small", "fashion-mnist": "small"}
 
 
 def demo_config(out: Path, dataset: str = "digits", model: str = "partialft_vit_tiny",
-                epochs: int = 6, max_per_split: int | None = None, seed: int = 0) -> TrainConfig:
+                epochs: int = 6, max_per_split: int | None = None, seed: int = 0,
+                threads: int | None = None) -> TrainConfig:
     """The one recipe every demo run shares (paper: partial runs reuse full FT's settings)."""
     return TrainConfig(model=model, dataset=dataset, img_size=32, epochs=epochs,
                        batch_size=64, lr=1e-3, warmup_epochs=1.0, weight_decay=0.05,
                        label_smoothing=0.1, hflip=0.0, amp="no", seed=seed,
-                       max_per_split=max_per_split, out=str(out))
+                       max_per_split=max_per_split, out=str(out), threads=threads)
 
 
 def run_demo(cfg: TrainConfig, progress: bool = True, log: Any = print) -> list[dict[str, Any]]:
@@ -63,7 +64,7 @@ def _angles(out: Path) -> Path:
         model, _ = load_run_model(out / "full")
         layer_map = find_layers(model)
         angles = compute_angles(base_state(out / "full"), model.state_dict(), layer_map)
-        save_angles(path, angles, layer_map, reference=str(out / "full"))
+        save_angles(path, angles, layer_map, **reference_info(out / "full"))
     return path
 
 

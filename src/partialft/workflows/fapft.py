@@ -18,7 +18,14 @@ from partialft.errors import PartialFTError, first_items
 from partialft.models import load_state_dict_file
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.rundir import RunDir
-from partialft.training.runs import base_model, base_state, delta_info, is_run_dir, load_run_model
+from partialft.training.runs import (
+    base_model,
+    base_state,
+    delta_info,
+    is_run_dir,
+    load_run_model,
+    reference_info,
+)
 from partialft.utils.io import atomic_write_json, atomic_write_text
 
 
@@ -60,8 +67,9 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
     angles_path = out / "angles.json"
     if not angles_path.is_file():
         angles = _angles(cfg, full_dir, reference)
-        save_angles(angles_path, angles[0], angles[1], model=cfg.model,
-                    reference=str(reference or full_dir))
+        source = (reference_info(full_dir) if is_run_dir(full_dir)
+                  else {"reference": str(Path(reference).resolve())})  # a weights file
+        save_angles(angles_path, angles[0], angles[1], model=cfg.model, **source)
     partial = dataclasses.replace(cfg, method="fapft", angles=str(angles_path),
                                   out=str(out / "fapft"))
     fapft_summary = train(partial, resume=True, progress=progress)

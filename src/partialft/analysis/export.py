@@ -1,0 +1,478 @@
+"""Export a finished run for the ecosystem: a timm folder, a peft LoRA adapter, the Hub.
+
+Formats (``partialft export RUN --out DIR --format F``, see docs/cli.md):
+
+- ``timm``: ``config.json`` + ``model.safetensors`` + ``README.md``, laid out by timm's own
+  ``save_for_hf``, so ``timm.create_model("local-dir:DIR", pretrained=True)`` (or
+  ``"hf-hub:REPO"`` once pushed) builds the fine-tuned model with the run's preprocessing and
+  class names. SSF and LoRA are folded into the weights (plain timm has no place for them);
+  adapter and VPT-Deep add modules timm's architectures lack, so they cannot be exported.
+- ``merged``: the same folder, named for what it does to SSF and LoRA runs (for a layer method
+  the two formats write the same files).
+- ``peft``: for LoRA runs, ``adapter_config.json`` + ``adapter_model.safetensors`` that
+  ``peft.PeftModel.from_pretrained(timm_base_model, DIR)`` loads (the head as
+  ``modules_to_save``), written by peft's own ``save_pretrained``.
+
+Every export is loaded back (timm or peft) and its outputs compared with partialft's own model
+before the verb reports success.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from partialft import __version__
+from partialft.errors import PartialFTError
+from partialft.models import input_size
+from partialft.models.loading import first_line
+from partialft.training.checkpoints import DELTA
+from partialft.training.outputs import LOCK, MARKER, check_claim, remove_marked
+from partialft.training.rundir import RunDir
+from partialft.training.runs import (
+    base_model,
+    base_source,
+    delta_info,
+    load_run_model,
+    read_config,
+    read_summary,
+    run_classes,
+)
+from partialft.utils.io import user_umask
+
+FORMATS = ("timm", "peft", "merged")
+KIND = "export"
+MERGEABLE = {"ssf": "SSF", "lora": "LoRA"}  # methods whose modules fold into the weights
+NEW_ARCHITECTURE = ("adapter", "vpt-deep")  # modules no timm architecture has, not mergeable
+# largest |difference| of logits between the export, loaded back, and partialft's model
+TOLERANCE = 1e-4
+
+
+@dataclass
+class Export:
+    """What an export wrote: the folder, its format and files, how to load it."""
+
+    out: Path
+    format: str
+    method: str
+    files: dict[str, str]
+    load: str
+    max_diff: float
+    labels: int | None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_format(fmt: str, method: str) -> None:
+    """Refuse a format the run's method cannot be written in, naming those that work."""
+    if fmt not in FORMATS:
+        raise PartialFTError(f"format {fmt!r} is not valid; use timm, peft or merged.")
+    works = ("--format timm and merged work for layer methods, ssf and lora runs, --format "
+             "peft for lora runs")
+    if method in NEW_ARCHITECTURE:
+        raise PartialFTError(f"{_a(method)} {method} run adds modules that no timm "
+                             "architecture has and that cannot be merged into its weights, so it "
+                             f"cannot be exported (read it with partialft instead); {works}.")
+    if fmt == "peft" and method != "lora":
+        raise PartialFTError(f"--format peft writes a peft LoRA adapter but this is "
+                             f"{_a(method)} {method} run; {works}.")
+
+
+def _a(word: str) -> str:
+    """The English article before ``word``."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def run_method(run_dir: str | Path) -> str:
+    """The method whose modules a run's delta holds (a soup's is its ingredients')."""
+    meta = delta_info(run_dir)
+    return str(meta.get("selection", {}).get("method") or read_summary(run_dir)["method"])
+
+
+def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm", *,
+               overwrite: bool = False, allow_base_mismatch: bool = False,
+               repo: str | None = None) -> Export:
+    """Write run ``run_dir`` to folder ``out`` in format ``fmt``, checked by loading it back.
+
+    ``repo`` (a Hub repo id) only changes the model card's loading example.
+    """
+    method = run_method(run_dir)
+    check_format(fmt, method)
+    base = delta_info(run_dir)["base"]
+    inputs = [run_dir, base.get("checkpoint")]
+    check_claim(out, KIND, overwrite=overwrite, inputs=inputs)  # before any work
+    model, summary = load_run_model(run_dir, allow_base_mismatch=allow_base_mismatch)
+    context = _context(Path(run_dir), model, summary, method, repo)
+    with RunDir(out, kind=KIND, overwrite=overwrite, inputs=inputs) as folder:
+        try:
+            write = _write_peft if fmt == "peft" else _write_timm
+            return write(model, folder.path, fmt, context)
+        except BaseException:
+            remove_marked(folder.path)  # no half-written export is left behind
+            raise
+
+
+# --- what the model card and config need to know about the run ------------------------------
+
+def _context(run_dir: Path, model: nn.Module, summary: dict[str, Any], method: str,
+             repo: str | None) -> dict[str, Any]:
+    """The run's facts an export records: base, selection, preprocessing, classes."""
+    from partialft.data import PREPROCESS, resolve_preprocess
+
+    meta = delta_info(run_dir)
+    cfg = read_config(run_dir)
+    pcfg = getattr(model, "pretrained_cfg", None) or {}
+    pre = resolve_preprocess(model, **{k: cfg.get(k) for k in PREPROCESS})
+    chans = input_size(model)[0]
+    size = int(cfg.get("img_size") or input_size(model)[-1])
+    for key in ("mean", "std"):
+        pre[key] = tuple(pre[key] * chans if len(pre[key]) == 1 else pre[key])
+    return {"run": run_dir, "base": meta["base"], "selection": meta.get("selection", {}),
+            "summary": summary, "method": method, "repo": repo, "classes": _classes(run_dir),
+            "license": pcfg.get("license"), "hub_id": _hub_id(meta["base"], pcfg),
+            "data": {"input_size": (chans, size, size), **pre},
+            "expected": _reference(model, (chans, size, size))}
+
+
+def _hub_id(base: dict[str, Any], pretrained_cfg: dict[str, Any]) -> str | None:
+    """The Hub repo of the base weights (``timm/<name>.<tag>``) when they came from the Hub."""
+    if base.get("checkpoint") or not base.get("pretrained"):
+        return None
+    return pretrained_cfg.get("hf_hub_id") or None
+
+
+def _classes(run_dir: Path) -> list[str] | None:
+    """The run's class names, or None when its dataset is not on this machine."""
+    try:
+        return run_classes(run_dir)
+    except (PartialFTError, OSError):
+        return None
+
+
+def _reference(model: nn.Module, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """A fixed random batch and partialft's outputs on it (to check the export against)."""
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return {"x": x, "y": model.eval()(x)}
+
+
+def _compare(exported: nn.Module, ctx: dict[str, Any], what: str) -> float:
+    """Largest |difference| of the loaded export's outputs from partialft's; refuse a miss."""
+    with torch.no_grad():
+        got = exported.eval()(ctx["expected"]["x"])
+    diff = float((got - ctx["expected"]["y"]).abs().max())
+    if not diff <= TOLERANCE:
+        raise PartialFTError(f"the {what} export, loaded back, gives outputs up to {diff:.3g} "
+                             f"away from the run's model (allowed {TOLERANCE:g}); this is a "
+                             "partialft bug, please report it with the run's config.yaml.")
+    return diff
+
+
+# --- timm ------------------------------------------------------------------------------------
+
+def _native(base: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pretrained_cfg overrides, model_args) that plain timm (without partialft) can build."""
+    from partialft.models import backbone
+
+    if base["model"] == backbone.NAME:  # registered by partialft: a plain timm ViT with ARCH
+        return {"architecture": "vit_tiny_patch16_224"}, dict(backbone.ARCH)
+    return {}, {}
+
+
+def _merge(model: nn.Module, method: str) -> nn.Module:
+    """Fold SSF or LoRA into the weights they modulate (no-op for layer methods)."""
+    if method == "ssf":
+        from partialft.baselines.ssf import merge_ssf
+
+        return merge_ssf(model)
+    if method == "lora":
+        from partialft.baselines.lora import merge_lora
+
+        return merge_lora(model)
+    return model
+
+
+def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> Export:
+    """config.json + model.safetensors (timm's save_for_hf) + README.md, loaded back by timm."""
+    model = _merge(model, ctx["method"])
+    labels = ctx["classes"] if ctx["classes"] and len(ctx["classes"]) == model.num_classes else None
+    _save_for_hf(model, out, ctx, labels)
+    diff = _compare(_load_timm(out, ctx["method"]), ctx, "timm")
+    name = f"hf-hub:{ctx['repo']}" if ctx["repo"] else f"local-dir:{out}"
+    load = f'timm.create_model("{name}", pretrained=True)'
+    (out / "README.md").write_text(_timm_card(ctx, load), encoding="utf-8")
+    weights = f"{sum(p.numel() for p in model.parameters()):,} parameters"
+    if ctx["method"] in MERGEABLE:
+        weights += f" ({MERGEABLE[ctx['method']]} merged into the weights)"
+    files = {"config.json": _config_line(out), "model.safetensors": weights,
+             "README.md": "model card"}
+    _readable(out)
+    return Export(out, fmt, ctx["method"], files, load, diff, len(labels) if labels else None,
+                  _notes(ctx))
+
+
+def _save_for_hf(model: nn.Module, out: Path, ctx: dict[str, Any], labels: list[str] | None
+                 ) -> None:
+    """timm's own save_for_hf, with the run's preprocessing and class names."""
+    from timm.models import save_for_hf
+
+    cfg_over, model_args = _native(ctx["base"])
+    data = dict(ctx["data"])
+    # the run's preprocessing also as the source config: timm before data_config reads only it
+    model.pretrained_cfg = {**model.pretrained_cfg, **data, **cfg_over}
+    takes_data = "data_config" in inspect.signature(save_for_hf).parameters
+    save_for_hf(model, str(out), model_config={"label_names": labels} if labels else {},
+                model_args=model_args or None, safe_serialization=True,
+                **({"data_config": data} if takes_data else {}))
+
+
+def _load_timm(out: Path, method: str) -> nn.Module:
+    """The exported folder as timm loads it; one sentence when its weights do not fit."""
+    import timm
+
+    try:
+        return timm.create_model(f"local-dir:{out}", pretrained=True)
+    except RuntimeError as exc:  # strict loading: e.g. a merged SSF bias the architecture lacks
+        raise PartialFTError(f"timm's architecture does not fit the exported {method} weights "
+                             f"({_misfit(out) or first_line(exc)}), so this run cannot be "
+                             "exported as a plain timm folder.") from None
+
+
+def _misfit(out: Path) -> str:
+    """The first tensor name the exported weights and timm's architecture disagree on."""
+    import timm
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        theirs = set(timm.create_model(f"local-dir:{out}").state_dict())
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        ours = set(fh.keys())
+    extra, missing = sorted(ours - theirs), sorted(theirs - ours)
+    if extra:
+        return f"the weights hold {extra[0]}, which timm's model lacks"
+    return f"the weights lack {missing[0]}" if missing else ""
+
+
+def _readable(out: Path) -> None:
+    """Give the written files the user's usual permissions (safetensors writes 0600)."""
+    mask = user_umask()
+    for path in out.iterdir():
+        if path.is_file() and path.name not in (MARKER, LOCK):
+            path.chmod(0o666 & ~mask)
+
+
+def _config_line(out: Path) -> str:
+    """What config.json says, in one line."""
+    cfg = json.loads((out / "config.json").read_text())
+    pre = cfg["pretrained_cfg"]
+    size = "x".join(str(s) for s in pre["input_size"])
+    return (f"{cfg['architecture']}, {cfg['num_classes']} classes, input {size}, crop_pct "
+            f"{pre['crop_pct']}, {pre['interpolation']}, mean {_fmt(pre['mean'])}, std "
+            f"{_fmt(pre['std'])}")
+
+
+def _fmt(values: Any) -> str:
+    """(0.5, 0.5, 0.5)"""
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def _notes(ctx: dict[str, Any]) -> list[str]:
+    """What the export could not do or check."""
+    notes = []
+    if ctx["classes"] is None:
+        notes.append(f"no label names: dataset {ctx['summary'].get('dataset')} is not on this "
+                     "machine, so its class names could not be read")
+    if not ctx["base"].get("weights_sha256"):
+        notes.append("the run predates base-weight hashing: its base weights were not checked")
+    return notes
+
+
+# --- peft ------------------------------------------------------------------------------------
+
+def _write_peft(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> Export:
+    """adapter_config.json + adapter_model.safetensors (peft's save_pretrained) + README.md."""
+    import peft
+
+    delta = _delta(ctx["run"])
+    config = copy.deepcopy(model.peft_config["default"])  # the LoraConfig the run trained with
+    config.modules_to_save = sorted({k.rpartition(".")[0] for k in delta if "lora_" not in k})
+    base = base_model(ctx["base"])  # checked against its SHA-256 by load_run_model
+    fresh = copy.deepcopy(base)
+    wrapped = peft.get_peft_model(base, config)
+    wrapped.load_state_dict(_peft_keys(delta, wrapped), strict=False)
+    wrapped.peft_config["default"].base_model_name_or_path = _base_name(ctx)
+    wrapped.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookups
+    loaded = peft.PeftModel.from_pretrained(fresh, str(out))
+    diff = _compare(loaded, ctx, "peft")
+    load = f'peft.PeftModel.from_pretrained(base, "{ctx["repo"] or out}")'
+    (out / "README.md").write_text(_peft_card(ctx, load), encoding="utf-8")
+    _readable(out)
+    lora = sum(v.numel() for k, v in delta.items() if "lora_" in k)
+    saved = ", ".join(config.modules_to_save)
+    files = {"adapter_config.json": f"LoRA rank {config.r}, alpha {config.lora_alpha:g}, "
+             f"modules_to_save {saved}",
+             "adapter_model.safetensors": f"{lora:,} LoRA parameters + "
+             f"{sum(v.numel() for v in delta.values()) - lora:,} {saved} parameters",
+             "README.md": "model card"}
+    return Export(out, fmt, "lora", files, load, diff, None, _notes(ctx))
+
+
+def _delta(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors the run trained."""
+    from partialft.models import load_state_dict_file
+
+    return load_state_dict_file(run_dir / DELTA)
+
+
+def _peft_keys(delta: dict[str, torch.Tensor], wrapped: nn.Module) -> dict[str, torch.Tensor]:
+    """The delta under the PeftModel's names: LoRA tensors and modules_to_save copies."""
+    own = wrapped.state_dict()
+    out = {}
+    for key, value in delta.items():
+        module, _, leaf = key.rpartition(".")
+        name = (f"base_model.model.{key}" if "lora_" in key
+                else f"base_model.model.{module}.modules_to_save.default.{leaf}")
+        if name not in own:
+            raise PartialFTError(f"delta tensor {key} has no place in the peft model ({name}); "
+                                 "the run cannot be written as a peft adapter.")
+        out[name] = value
+    return out
+
+
+def _base_name(ctx: dict[str, Any]) -> str:
+    """The base model as the Hub or timm names it (for peft's base_model_name_or_path)."""
+    base = ctx["base"]
+    if ctx["hub_id"]:
+        return str(ctx["hub_id"])
+    if base.get("pretrained") and not base.get("checkpoint") and base.get("pretrained_tag"):
+        return str(base["pretrained_tag"])
+    return str(base["model"])
+
+
+# --- model cards -----------------------------------------------------------------------------
+
+def _details(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Model-card facts: base, method, layers, trainable parameters, dataset, accuracy."""
+    s, base = ctx["summary"], ctx["base"]
+    total, trained = s.get("total_params") or 0, s.get("trainable_params") or 0
+    share = f" ({100 * trained / total:.2f}%)" if total else ""
+    acc = s.get("test_acc")
+    return {
+        "Model Type": "Image classification (partial fine-tuning, partialft)",
+        "Base model": base_source(base),
+        "Base weights SHA-256": base.get("weights_sha256") or "not recorded (older run)",
+        "Method": ctx["method"],
+        "Selected layers": ", ".join(s.get("layers") or []) or (
+            f"none (the {ctx['method']} modules and the head train)"
+            if ctx["method"] in MERGEABLE else "none (only the head trains)"),
+        "Trainable parameters": f"{trained:,} of {total:,}{share}",
+        "Fine-tuning dataset": s.get("dataset"),
+        "Test accuracy": "n/a" if acc is None else f"{acc:.2f}%",
+        "Classes": len(ctx["classes"]) if ctx["classes"] else s.get("num_classes"),
+        "Exported by": f"partialft {__version__} (partialft export)",
+    }
+
+
+def _card(ctx: dict[str, Any], usage: str, library: str, tags: list[str]) -> str:
+    """README.md by timm's generate_readme, with the base's Hub repo as ``base_model``."""
+    from timm.models._hub import generate_readme
+
+    card = {"tags": tags, "library_name": library, "details": _details(ctx), "usage": usage,
+            "license": ctx.get("license") or "other",
+            "description": f"A {ctx['method']} fine-tune of {_base_name(ctx)} on "
+            f"{ctx['summary'].get('dataset')}, exported by partialft."}
+    name = ctx["repo"].split("/")[-1] if ctx["repo"] else Path(ctx["run"]).name
+    text = generate_readme(card, name)
+    hub_id = ctx["hub_id"]
+    return text.replace("---\n", f"---\nbase_model: {hub_id}\n", 1) if hub_id else text
+
+
+def _timm_card(ctx: dict[str, Any], load: str) -> str:
+    """The model card of a timm folder."""
+    usage = ("```python\nimport timm\n\n"
+             f"model = {load}.eval()\n"
+             "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, "
+             "model=model))\n```\n")
+    return _card(ctx, usage, "timm", ["image-classification", "timm", "partialft",
+                                      ctx["method"]])
+
+
+def _peft_card(ctx: dict[str, Any], load: str) -> str:
+    """The model card of a peft adapter: how to build its base model with timm alone."""
+    base = ctx["base"]
+    _, args = _native(base)
+    hub = base.get("pretrained") and not base.get("checkpoint") and base.get("pretrained_tag")
+    name = "vit_tiny_patch16_224" if args else str(hub or base["model"])
+    kwargs = "".join(f", {k}={v!r}" for k, v in {**args, "img_size": base.get("img_size"),
+                                                  **(base.get("model_kwargs") or {})}.items())
+    weights = ("pretrained=True" if base.get("pretrained") and not base.get("checkpoint")
+               and not args else "pretrained=False")
+    source = base_source(base) + (" (the file bundled with partialft)" if args else "")
+    usage = ("```python\nimport peft\nimport timm\n\n"
+             f"base = timm.create_model(\"{name}\", {weights}, "
+             f"num_classes={base.get('num_classes')}{kwargs})\n"
+             f"# the base weights must be {source} (the adapter replaces the head); partialft's "
+             f"base, head drawn from seed {base.get('init_seed', 0)}, had SHA-256 "
+             f"{base.get('weights_sha256') or 'not recorded'}\n"
+             f"model = {load}.eval()\n```\n")
+    return _card(ctx, usage, "peft", ["image-classification", "timm", "peft", "lora",
+                                      "partialft"])
+
+
+# --- the Hugging Face Hub --------------------------------------------------------------------
+
+def check_hub(repo: str) -> None:
+    """Before any work: a valid repo id, a token, not offline (one sentence each)."""
+    from partialft.utils.extras import require
+
+    require("huggingface_hub", "--push-to-hub")
+    import huggingface_hub as hub
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise PartialFTError(f"--push-to-hub {repo!r} is not a Hub repo id; use NAME or "
+                             "OWNER/NAME (letters, digits, '-', '_', '.').") from None
+    if hub.constants.HF_HUB_OFFLINE:
+        raise PartialFTError("--push-to-hub needs the network but HF_HUB_OFFLINE is set; unset "
+                             "it or export without --push-to-hub.")
+    if not hub.get_token():
+        raise PartialFTError("--push-to-hub needs a Hugging Face token and none is set; run "
+                             "`hf auth login` or set HF_TOKEN, then export again.")
+
+
+def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
+    """Create ``repo`` (if needed) and upload ``folder`` to it; returns the commit's URL."""
+    import huggingface_hub as hub
+    from huggingface_hub.utils import HfHubHTTPError
+
+    try:
+        url = hub.create_repo(repo, exist_ok=True, private=private)
+        commit = hub.upload_folder(repo_id=getattr(url, "repo_id", repo),
+                                   folder_path=str(folder), ignore_patterns=[MARKER, LOCK],
+                                   commit_message=f"Upload from partialft {__version__}")
+    except HfHubHTTPError as exc:
+        raise PartialFTError(f"the Hugging Face Hub refused the upload to {repo} "
+                             f"({first_line(exc)}); check that your token may write there, "
+                             "then export again with --overwrite.") from None
+    except (OSError, *_network_errors()) as exc:
+        raise PartialFTError(f"could not reach the Hugging Face Hub to upload to {repo} "
+                             f"({first_line(exc)}); check the network connection, then export "
+                             "again with --overwrite.") from None
+    return str(getattr(commit, "commit_url", None) or getattr(url, "url", repo))
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's errors (httpx in huggingface_hub >= 1; requests' are OSErrors)."""
+    try:
+        from huggingface_hub.errors import HTTPError  # type: ignore[attr-defined]
+    except ImportError:
+        return ()
+    return (HTTPError,)
