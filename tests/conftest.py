@@ -88,6 +88,26 @@ REAL = ["--model", "test_vit", "--no-pretrained", "--dataset", f"synthetic:{REAL
         "--warmup-epochs", "0.5", "--hflip", "0", "--amp", "no", "--no-progress", "--lr", "3e-4"]
 
 
+def cli(capsys, *argv: object) -> tuple[int, str, str]:
+    """Run ``partialft ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    from partialft.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *needles: str) -> None:
+    """Exit code 2 and one stderr line without a traceback, naming each of ``needles``."""
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
 def _cli(*argv: str) -> None:
     from partialft.cli import main
 

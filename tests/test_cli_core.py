@@ -11,28 +11,12 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import assert_user_error, cli
 from safetensors.torch import save_file
 
 from partialft.cli import main
 from partialft.methods import prepare
 from partialft.training.checkpoints import save_delta
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run ``partialft ARGV`` in-process; returns (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture(scope="module")

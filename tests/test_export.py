@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+from conftest import assert_user_error, cli
 from safetensors.torch import load_file, save_file
 
 from partialft.cli import main
@@ -29,22 +30,6 @@ TRAIN = ["--dataset", f"synthetic:{CLASSES}", "--img-size", "32", "--max-per-spl
 # a layer method's weights are copied bit for bit and peft runs LoRA unmerged, as partialft
 # does; merging SSF or LoRA into the weights reorders float32 sums
 EXACT, MERGED = 1e-6, 1e-5
-
-
-def cli(capsys, *argv: object) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def user_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +187,10 @@ def test_weights_timm_cannot_load_are_refused_and_nothing_is_left(capsys, tmp_pa
     run = tmp_path / "swin-ssf"
     assert main(["train", "--config", str(config), *TRAIN, "--out", str(run)]) == 0
     capsys.readouterr()
-    user_error(*cli(capsys, "export", run, "--out", tmp_path / "e")[::2],
-               "the weights hold layers.1.downsample.reduction.bias, which timm's model lacks",
-               "cannot be exported as a plain timm folder")
+    assert_user_error(*cli(capsys, "export", run, "--out", tmp_path / "e")[::2],
+                      "the weights hold layers.1.downsample.reduction.bias, which timm's model "
+                      "lacks",
+                      "cannot be exported as a plain timm folder")
     assert not (tmp_path / "e").exists()
 
 
@@ -224,7 +210,7 @@ def test_formats_a_method_cannot_use_are_refused(capsys, runs, tmp_path: Path) -
                              "--format timm"]),
             ("attn", "peft", ["this is an attn run"])):
         code, _, err = cli(capsys, "export", runs[run], "--out", tmp_path / "x", "--format", fmt)
-        user_error(code, err, *needles)
+        assert_user_error(code, err, *needles)
         assert not (tmp_path / "x").exists()
     code, _, err = cli(capsys, "export", runs["attn"], "--out", tmp_path / "x", "--format", "onnx")
     assert code == 2 and "invalid choice: 'onnx'" in err
@@ -233,25 +219,21 @@ def test_formats_a_method_cannot_use_are_refused(capsys, runs, tmp_path: Path) -
 def test_out_follows_the_output_rules(capsys, runs, tmp_path: Path) -> None:
     out = tmp_path / "exp"
     assert cli(capsys, "export", runs["attn"], "--out", out)[0] == 0
-    user_error(*cli(capsys, "export", runs["attn"], "--out", out)[::2], "already exists",
-               "--overwrite")
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", out)[::2], "already exists",
+                      "--overwrite")
     assert cli(capsys, "export", runs["ssf"], "--out", out, "--overwrite")[0] == 0
     assert "ssf" in (out / "README.md").read_text()
     (out / "notes.txt").write_text("mine")
-    user_error(*cli(capsys, "export", runs["attn"], "--out", out, "--overwrite")[::2],
-               "notes.txt", "did not write")
-    user_error(*cli(capsys, "export", runs["attn"], "--out", runs["attn"] / "exp")[::2],
-               "inside the input")
-    user_error(*cli(capsys, "export", tmp_path / "nope", "--out", tmp_path / "y")[::2],
-               "does not exist")
-    user_error(*cli(capsys, "export", tmp_path, "--out", tmp_path / "y")[::2],
-               "not a finished partialft run")
-    train_dir = tmp_path / "a-train-dir"
-    train_dir.mkdir()
-    (train_dir / ".partialft").write_text('{"kind": "train", "settings": {}}')
-    (train_dir / "summary.json").write_text("{}")
-    user_error(*cli(capsys, "export", runs["attn"], "--out", train_dir)[::2],
-               "is a partialft train directory, not an export one")
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", out, "--overwrite")[::2],
+                      "notes.txt", "did not write")
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", runs["attn"] / "exp")[::2],
+                      "inside the input")
+    assert_user_error(*cli(capsys, "export", tmp_path / "nope", "--out", tmp_path / "y")[::2],
+                      "does not exist")
+    assert_user_error(*cli(capsys, "export", tmp_path, "--out", tmp_path / "y")[::2],
+                      "not a finished partialft run")
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", runs["ssf"])[::2],
+                      "is a partialft train directory, not an export one", "--overwrite")
 
 
 class FakeHub:
@@ -297,24 +279,24 @@ def test_push_to_hub_failures_are_one_sentence(capsys, monkeypatch, runs, tmp_pa
     import huggingface_hub
 
     FakeHub(monkeypatch, token=None)
-    user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "a", "--push-to-hub",
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "a", "--push-to-hub",
                     "me/x")[::2], "needs a Hugging Face token", "HF_TOKEN")
     assert not (tmp_path / "a").exists()  # refused before any work
-    user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "a", "--push-to-hub",
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "a", "--push-to-hub",
                     "me/bad name")[::2], "'me/bad name' is not a Hub repo id")
     from huggingface_hub.utils import HfHubHTTPError
 
     refused = HfHubHTTPError.__new__(HfHubHTTPError)  # its constructor wants a live response
     Exception.__init__(refused, "403 Forbidden: you cannot write to me/x")
     FakeHub(monkeypatch, fail=refused)
-    user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "r", "--push-to-hub",
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "r", "--push-to-hub",
                     "me/x")[::2], "the Hugging Face Hub refused the upload to me/x",
-               "403 Forbidden", "your token may write there")
+                      "403 Forbidden", "your token may write there")
     FakeHub(monkeypatch, fail=ConnectionError("[Errno -2] Name or service not known"))
-    user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "b", "--push-to-hub",
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "b", "--push-to-hub",
                     "me/x")[::2], "could not reach the Hugging Face Hub", "Name or service")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "c", "--push-to-hub",
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "c", "--push-to-hub",
                     "me/x")[::2], "HF_HUB_OFFLINE is set")
 
 
@@ -349,7 +331,7 @@ def test_other_base_weights_are_refused_unless_allowed(capsys, monkeypatch, runs
              ["soup", runs["tiny"], "--out", tmp_path / "s"],  # a LoRA soup, evaluated
              ["angles", runs["tiny"]])
     for argv in every:
-        user_error(*cli(capsys, *argv)[::2], "differ from those the run started from",
+        assert_user_error(*cli(capsys, *argv)[::2], "differ from those the run started from",
                    "--allow-base-mismatch")
     assert not (tmp_path / "e").exists() and not (tmp_path / "s").exists()
     for argv in every:

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.analysis.export import check_hub, export_run, push_to_hub
+    from partialft.analysis.export import export_run
+    from partialft.analysis.hub import check_hub, push_to_hub
     from partialft.training.runs import is_run_dir
 
     if not Path(args.run_dir).is_dir():

@@ -1,0 +1,65 @@
+"""Upload an exported folder to the Hugging Face Hub (``partialft export --push-to-hub``).
+
+Everything is checked before any work (repo id, token, offline mode), and a refused upload or a
+network failure is one sentence; the tests mock ``huggingface_hub`` at this boundary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from partialft import __version__
+from partialft.errors import PartialFTError
+from partialft.models.loading import first_line
+from partialft.training.outputs import LOCK, MARKER
+
+
+def check_hub(repo: str) -> None:
+    """Before any work: a valid repo id, a token, not offline (one sentence each)."""
+    from partialft.utils.extras import require
+
+    require("huggingface_hub", "--push-to-hub")
+    import huggingface_hub as hub
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise PartialFTError(f"--push-to-hub {repo!r} is not a Hub repo id; use NAME or "
+                             "OWNER/NAME (letters, digits, '-', '_', '.').") from None
+    if hub.constants.HF_HUB_OFFLINE:
+        raise PartialFTError("--push-to-hub needs the network but HF_HUB_OFFLINE is set; unset "
+                             "it or export without --push-to-hub.")
+    if not hub.get_token():
+        raise PartialFTError("--push-to-hub needs a Hugging Face token and none is set; run "
+                             "`hf auth login` or set HF_TOKEN, then export again.")
+
+
+def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
+    """Create ``repo`` (if needed) and upload ``folder`` to it; returns the commit's URL."""
+    import huggingface_hub as hub
+    from huggingface_hub.utils import HfHubHTTPError
+
+    try:
+        url = hub.create_repo(repo, exist_ok=True, private=private)
+        commit = hub.upload_folder(repo_id=getattr(url, "repo_id", repo),
+                                   folder_path=str(folder), ignore_patterns=[MARKER, LOCK],
+                                   commit_message=f"Upload from partialft {__version__}")
+    except HfHubHTTPError as exc:
+        raise PartialFTError(f"the Hugging Face Hub refused the upload to {repo} "
+                             f"({first_line(exc)}); check that your token may write there, "
+                             "then export again with --overwrite.") from None
+    except (OSError, *_network_errors()) as exc:
+        raise PartialFTError(f"could not reach the Hugging Face Hub to upload to {repo} "
+                             f"({first_line(exc)}); check the network connection, then export "
+                             "again with --overwrite.") from None
+    return str(getattr(commit, "commit_url", None) or getattr(url, "url", repo))
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's errors (httpx in huggingface_hub >= 1; requests' are OSErrors)."""
+    try:
+        from huggingface_hub.errors import HTTPError  # type: ignore[attr-defined]
+    except ImportError:
+        return ()
+    return (HTTPError,)
