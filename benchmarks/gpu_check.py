@@ -25,10 +25,13 @@ steps at 530 s (TOTAL_S), so it ends inside 9 minutes; a step past its budget is
 fails. ``--cpu-smoke`` runs the same steps with tiny sizes on the CPU (test_vit, digits, a few
 steps) in about a minute; ``tests/test_gpu_check.py`` runs it.
 
+Code: this file (running the steps, preflight, the outputs, main), ``gpu_check_steps.py``
+(sizes, budgets, data and each step's command), ``gpu_check_judge.py`` (what a finished
+step must show to pass).
+
 Forcing a failure (to check the failure path): ``--fail STEP[,STEP]`` or the environment
 variable ``GPU_CHECK_FAIL=STEP[,STEP]`` replaces those steps' commands by one that exits 1.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -36,10 +39,8 @@ import datetime
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
@@ -47,360 +48,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-TOTAL_S = 530.0  # GPU mode: no step starts after this; the step budgets add up to 520 s
-SMOKE_TOTAL_S = 900.0  # --cpu-smoke on a shared 2-core CPU
-SMOKE_STEP_S = 150.0
-RESERVE_S = 5.0  # kept back at the end to write the outputs
-MIN_STEP_S = 10.0  # a step that would get less than this is not started
-FAIL_ENV = "GPU_CHECK_FAIL"
-FM_FILE = "train-images-idx3-ubyte"
-DATA_DIR = ROOT / ".data"  # the folder a device call carries (see gpu_check.sh)
-
-# import name -> distribution: what every partialft command imports (pyproject dependencies;
-# tests/test_gpu_check.py keeps the two lists equal)
-CORE = {"torch": "torch", "torchvision": "torchvision", "timm": "timm",
-        "accelerate": "accelerate", "safetensors": "safetensors", "scipy": "scipy",
-        "numpy": "numpy", "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm",
-        "sklearn": "scikit-learn"}
-EXTRA = {"pytest": "pytest", "matplotlib": "matplotlib", "peft": "peft"}
-VIT_METHODS = "full,linear,attn,ffn,fapft,adapter,vpt-deep,ssf,lora"
-SWIN_METHODS = "full,linear,attn,ffn,fapft,adapter,ssf,lora"  # vpt-deep is ViT-only
-
-PREFLIGHT = """
-import json, sys
-out = {"python": sys.version.split()[0]}
-try:
-    import torch
-    out.update(torch=torch.__version__, cuda_build=torch.version.cuda,
-               cuda_available=torch.cuda.is_available())
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        out.update(device=p.name, devices=torch.cuda.device_count(),
-                   memory_gib=round(p.total_memory / 2**30, 1),
-                   capability=f"{p.major}.{p.minor}", bf16=torch.cuda.is_bf16_supported())
-except Exception as exc:
-    out["torch_error"] = repr(exc)
-print("PREFLIGHT " + json.dumps(out))
-"""
-
-
-@dataclass
-class Data:
-    """The training data: Fashion-MNIST where its files are, else the digits stand-in."""
-
-    dataset: str
-    data_dir: str | None
-    note: str
-
-
-@dataclass
-class Ctx:
-    """What the steps share: mode, folders, data, and what preflight found."""
-
-    smoke: bool
-    out: Path
-    work: Path
-    data: Data
-    forced: set[str]
-    facts: dict[str, Any] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Step:
-    """One check: a command, its time budget, the packages it needs, and how to judge it."""
-
-    name: str
-    title: str
-    argv: list[str]
-    budget_s: float
-    needs: tuple[str, ...] = ()
-    judge: Callable[[Ctx, Step], tuple[dict[str, Any], list[str]]] | None = None
-    cwd: Path | None = None
-
-
-@dataclass
-class Result:
-    """One entry of gpu_check.json."""
-
-    name: str
-    title: str
-    command: str
-    exit_code: int | None
-    seconds: float
-    budget_s: float
-    status: str  # pass / fail
-    reason: str
-    numbers: dict[str, Any] = field(default_factory=dict)
-    log_tail: str = ""
-
-
-# --- data ------------------------------------------------------------------------------------
-
-def find_fashion_mnist(base: Path) -> Path | None:
-    """The folder under ``base`` that holds the Fashion-MNIST idx files, as partialft looks."""
-    for d in (base, base / "fashion-mnist", base / "FashionMNIST" / "raw"):
-        if (d / FM_FILE).is_file() or (d / f"{FM_FILE}.gz").is_file():
-            return d
-    return None
-
-
-def choose_data(data_dir: str | None, smoke: bool) -> Data:
-    """Fashion-MNIST from ``data_dir`` (default $PARTIALFT_DATA_DIR, else .data), else digits."""
-    base = Path(data_dir or os.environ.get("PARTIALFT_DATA_DIR") or DATA_DIR).resolve()
-    if smoke:
-        return Data("digits", None, "--cpu-smoke trains on digits (scikit-learn, no files)")
-    found = find_fashion_mnist(base)
-    if found is not None:
-        return Data("fashion-mnist", str(found), f"Fashion-MNIST from {found}")
-    return Data("digits", None, f"stand-in: no Fashion-MNIST idx files in {base} (or its "
-                "fashion-mnist/ or FashionMNIST/raw/), so train and torchrun use digits "
-                "(1,797 8x8 images); carry .data to use Fashion-MNIST (gpu_check.sh header)")
-
-
-# --- the steps -------------------------------------------------------------------------------
-
-def partialft(*args: str) -> list[str]:
-    """argv of ``python -m partialft ARGS`` in this interpreter."""
-    return [sys.executable, "-m", "partialft", *args]
-
-
-def gpu_test_files() -> list[str]:
-    """Test files (relative to the repo) that hold tests marked ``gpu``."""
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                  if "pytest.mark.gpu" in p.read_text(encoding="utf-8"))
-
-
-def bench_step(ctx: Ctx, name: str, model: str, methods: str, budget: float) -> Step:
-    """``partialft bench`` of one model: the real size, or a tiny one with --cpu-smoke."""
-    size = (["--img-size", "32", "--batch-size", "8" if "vit" in model else "4",
-             "--num-classes", "10", "--steps", "2", "--warmup", "1", "--threads", "1"]
-            if ctx.smoke else ["--batch-size", "128", "--amp", "bf16", "--num-classes", "1000"])
-    argv = partialft("bench", "--model", model, "--methods", methods, *size,
-                     "--out", str(ctx.work / name))
-    title = f"partialft bench {model}"
-    return Step(name, title, argv, budget, ("matplotlib", "peft"), judge_bench)
-
-
-def data_args(ctx: Ctx) -> list[str]:
-    """The --dataset (and --data-dir) flags of the two training steps."""
-    extra = ["--data-dir", ctx.data.data_dir] if ctx.data.data_dir else []
-    return ["--dataset", ctx.data.dataset, *extra]
-
-
-def train_args(ctx: Ctx) -> list[str]:
-    """Dataset and size flags of the train step."""
-    common = ["--model", "partialft_vit_tiny", "--img-size", "32", "--log-with", "none",
-              "--no-progress", *data_args(ctx)]
-    if ctx.smoke:  # no --compile: on a CPU it needs a C++ toolchain and minutes
-        return [*common, "--max-per-split", "256", "--epochs", "2", "--batch-size", "32",
-                "--warmup-epochs", "0.5", "--amp", "no", "--threads", "1"]
-    batch = "256" if ctx.data.dataset == "fashion-mnist" else "64"
-    return [*common, "--epochs", "3", "--batch-size", batch, "--warmup-epochs", "1",
-            "--amp", "bf16", "--compile"]
-
-
-def pretrain_args(ctx: Ctx) -> list[str]:
-    """Size flags of the pretrain step."""
-    if ctx.smoke:
-        return ["--categories", "2", "--steps", "16", "--batch-size", "16", "--warmup-steps",
-                "1", "--eval-every", "16", "--log-every", "8", "--checkpoint-every", "16",
-                "--val-per-category", "2", "--chains", "32", "--iters", "40", "--threads", "1"]
-    return ["--steps", "100", "--batch-size", "128", "--warmup-steps", "10", "--eval-every",
-            "50", "--log-every", "20", "--checkpoint-every", "50", "--val-per-category", "5",
-            "--amp", "bf16"]
-
-
-def torchrun_args(ctx: Ctx) -> list[str]:
-    """Flags of the one-process torchrun training."""
-    size = (["--max-per-split", "128", "--batch-size", "32", "--amp", "no", "--threads", "1"]
-            if ctx.smoke else ["--max-per-split", "4096", "--batch-size", "128", "--amp", "bf16"])
-    return ["--model", "partialft_vit_tiny", "--img-size", "32", "--epochs", "1", "--log-with",
-            "none", "--no-progress", *data_args(ctx), *size]
-
-
-# GPU-mode budgets in seconds (sum 520 <= TOTAL_S). Estimates for an H100, never measured
-# there: ~5 s to start Python and import torch in every step; the benches ~3-5 s per method to
-# build the model on the CPU plus ~1-2 s of GPU steps (9 ViT-B rows ~50 s, 8 Swin-B rows
-# ~45 s); train mostly torch.compile's compiles (train graph, eval graph, the last partial eval
-# batch: ~60-100 s) plus ~10 s of epochs; pretrain ~4 s to draw 100 fractal categories plus
-# ~15 s of steps; torchrun ~20 s
-BUDGETS = {"preflight": 20, "gpu-tests": 40, "bench-vit": 120, "bench-swin": 90, "train": 160,
-           "pretrain": 45, "torchrun": 45}
-
-
-def plan(ctx: Ctx) -> list[Step]:
-    """Every step after preflight, in order, with its command and budget."""
-    b = {k: (SMOKE_STEP_S if ctx.smoke else float(v)) for k, v in BUDGETS.items()}
-    w = ctx.work
-    swin = "swin_tiny_patch4_window7_224" if ctx.smoke else "swin_base_patch4_window7_224"
-    return [
-        Step("gpu-tests", "pytest -m gpu",
-             [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-              *gpu_test_files()], b["gpu-tests"], ("pytest",), judge_tests, ROOT),
-        bench_step(ctx, "bench-vit", "test_vit" if ctx.smoke else "vit_base_patch16_224",
-                   "full,fapft" if ctx.smoke else VIT_METHODS, b["bench-vit"]),
-        bench_step(ctx, "bench-swin", swin, "full" if ctx.smoke else SWIN_METHODS,
-                   b["bench-swin"]),
-        Step("train", f"partialft train on {ctx.data.dataset}",
-             partialft("train", *train_args(ctx), "--out", str(w / "train")), b["train"],
-             judge=judge_train),
-        Step("pretrain", "partialft pretrain",
-             partialft("pretrain", *pretrain_args(ctx), "--no-progress", "--out",
-                       str(w / "pretrain")), b["pretrain"], judge=judge_pretrain),
-        Step("torchrun", "torchrun --nproc_per_node 1 -m partialft train",
-             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-              "1", "-m", "partialft", "train", *torchrun_args(ctx), "--out",
-              str(w / "torchrun")], b["torchrun"], judge=judge_torchrun),
-    ]
-
-
-# --- judging a finished step -----------------------------------------------------------------
-
-def read_json(path: Path) -> Any:
-    """A JSON file's content."""
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """A JSON-lines file's records."""
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-
-def loss_falls(losses: Sequence[float]) -> str | None:
-    """None when the losses are finite and the last is below the first, else the problem."""
-    if len(losses) < 2:
-        return f"need at least two loss readings to see it fall, got {len(losses)}"
-    if not all(math.isfinite(v) for v in losses):
-        return f"non-finite loss in {list(losses)}"
-    if not losses[-1] < losses[0]:
-        return f"loss did not fall: first {losses[0]:.4f}, last {losses[-1]:.4f}"
-    return None
-
-
-def on_cuda(ctx: Ctx, device: str, what: str) -> list[str]:
-    """A problem when a GPU-mode step did not run on CUDA."""
-    return [] if ctx.smoke or "cuda" in str(device) else [f"{what} ran on {device}, not CUDA"]
-
-
-def judge_tests(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
-    """Counts from pytest's summary line; on a GPU every selected test must run and pass."""
-    text = (ctx.work / "logs" / f"{step.name}.log").read_text(encoding="utf-8", errors="replace")
-    counts = {k: 0 for k in ("passed", "failed", "skipped", "errors", "deselected")}
-    for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", text):
-        counts["errors" if word.startswith("error") else word] = int(n)
-    numbers = {**counts, "files": gpu_test_files(),
-               "summary": ", ".join(f"{v} {k}" for k, v in counts.items() if v)}
-    problems = []
-    if not ctx.smoke and counts["skipped"]:
-        problems.append(f"{counts['skipped']} GPU test(s) skipped: CUDA not visible to pytest")
-    if not ctx.smoke and not counts["passed"]:
-        problems.append("no GPU test passed")
-    return numbers, problems
-
-
-ROW_KEYS = ("label", "trainable_params", "train_ms", "train_images_per_s", "train_peak_mb",
-            "saved_activations_mb", "infer_ms", "infer_peak_mb", "plain_ms", "overhead",
-            "optimizer")
-
-
-def judge_bench(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
-    """Every method measured, on CUDA with fused AdamW in GPU mode; copies bench.json/md out."""
-    folder = ctx.work / step.name
-    result = read_json(folder / "bench.json")
-    stem = step.name.replace("-", "_")
-    for ext in ("json", "md"):
-        shutil.copyfile(folder / f"bench.{ext}", ctx.out / f"{stem}.{ext}")
-    rows = [{k: r.get(k) for k in ROW_KEYS} for r in result["rows"]]
-    ratios = [r["overhead"] for r in rows if r["overhead"] is not None]
-    numbers = {"device": result["device"], "memory": result["memory"]["kind"],
-               "options": {k: result["options"][k] for k in ("model", "batch_size", "amp",
-                                                            "img_size", "steps", "warmup")},
-               "rows": rows, "max_overhead": max(ratios, default=None),
-               "loader_images_per_s": (result.get("loader") or {}).get("images_per_s"),
-               "tables": [f"{stem}.md", f"{stem}.json"]}
-    numbers["summary"] = f"rows: {len(rows)}" + (
-        f", partialft/plain {min(ratios):.3f}-{max(ratios):.3f}x" if ratios else "")
-    wanted = result["options"]["methods"]
-    problems = [f"no row for {m}" for m in wanted if m not in {r["label"] for r in rows}]
-    problems += [f"{r['label']}: train_ms {r['train_ms']}" for r in rows
-                 if not (r["train_ms"] or 0) > 0]
-    problems += on_cuda(ctx, result["device"], "the bench")
-    if not ctx.smoke:
-        problems += [f"{r['label']}: optimizer {r['optimizer']}, not fused" for r in rows
-                     if "fused" not in str(r["optimizer"])]
-    return numbers, problems
-
-
-def epoch_images_per_s(metrics: list[dict[str, Any]], batch: int) -> float | None:
-    """Training images/s of the last epoch alone (metrics hold the running average)."""
-    if len(metrics) < 2:
-        return None
-    (s0, r0), (s1, r1) = ((m["step"], m["images_per_s"]) for m in metrics[-2:])
-    seconds = s1 * batch / r1 - s0 * batch / r0
-    return round((s1 - s0) * batch / seconds, 1) if seconds > 0 else None
-
-
-def judge_train(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
-    """The loss falls epoch over epoch; bf16 on CUDA with --compile in GPU mode."""
-    return judge_run(ctx, ctx.work / "train", check_recipe=not ctx.smoke)
-
-
-def judge_run(ctx: Ctx, run: Path, check_recipe: bool) -> tuple[dict[str, Any], list[str]]:
-    """Numbers and problems of a ``partialft train`` run dir."""
-    summary, metrics = read_json(run / "summary.json"), read_jsonl(run / "metrics.jsonl")
-    cfg = summary["config"]
-    losses = [m["train_loss"] for m in metrics]
-    numbers = {"dataset": cfg["dataset"], "data": ctx.data.note, "device": summary["device"],
-               "precision": summary["precision"], "compile": cfg["compile"],
-               "processes": summary["processes"], "epochs": len(metrics),
-               "batch_size": cfg["batch_size"], "train_loss": [round(v, 4) for v in losses],
-               "val_acc": summary["final_acc"], "test_acc": summary["test_acc"],
-               "images_per_s_whole_run": summary["images_per_s"],
-               "images_per_s_last_epoch": epoch_images_per_s(metrics, cfg["batch_size"]),
-               "wall_s": summary["wall_s"]}
-    numbers["summary"] = (f"{cfg['dataset']}: loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
-                          f"{numbers['images_per_s_last_epoch'] or summary['images_per_s']} "
-                          "img/s")
-    problems = [p for p in [loss_falls(losses)] if p]
-    problems += on_cuda(ctx, summary["device"], "training")
-    if check_recipe and summary["precision"] != "bf16":
-        problems.append(f"precision {summary['precision']}, not bf16")
-    if check_recipe and not cfg["compile"]:
-        problems.append("the run was not compiled")
-    return numbers, problems
-
-
-def judge_pretrain(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
-    """The loss falls from the first log interval to the last; on CUDA in GPU mode."""
-    run = ctx.work / "pretrain"
-    summary, metrics = read_json(run / "summary.json"), read_jsonl(run / "metrics.jsonl")
-    losses = [m["loss"] for m in metrics]
-    numbers = {"device": summary["device"], "precision": summary["precision"],
-               "steps": summary["steps"], "categories": summary["categories"],
-               "loss": losses, "val_acc": summary["val_acc"], "wall_s": summary["wall_s"],
-               "images_per_s_last_interval": metrics[-1]["images_per_s"] if metrics else None}
-    numbers["summary"] = (f"{summary['steps']} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
-                          f"{numbers['images_per_s_last_interval']} img/s")
-    problems = [p for p in [loss_falls(losses)] if p]
-    return numbers, problems + on_cuda(ctx, summary["device"], "pretraining")
-
-
-def judge_torchrun(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
-    """The run finished as one process of a torchrun launch (on CUDA in GPU mode)."""
-    summary = read_json(ctx.work / "torchrun" / "summary.json")
-    numbers = {k: summary[k] for k in ("device", "processes", "precision", "test_acc",
-                                       "images_per_s", "wall_s")}
-    numbers["summary"] = f"{summary['processes']} process on {summary['device']}"
-    problems = [] if summary["processes"] == 1 else [f"processes {summary['processes']}, not 1"]
-    return numbers, problems + on_cuda(ctx, summary["device"], "the torchrun run")
-
+from gpu_check_steps import (
+    BUDGETS,
+    CORE,
+    EXTRA,
+    FAIL_ENV,
+    MIN_STEP_S,
+    PREFLIGHT,
+    RESERVE_S,
+    ROOT,
+    SMOKE_TOTAL_S,
+    TOTAL_S,
+    Ctx,
+    Result,
+    Step,
+    choose_data,
+    plan,
+)
 
 # --- running ---------------------------------------------------------------------------------
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,13 +22,15 @@ ENTRY = {"name", "title", "command", "exit_code", "seconds", "budget_s", "status
 
 
 @pytest.fixture(scope="module")
-def gc() -> ModuleType:
-    """benchmarks/gpu_check.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.with_suffix(".py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def gc() -> SimpleNamespace:
+    """benchmarks/gpu_check.py and its two modules (steps, judge), imported as the script does."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return SimpleNamespace(main=importlib.import_module("gpu_check"),
+                               steps=importlib.import_module("gpu_check_steps"),
+                               judge=importlib.import_module("gpu_check_judge"))
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
 
 
 def smoke(out: Path, *args: str, fail: str | None = None) -> tuple[int, dict[str, Any], str]:
@@ -80,58 +82,59 @@ def test_smoke_run_of_passing_steps_exits_0(tmp_path: Path) -> None:
     assert step["numbers"]["cuda_available"] is False and step["numbers"]["torch"]
 
 
-def test_gpu_budgets_fit_in_nine_minutes(gc: ModuleType) -> None:
-    assert sum(gc.BUDGETS.values()) <= gc.TOTAL_S - gc.RESERVE_S and gc.TOTAL_S <= 540
-    assert set(gc.BUDGETS) == set(STEPS)
+def test_gpu_budgets_fit_in_nine_minutes(gc: SimpleNamespace) -> None:
+    steps = gc.steps
+    assert sum(steps.BUDGETS.values()) <= steps.TOTAL_S - steps.RESERVE_S and steps.TOTAL_S <= 540
+    assert set(gc.steps.BUDGETS) == set(STEPS)
 
 
-def test_core_packages_are_pyprojects_dependencies(gc: ModuleType) -> None:
+def test_core_packages_are_pyprojects_dependencies(gc: SimpleNamespace) -> None:
     tomllib = pytest.importorskip("tomllib")
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert {re.split(r"[<>=!~ \[;]", d)[0] for d in deps} == set(gc.CORE.values())
+    assert {re.split(r"[<>=!~ \[;]", d)[0] for d in deps} == set(gc.steps.CORE.values())
 
 
-def test_dry_run_lists_every_step_and_refuses_unknown_names(gc: ModuleType, capsys) -> None:
-    assert gc.main(["--dry-run"]) == 0
+def test_dry_run_lists_every_step_and_refuses_unknown_names(gc: SimpleNamespace, capsys) -> None:
+    assert gc.main.main(["--dry-run"]) == 0
     listed = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
     assert listed == STEPS[1:]
     with pytest.raises(SystemExit) as stop:
-        gc.main(["--dry-run", "--fail", "nope"])
+        gc.main.main(["--dry-run", "--fail", "nope"])
     assert stop.value.code == 2 and "unknown step(s) nope" in capsys.readouterr().err
 
 
-def test_a_step_past_its_budget_is_killed(gc: ModuleType, tmp_path: Path) -> None:
+def test_a_step_past_its_budget_is_killed(gc: SimpleNamespace, tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
-    code, seconds = gc.run_command(argv, tmp_path / "log", 1.0, tmp_path)
+    code, seconds = gc.main.run_command(argv, tmp_path / "log", 1.0, tmp_path)
     assert code is None and seconds < 30 and "started" in (tmp_path / "log").read_text()
 
 
-def test_loss_check_and_last_epoch_throughput(gc: ModuleType) -> None:
-    assert gc.loss_falls([2.0, 1.5]) is None
-    assert "did not fall" in gc.loss_falls([1.0, 1.2])
-    assert "non-finite" in gc.loss_falls([2.0, float("nan")])
-    assert "two" in gc.loss_falls([1.0])
+def test_loss_check_and_last_epoch_throughput(gc: SimpleNamespace) -> None:
+    assert gc.judge.loss_falls([2.0, 1.5]) is None
+    assert "did not fall" in gc.judge.loss_falls([1.0, 1.2])
+    assert "non-finite" in gc.judge.loss_falls([2.0, float("nan")])
+    assert "two" in gc.judge.loss_falls([1.0])
     # 10 steps of 10 images in 1 s, then 10 more in 0.5 s: the running average is 133.33/s
     metrics = [{"step": 10, "images_per_s": 100.0}, {"step": 20, "images_per_s": 200 / 1.5}]
-    assert gc.epoch_images_per_s(metrics, 10) == pytest.approx(200.0, rel=1e-3)
+    assert gc.judge.epoch_images_per_s(metrics, 10) == pytest.approx(200.0, rel=1e-3)
 
 
-def test_blocked_steps_name_what_is_missing(gc: ModuleType, tmp_path: Path) -> None:
-    data = gc.Data("digits", None, "")
-    ctx = gc.Ctx(False, tmp_path, tmp_path, data, set(), facts={"cuda_available": False})
-    step = gc.Step("bench-vit", "bench", ["x"], 1.0, ("peft",))
-    assert "no CUDA device" in gc.blocked(ctx, step)
+def test_blocked_steps_name_what_is_missing(gc: SimpleNamespace, tmp_path: Path) -> None:
+    data = gc.steps.Data("digits", None, "")
+    ctx = gc.steps.Ctx(False, tmp_path, tmp_path, data, set(), facts={"cuda_available": False})
+    step = gc.steps.Step("bench-vit", "bench", ["x"], 1.0, ("peft",))
+    assert "no CUDA device" in gc.main.blocked(ctx, step)
     ctx.missing = {"peft": "peft"}
-    assert "peft (peft)" in gc.blocked(ctx, step)
+    assert "peft (peft)" in gc.main.blocked(ctx, step)
     ctx.smoke, ctx.missing = True, {}
-    assert gc.blocked(ctx, step) is None
+    assert gc.main.blocked(ctx, step) is None
 
 
-def test_fashion_mnist_files_or_the_digits_stand_in(gc: ModuleType, tmp_path: Path) -> None:
-    assert gc.choose_data(str(tmp_path), smoke=False).dataset == "digits"
+def test_fashion_mnist_files_or_the_digits_stand_in(gc: SimpleNamespace, tmp_path: Path) -> None:
+    assert gc.steps.choose_data(str(tmp_path), smoke=False).dataset == "digits"
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     (raw / "train-images-idx3-ubyte.gz").write_bytes(b"")
-    data = gc.choose_data(str(tmp_path), smoke=False)
+    data = gc.steps.choose_data(str(tmp_path), smoke=False)
     assert (data.dataset, data.data_dir) == ("fashion-mnist", str(raw.resolve()))
-    assert gc.choose_data(str(tmp_path), smoke=True).dataset == "digits"
+    assert gc.steps.choose_data(str(tmp_path), smoke=True).dataset == "digits"
