@@ -101,7 +101,7 @@ def epoch_images_per_s(metrics: list[dict[str, Any]], batch: int) -> float | Non
 
 
 def judge_train(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
-    """The loss falls epoch over epoch; bf16 on CUDA with --compile in GPU mode."""
+    """The loss falls epoch over epoch; bf16 on CUDA, compiled, fused AdamW in GPU mode."""
     return judge_run(ctx, ctx.work / "train", check_recipe=not ctx.smoke)
 
 
@@ -117,7 +117,7 @@ def judge_run(ctx: Ctx, run: Path, check_recipe: bool) -> tuple[dict[str, Any], 
                "val_acc": summary["final_acc"], "test_acc": summary["test_acc"],
                "images_per_s_whole_run": summary["images_per_s"],
                "images_per_s_last_epoch": epoch_images_per_s(metrics, cfg["batch_size"]),
-               "wall_s": summary["wall_s"]}
+               "optimizer": summary.get("optimizer"), "wall_s": summary["wall_s"]}
     numbers["summary"] = (f"{cfg['dataset']}: loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
                           f"{numbers['images_per_s_last_epoch'] or summary['images_per_s']} "
                           "img/s")
@@ -127,6 +127,8 @@ def judge_run(ctx: Ctx, run: Path, check_recipe: bool) -> tuple[dict[str, Any], 
         problems.append(f"precision {summary['precision']}, not bf16")
     if check_recipe and not cfg["compile"]:
         problems.append("the run was not compiled")
+    if check_recipe and not (summary.get("optimizer") or {}).get("fused"):
+        problems.append(f"the optimizer was not fused: {summary.get('optimizer')}")
     return numbers, problems
 
 

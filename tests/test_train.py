@@ -40,6 +40,7 @@ def test_every_layer_method_trains_and_writes_its_run_dir(tmp_path, method):
                 "wall_s", "device"):
         assert key in summary, key
     assert summary["method"] == method
+    assert summary["optimizer"] == {"name": "AdamW", "fused": False}  # fused is CUDA-only
     delta = load_state_dict_file(run / "delta.safetensors")
     trained = sum(v.numel() for v in delta.values())
     assert trained == summary["trainable_params"]  # test_vit has no buffers in trained modules

@@ -133,6 +133,7 @@ def _finish(s: Setup) -> dict[str, Any]:
         "base_weights_sha256": s.base.get("weights_sha256"),
         "angles_from": angles_origin(cfg.angles),  # reports group runs by it, not by path
         "threads": torch.get_num_threads(),  # chosen by --threads, OMP_NUM_THREADS or free cores
+        "optimizer": _optimizer_record(s.optimizer),
         "config": cfg.to_dict(),
     }
     if acc.is_main_process:
@@ -153,6 +154,12 @@ def _final_model(s: Setup) -> nn.Module:
     if s.ema is not None:
         model.load_state_dict(s.ema.module.state_dict())
     return model
+
+
+def _optimizer_record(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Which optimizer ran and whether torch's fused kernel did (CUDA Adam/AdamW)."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    return {"name": type(inner).__name__, "fused": bool(inner.defaults.get("fused"))}
 
 
 def _device_name(device: torch.device) -> str:
