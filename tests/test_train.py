@@ -289,6 +289,12 @@ def test_fapft_pipeline_runs_and_skips_completed_stages(tmp_path, capsys):
     stamp = (tmp_path / "pipe" / "full" / "summary.json").stat().st_mtime_ns
     run_fapft(cfg, progress=False)
     assert (tmp_path / "pipe" / "full" / "summary.json").stat().st_mtime_ns == stamp
+    assert (summary["topk"], summary["mode"]) == ([1], "large")
+    # without --topk the summary names the default top-k the run used, not None
+    default = run_fapft(tiny(tmp_path / "pipe2", epochs=1, method="fapft", mode="small"),
+                        reference=str(tmp_path / "pipe" / "full"), progress=False)
+    assert (default["topk"], default["mode"]) == ([2], "small")  # ceil(6 blocks / 3)
+    assert len(default["fapft_layers"]) == 4
 
 
 def test_bf16_autocast_on_cpu_and_tensorboard_logs(tmp_path):

@@ -8,6 +8,7 @@ resumes the one that was interrupted.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from partialft.models import load_state_dict_file
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.rundir import RunDir
 from partialft.training.runs import (
+    SELECTION,
     base_model,
     base_state,
     delta_info,
@@ -149,8 +151,6 @@ def head_classes(cfg: TrainConfig, weights: dict[str, Any]) -> int | None:
 def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
                   ) -> dict[str, Any]:
     """Score layers with ``selector``, pick top-k per group (or greedy's list), train those."""
-    import json
-
     from partialft.selectors.run import run_selector
     from partialft.selectors.task import load_task
     from partialft.training.train import train
@@ -175,13 +175,21 @@ def _summary_of(run_dir: Path) -> dict[str, Any]:
     return read_summary(run_dir)
 
 
+def _selection_of(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SELECTION
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> dict[str, Any]:
     rows = {"fapft": fapft} if full is None else {"full": full, "fapft": fapft}
     table = {name: {k: s.get(k) for k in ("best_acc", "test_acc", "trainable_params", "wall_s")}
              for name, s in rows.items()}
+    # the run's selection.json holds the top-k actually used (a config without --topk gets the
+    # architecture's default there); a selector's layer list has none, so the config's is kept
+    chosen = _selection_of(out / "fapft")
     summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
-                               "topk": fapft["config"].get("topk"),
-                               "mode": fapft["config"].get("mode")}
+                               "topk": chosen.get("topk") or fapft["config"].get("topk"),
+                               "mode": chosen.get("mode") or fapft["config"].get("mode")}
     if full is not None and None not in (fapft["test_acc"], full["test_acc"]):
         summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
     if full is not None:
