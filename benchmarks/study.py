@@ -82,7 +82,7 @@ table, Table 3 beside its ingredients' best single run, robustness as mean ± st
 Kendall-tau table, the measured time per task kind.
 
 Budget: 150 min on this 2-core machine with nothing else running; ``--plan`` estimates the study
-at **118 min** on 2 workers (399 tasks, 236 worker-min). The cost model (constants below) was
+at **118 min** on 2 workers (400 tasks, 236 worker-min). The cost model (constants below) was
 measured 2026-11-24 on this machine, one thread per run, while other engineers' jobs ran beside
 (load average 1-2 on 2 cores): full fine-tuning 3.3 ms per training image (digits, 2 epochs:
 8.2-8.4 s for 2 x 1,293 images), the other methods relative to it (``FACTOR``, from 2-epoch runs
@@ -93,7 +93,9 @@ them), worker start ~6 s. Check at the study's own scale: 11 real-protocol tasks
 Fashion full, vpt-deep, last-half-ffn, FAPFT large k3 / small k6 / auto, angles, corruption
 evals) run two at a time by this scheduler at load average 1.4-2.1 took 0.93x their planned
 seconds in total (full runs 1.17-1.38x, partial runs 0.78-0.90x, evals 0.88-0.95x). The estimate
-adds no margin of its own; the margin is the ~32 min between it and 150.
+adds no margin of its own; the margin is the ~32 min between it and 150. The whole study,
+2026-11-24 on this machine (lightly shared): 400 tasks, 185 worker-min measured, about 93 min
+on the 2 workers (0.78x the plan); results in docs/RESULTS.md.
 
 ``--smoke``: the same pipeline on 128 images per split, one seed, 1 epoch, full + attn (+ FAPFT
 auto), top-k 1-2, 2 learning rates, 1 extra epoch count, gaussian_noise at severity 3 on 16
