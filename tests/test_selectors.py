@@ -157,6 +157,7 @@ def test_fapft_with_a_selector_skips_the_full_run(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "mode auto -> " in printed and "linear probe" in printed
+    assert "FAPFT trained 2 layers (top-k 1 per group, mode " in printed
     scores = json.loads((out / "scores.json").read_text())
     assert scores["selector"] == "grad" and len(scores["chosen"]) == 2
     assert not (out / "full").exists() and is_run_dir(out / "fapft")

@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     if not main_process():  # under torchrun / accelerate launch, one process reports
         return 0
     print((out / "comparison.md").read_text(), end="")
-    print(f"FAPFT trained {len(summary['fapft_layers'])} layers (top-k {summary['topk']}, "
-          f"mode {summary['mode']}); results in {out}")
+    topk = summary["topk"]
+    if isinstance(topk, list):
+        how = f"top-k {','.join(map(str, topk))} per group, mode {summary['mode']}"
+    else:
+        how = f"chosen by the {args.selector} selector" if topk is None else f"top-k {topk}"
+    n = len(summary["fapft_layers"])
+    print(f"FAPFT trained {n} layer{'' if n == 1 else 's'} ({how}); results in {out}")
     return 0

@@ -175,6 +175,12 @@ def _summary_of(run_dir: Path) -> dict[str, Any]:
     return read_summary(run_dir)
 
 
+def _topk_list(config: dict[str, Any]) -> Any:
+    """The config's top-k ('2' or '0,0,6,2') as the list selection.json records."""
+    topk = config.get("topk")
+    return [int(k) for k in topk.split(",")] if isinstance(topk, str) else topk
+
+
 def _selection_of(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SELECTION
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -188,7 +194,7 @@ def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> d
     # architecture's default there); a selector's layer list has none, so the config's is kept
     chosen = _selection_of(out / "fapft")
     summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
-                               "topk": chosen.get("topk") or fapft["config"].get("topk"),
+                               "topk": chosen.get("topk") or _topk_list(fapft["config"]),
                                "mode": chosen.get("mode") or fapft["config"].get("mode")}
     if full is not None and None not in (fapft["test_acc"], full["test_acc"]):
         summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
