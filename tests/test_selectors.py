@@ -125,6 +125,7 @@ def test_cli_select_writes_scores_and_selection(tmp_path, capsys):
     assert scores["cost"]["wall_s"] > 0
     selection = json.loads((out / "selection.json").read_text())
     assert selection["mode"] == "large" and len(selection["layers"]) == 2
+    assert selection["topk"] == [1]  # the top-k per stage the selection used, as a list
     assert "partialft train --method layers" in capsys.readouterr().out
     assert main(args) == 2  # exists: needs --overwrite
     assert "--overwrite" in capsys.readouterr().err

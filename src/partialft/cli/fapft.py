@@ -47,11 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if not main_process():  # under torchrun / accelerate launch, one process reports
         return 0
     print((out / "comparison.md").read_text(), end="")
-    topk = summary["topk"]
-    if isinstance(topk, list):
-        how = f"top-k {','.join(map(str, topk))} per group, mode {summary['mode']}"
-    else:
-        how = f"chosen by the {args.selector} selector" if topk is None else f"top-k {topk}"
+    topk = summary["topk"]  # None: greedy's list of layers
+    how = (f"top-k {','.join(map(str, topk))} per group, mode {summary['mode']}" if topk
+           else f"chosen by the {args.selector} selector")
     n = len(summary["fapft_layers"])
     print(f"FAPFT trained {n} layer{'' if n == 1 else 's'} ({how}); results in {out}")
     return 0

@@ -95,10 +95,12 @@ def _select(args: argparse.Namespace, cfg) -> int:
         mode, reason, auto_s = resolve_auto_mode(cfg, task)
         result.cost["auto_mode_s"] = round(auto_s, 3)
     atomic_write_json(out / "scores.json", {**result.to_dict(), "model": cfg.model})
-    layers = result.choose(find_layers(task.model(), cfg.layer_spec), cfg.topk, mode)
+    layer_map = find_layers(task.model(), cfg.layer_spec)
+    layers = result.choose(layer_map, cfg.topk, mode)
     atomic_write_json(out / "selection.json", {"selector": args.selector, "layers": layers,
-                                               "topk": cfg.topk, "mode": mode,
-                                               "mode_reason": reason})
+                                               "topk": result.topk_used(layer_map, cfg.topk,
+                                                                        mode),
+                                               "mode": mode, "mode_reason": reason})
     print(f"{args.selector}: {len(layers)} layers ({mode}: {reason}); "
           f"{result.cost['wall_s']:.1f} s; train them with 'partialft train --method layers "
           f"--layers {','.join(layers) or '-'}'; scores in {out / 'scores.json'}")

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from partialft.core.layermap import LayerMap
-from partialft.core.select import select_layers
+from partialft.core.select import parse_topk, select_layers
 from partialft.training.config import TrainConfig
 
 
@@ -42,6 +42,12 @@ class SelectorResult:
             return list(self.layers)
         return list(select_layers(layer_map, "fapft", angles=self.scores, topk=topk,
                                   mode=mode).layers)
+
+    def topk_used(self, layer_map: LayerMap, topk: Any = None, mode: str = "large"
+                  ) -> list[int] | None:
+        """The top-k per stage :meth:`choose` applies (the default when ``topk`` is None);
+        None for greedy's list."""
+        return None if self.layers is not None else parse_topk(topk, layer_map, mode)
 
 
 @dataclass

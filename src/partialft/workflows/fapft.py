@@ -163,7 +163,8 @@ def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
         layer_map = find_layers(load_task(cfg).model(), cfg.layer_spec)
         layers = result.choose(layer_map, cfg.topk, cfg.mode)
         atomic_write_json(scores_path, {**result.to_dict(), "model": cfg.model, "chosen": layers,
-                                        "topk": cfg.topk, "mode": cfg.mode})
+                                        "topk": result.topk_used(layer_map, cfg.topk, cfg.mode),
+                                        "mode": cfg.mode})
     partial = dataclasses.replace(cfg, method="layers" if layers else "linear",
                                   layers=layers or None, angles=None, out=str(out / "fapft"))
     return train(partial, resume=True, progress=progress)
@@ -175,26 +176,24 @@ def _summary_of(run_dir: Path) -> dict[str, Any]:
     return read_summary(run_dir)
 
 
-def _topk_list(config: dict[str, Any]) -> Any:
-    """The config's top-k ('2' or '0,0,6,2') as the list selection.json records."""
-    topk = config.get("topk")
-    return [int(k) for k in topk.split(",")] if isinstance(topk, str) else topk
-
-
-def _selection_of(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / SELECTION
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _chosen_by(out: Path) -> dict[str, Any]:
+    """The stage that chose the layers: the fapft run's selection.json (angles) or, for another
+    selector, scores.json; both record the top-k actually used (None for greedy's list)."""
+    for path in (out / "fapft" / SELECTION, out / "scores.json"):
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if "topk" in record:
+                return record
+    return {}
 
 
 def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> dict[str, Any]:
     rows = {"fapft": fapft} if full is None else {"full": full, "fapft": fapft}
     table = {name: {k: s.get(k) for k in ("best_acc", "test_acc", "trainable_params", "wall_s")}
              for name, s in rows.items()}
-    # the run's selection.json holds the top-k actually used (a config without --topk gets the
-    # architecture's default there); a selector's layer list has none, so the config's is kept
-    chosen = _selection_of(out / "fapft")
+    chosen = _chosen_by(out)  # a config without --topk used the architecture's default
     summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
-                               "topk": chosen.get("topk") or _topk_list(fapft["config"]),
+                               "topk": chosen.get("topk"),
                                "mode": chosen.get("mode") or fapft["config"].get("mode")}
     if full is not None and None not in (fapft["test_acc"], full["test_acc"]):
         summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
