@@ -21,6 +21,11 @@ def suggest(value: str, valid: Iterable[str], limit: int = 5) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
+def article(word: str) -> str:
+    """The English article before ``word`` in a message: 'an' before a vowel, else 'a'."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def first_items(items: Iterable[str], limit: int = 5) -> str:
     """Comma-join the first ``limit`` items, noting how many more there are."""
     items = list(items)

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from partialft import __version__
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, article
 from partialft.models import input_size
 from partialft.models.loading import first_line
 from partialft.training.checkpoints import DELTA
@@ -77,17 +77,12 @@ def check_format(fmt: str, method: str) -> None:
     works = ("--format timm and merged work for layer methods, ssf and lora runs, --format "
              "peft for lora runs")
     if method in NEW_ARCHITECTURE:
-        raise PartialFTError(f"{_a(method)} {method} run adds modules that no timm "
+        raise PartialFTError(f"{article(method)} {method} run adds modules that no timm "
                              "architecture has and that cannot be merged into its weights, so it "
                              f"cannot be exported (read it with partialft instead); {works}.")
     if fmt == "peft" and method != "lora":
         raise PartialFTError(f"--format peft writes a peft LoRA adapter but this is "
-                             f"{_a(method)} {method} run; {works}.")
-
-
-def _a(word: str) -> str:
-    """The English article before ``word``."""
-    return "an" if word[:1] in "aeiou" else "a"
+                             f"{article(method)} {method} run; {works}.")
 
 
 def run_method(run_dir: str | Path) -> str:

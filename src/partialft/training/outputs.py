@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, article
 
 MARKER = ".partialft"
 LOCK = ".lock"
@@ -186,13 +186,9 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
         return False
     if marker["kind"] != kind:
         raise PartialFTError(f"{flag} {out} is a partialft {marker['kind']} directory, not "
-                             f"{_article(kind)} {kind} one; pass --overwrite to replace it or "
+                             f"{article(kind)} {kind} one; pass --overwrite to replace it or "
                              "choose another directory.")
     raise PartialFTError(_exists_message(flag, out, kind))
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _exists_message(flag: str, out: str | Path, kind: str) -> str:
