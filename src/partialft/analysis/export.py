@@ -46,7 +46,7 @@ from partialft.training.runs import (
     read_summary,
     run_classes,
 )
-from partialft.utils.io import user_umask
+from partialft.utils.io import file_mode
 
 FORMATS = ("timm", "peft", "merged")
 KIND = "export"
@@ -257,10 +257,10 @@ def _misfit(out: Path) -> str:
 
 def _readable(out: Path) -> None:
     """Give the written files the user's usual permissions (safetensors writes 0600)."""
-    mask = user_umask()
+    mode = file_mode()
     for path in out.iterdir():
         if path.is_file() and path.name not in (MARKER, LOCK):
-            path.chmod(0o666 & ~mask)
+            path.chmod(mode)
 
 
 def _config_line(out: Path) -> str:

@@ -20,7 +20,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(Path(tmp))
         # mkstemp makes 0600 and some writers (safetensors) recreate the file 0600: give it the
         # user's usual permissions once it is written
-        os.chmod(tmp, 0o666 & ~user_umask())
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -30,11 +30,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def user_umask() -> int:
-    """The process's umask (reading it means setting it: put it straight back)."""
+def file_mode() -> int:
+    """The permissions a new file gets under the user's umask (reading the umask means setting
+    it: put it straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
