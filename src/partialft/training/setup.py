@@ -185,8 +185,7 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
                        train_non_residual=cfg.train_non_residual,
                        baseline_options=cfg.baseline_options(), layers=cfg.layers,
-                       angles=angles,
-                       topk=cfg.topk, mode=cfg.mode)
+                       angles=angles, topk=cfg.topk, mode=cfg.mode)
     if run.main:
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
@@ -247,7 +246,8 @@ def augmenters(cfg: TrainConfig, model: nn.Module, device: torch.device
     in_chans = resolve_data_config({}, model=model)["input_size"][0]
     aug = augment_config(cfg)
     # cfg's preprocessing was resolved from the model (or given) by _model_and_data
-    make = lambda train: BatchAugment(  # noqa: E731
-        cfg.img_size, in_chans, cfg.mean, cfg.std, train=train, cfg=aug, crop_pct=cfg.crop_pct,
-        interpolation=cfg.interpolation).to(device)
+    def make(train: bool) -> nn.Module:
+        return BatchAugment(cfg.img_size, in_chans, cfg.mean, cfg.std, train=train, cfg=aug,
+                            crop_pct=cfg.crop_pct, interpolation=cfg.interpolation).to(device)
+
     return make(True), make(False)
