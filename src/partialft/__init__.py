@@ -20,7 +20,42 @@ does not pay for torch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from partialft.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the same names as _API, seen by type checkers as real attributes
+    from partialft.core.angles import (
+        compute_angles as compute_angles,
+        kendall_tau as kendall_tau,
+    )
+    from partialft.core.freeze import (
+        FreezeSummary as FreezeSummary,
+        apply_selection as apply_selection,
+    )
+    from partialft.core.layermap import (
+        Layer as Layer,
+        LayerMap as LayerMap,
+    )
+    from partialft.core.layers import (
+        find_layers as find_layers,
+    )
+    from partialft.core.layerspec import (
+        load_layer_spec as load_layer_spec,
+    )
+    from partialft.core.select import (
+        METHODS as METHODS,
+        Selection as Selection,
+        select_layers as select_layers,
+    )
+    from partialft.errors import (
+        PartialFTError as PartialFTError,
+    )
+    from partialft.methods import (
+        Prepared as Prepared,
+        all_methods as all_methods,
+        prepare as prepare,
+    )
 
 __version__ = "0.1.0"
 

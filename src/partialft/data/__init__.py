@@ -17,7 +17,37 @@ names below are imported on first use.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from partialft.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the same names as _API, seen by type checkers as real attributes
+    from partialft.data.augment import (
+        AugmentConfig as AugmentConfig,
+        BatchAugment as BatchAugment,
+        EvalResize as EvalResize,
+        parse_randaugment as parse_randaugment,
+    )
+    from partialft.data.base import (
+        Datasets as Datasets,
+        make_split as make_split,
+    )
+    from partialft.data.datasets import (
+        DATASETS as DATASETS,
+        PREPROCESS as PREPROCESS,
+        build_datasets as build_datasets,
+        dataset_names as dataset_names,
+        known_classes as known_classes,
+        resolve_preprocess as resolve_preprocess,
+    )
+    from partialft.data.files import (
+        FileImageDataset as FileImageDataset,
+        load_rgb as load_rgb,
+    )
+    from partialft.data.memory import (
+        TensorImageDataset as TensorImageDataset,
+        read_idx as read_idx,
+    )
 
 _API = {
     "AugmentConfig": "partialft.data.augment",

@@ -12,7 +12,27 @@ names below are imported on first use.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from partialft.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the same names as _API, seen by type checkers as real attributes
+    from partialft.models.create import (
+        create_model as create_model,
+        default_input_size as default_input_size,
+        input_size as input_size,
+        local_pretrained as local_pretrained,
+        shape_model as shape_model,
+    )
+    from partialft.models.loading import (
+        StateDict as StateDict,
+        check_digest as check_digest,
+        check_fits as check_fits,
+        file_digest as file_digest,
+        head_keys as head_keys,
+        load_into as load_into,
+        load_state_dict_file as load_state_dict_file,
+    )
 
 _API = {
     "StateDict": "partialft.models.loading",
