@@ -53,3 +53,17 @@ def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+def test_the_demo_recipe_is_the_shipped_config(tmp_path):
+    """One source of truth: every setting of the demo's runs comes from configs/digits_demo.yaml
+    (what `partialft train --config digits_demo` runs), apart from where it writes."""
+    import dataclasses
+
+    from partialft.training.config_files import load_config, read_yaml
+    from partialft.workflows.demo import RECIPE, demo_config
+
+    shipped = load_config(RECIPE, {"out": str(tmp_path)})
+    assert dataclasses.asdict(demo_config(tmp_path)) == dataclasses.asdict(shipped)
+    assert demo_config(tmp_path).epochs == read_yaml(RECIPE)["epochs"]
+    assert demo_config(tmp_path, epochs=1).epochs == 1

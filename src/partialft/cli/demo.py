@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="digits (bundled with scikit-learn) or fashion-mnist (Debian package "
                    "dataset-fashion-mnist, or a download)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="where to write")
-    p.add_argument("--epochs", type=positive_int, default=6, help="epochs of every run")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs of every run (default: the recipe's, from the shipped config "
+                   "digits_demo: 'partialft configs digits_demo' prints it)")
     p.add_argument("--model", default="partialft_vit_tiny",
                    help="backbone (default: the bundled one)")
     p.add_argument("--max-per-split", type=positive_int, default=None, metavar="N",
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = demo_config(out, args.dataset, args.model, args.epochs, args.max_per_split,
                       threads=args.threads)
     with RunDir(out, kind="demo", overwrite=args.overwrite, resume=True,
-                settings={"dataset": args.dataset, "model": args.model, "epochs": args.epochs,
+                settings={"dataset": args.dataset, "model": args.model, "epochs": cfg.epochs,
                           "max_per_split": args.max_per_split}):
         summaries = run_demo(cfg, progress=args.progress)
     print()

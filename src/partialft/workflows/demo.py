@@ -25,14 +25,22 @@ RUNS = (("scratch", "full", False), ("linear", "linear", True), ("full", "full",
 EASY = {"digits": "small", "fashion-mnist": "small"}
 
 
+# the demo's recipe: a shipped config, so `partialft train --config digits_demo` is the same run
+RECIPE = "digits_demo"
+
+
 def demo_config(out: Path, dataset: str = "digits", model: str = "partialft_vit_tiny",
-                epochs: int = 6, max_per_split: int | None = None, seed: int = 0,
+                epochs: int | None = None, max_per_split: int | None = None, seed: int = 0,
                 threads: int | None = None) -> TrainConfig:
-    """The one recipe every demo run shares (paper: partial runs reuse full FT's settings)."""
-    return TrainConfig(model=model, dataset=dataset, img_size=32, epochs=epochs,
-                       batch_size=64, lr=1e-3, warmup_epochs=1.0, weight_decay=0.05,
-                       label_smoothing=0.1, hflip=0.0, amp="no", seed=seed,
-                       max_per_split=max_per_split, out=str(out), threads=threads)
+    """The one recipe every demo run shares (paper: partial runs reuse full FT's settings):
+    the shipped config :data:`RECIPE`; ``epochs`` None keeps the config's."""
+    from partialft.training.config_files import load_config
+
+    overrides: dict[str, Any] = dict(model=model, dataset=dataset, seed=seed,
+                                     max_per_split=max_per_split, out=str(out), threads=threads)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    return load_config(RECIPE, overrides)
 
 
 def run_demo(cfg: TrainConfig, progress: bool = True, log: Any = print) -> list[dict[str, Any]]:
