@@ -137,7 +137,7 @@ def from_runs(run_dirs: list[str | Path], device: str | torch.device = "cpu", *,
             raise PartialFTError(f"run {run} used the PEFT baseline {method!r}, which changes "
                                  "the architecture; multi-task sharing takes layer methods only.")
         if base is None:
-            base = base_model(meta["base"]).eval()
+            base = base_model(meta["base"], allow_base_mismatch=allow_base_mismatch).eval()
         model, _ = load_run_model(run, allow_base_mismatch=allow_base_mismatch)
         keys = set(load_state_dict_file(Path(run) / DELTA))
         if not isinstance(model, VisionTransformer):

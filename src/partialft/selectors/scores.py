@@ -50,6 +50,8 @@ def angle_selector(cfg: TrainConfig, out: Path, reference: str | None = None
     from partialft.training.runs import base_state, is_run_dir, load_run_model
     from partialft.training.train import train
 
+    if reference is not None:
+        check_reference(reference, cfg)  # a reference is read, never created
     full = Path(reference) if reference else out / "full"
     steps = 0
     if not is_run_dir(full):
@@ -57,11 +59,53 @@ def angle_selector(cfg: TrainConfig, out: Path, reference: str | None = None
                         resume=True, progress=False)
         steps = _steps_of(full) if summary else 0
     model, _ = load_run_model(full)
-    scores = compute_angles(base_state(full), model.state_dict(),
-                            find_layers(model, cfg.layer_spec))
+    layer_map = find_layers(model, cfg.layer_spec)
+    if reference is not None:
+        check_covers(reference, full, layer_map)
+    scores = compute_angles(base_state(full), model.state_dict(), layer_map)
     return SelectorResult("angle", scores=scores, cost={"trainings": int(steps > 0),
                                                         "steps": steps},
                           info={"reference": str(full)})
+
+
+def check_reference(reference: str, cfg: TrainConfig) -> None:
+    """``--reference`` must be an existing, finished run dir of this run's model."""
+    from partialft.training.runs import delta_info, is_run_dir
+
+    path = Path(reference)
+    if not is_run_dir(path):
+        what = "does not exist" if not path.exists() else "is not a finished run dir"
+        raise PartialFTError(f"--reference {reference} {what}; pass a finished 'partialft train "
+                             "--method full' run dir (select never trains into --reference).")
+    from partialft.baselines import BASELINES
+
+    meta = delta_info(path)
+    base, method = meta["base"], (meta.get("selection") or {}).get("method")
+    if method in BASELINES:
+        raise PartialFTError(f"--reference {reference} used the PEFT baseline {method!r}, which "
+                             "leaves the residual layers' weights unchanged; angles need a run "
+                             "that trained those layers, such as --method full.")
+    if base["model"] != cfg.model:
+        raise PartialFTError(f"--reference {reference} fine-tuned {base['model']}, not "
+                             f"{cfg.model}; angles need a full run of the same model.")
+
+
+def check_covers(reference: str, run_dir: Path, layer_map: LayerMap) -> None:
+    """Angles of layers a run did not train are all 0: refuse a reference that left any
+    residual layer untrained (a linear probe, a partial run, a PEFT baseline)."""
+    from partialft.models import load_state_dict_file
+    from partialft.training.checkpoints import DELTA
+
+    trained = set(load_state_dict_file(run_dir / DELTA))
+    untrained = [la.id for la in layer_map.layers
+                 if not any(n in trained for n in la.param_names)]
+    if untrained:
+        from partialft.errors import first_items
+
+        raise PartialFTError(f"--reference {reference} did not train {len(untrained)} of the "
+                             f"{len(layer_map.layers)} residual layers (first: "
+                             f"{first_items(untrained, 2)}), whose angles would be 0; angles "
+                             "need a run that trained those layers, such as --method full.")
 
 
 def _steps_of(run_dir: Path) -> int:
