@@ -59,17 +59,17 @@ def angle_selector(cfg: TrainConfig, out: Path, reference: str | None = None
                         resume=True, progress=False)
         steps = _steps_of(full) if summary else 0
     model, _ = load_run_model(full)
-    layer_map = find_layers(model, cfg.layer_spec)
-    if reference is not None:
-        check_covers(reference, full, layer_map)
-    scores = compute_angles(base_state(full), model.state_dict(), layer_map)
+    scores = compute_angles(base_state(full), model.state_dict(),
+                            find_layers(model, cfg.layer_spec))
     return SelectorResult("angle", scores=scores, cost={"trainings": int(steps > 0),
                                                         "steps": steps},
                           info={"reference": str(full)})
 
 
 def check_reference(reference: str, cfg: TrainConfig) -> None:
-    """``--reference`` must be an existing, finished run dir of this run's model."""
+    """``--reference`` must be an existing, finished run dir of this run's model that trained
+    every residual layer (checked before any work: select calls it before opening --out)."""
+    from partialft.baselines import BASELINES
     from partialft.training.runs import delta_info, is_run_dir
 
     path = Path(reference)
@@ -77,8 +77,6 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
         what = "does not exist" if not path.exists() else "is not a finished run dir"
         raise PartialFTError(f"--reference {reference} {what}; pass a finished 'partialft train "
                              "--method full' run dir (select never trains into --reference).")
-    from partialft.baselines import BASELINES
-
     meta = delta_info(path)
     base, method = meta["base"], (meta.get("selection") or {}).get("method")
     if method in BASELINES:
@@ -88,20 +86,32 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
     if base["model"] != cfg.model:
         raise PartialFTError(f"--reference {reference} fine-tuned {base['model']}, not "
                              f"{cfg.model}; angles need a full run of the same model.")
+    check_covers(reference, path, _layer_map(base, cfg.layer_spec))
+
+
+def _layer_map(base: dict[str, Any], layer_spec: str | None) -> LayerMap:
+    """The reference's residual layers, from its model built on the meta device (no memory)."""
+    from partialft.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(base["model"], num_classes=base.get("num_classes"),
+                             img_size=base.get("img_size"), **(base.get("model_kwargs") or {}))
+    return find_layers(model, layer_spec or base.get("layer_spec"))
 
 
 def check_covers(reference: str, run_dir: Path, layer_map: LayerMap) -> None:
     """Angles of layers a run did not train are all 0: refuse a reference that left any
-    residual layer untrained (a linear probe, a partial run, a PEFT baseline)."""
-    from partialft.models import load_state_dict_file
+    residual layer untrained (a linear probe, a partial run)."""
+    from safetensors import safe_open
+
+    from partialft.errors import first_items
     from partialft.training.checkpoints import DELTA
 
-    trained = set(load_state_dict_file(run_dir / DELTA))
+    with safe_open(str(run_dir / DELTA), framework="pt") as fh:
+        trained = set(fh.keys())
     untrained = [la.id for la in layer_map.layers
                  if not any(n in trained for n in la.param_names)]
     if untrained:
-        from partialft.errors import first_items
-
         raise PartialFTError(f"--reference {reference} did not train {len(untrained)} of the "
                              f"{len(layer_map.layers)} residual layers (first: "
                              f"{first_items(untrained, 2)}), whose angles would be 0; angles "
