@@ -24,6 +24,7 @@ RUNS = {
     "attn": ["--method", "attn", "--save-full"],
     "bilinear": ["--method", "full", "--interpolation", "bilinear"],
     "lora": ["--method", "lora"],
+    "adapter": ["--method", "adapter"],
     "folder4": ["--method", "full", "--dataset", "folder:{d}/images"],
     "convnext": ["--method", "full", "--model", "test_convnext"],
 }

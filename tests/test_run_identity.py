@@ -113,7 +113,7 @@ def test_select_refuses_a_reference_that_is_not_a_finished_run(capsys, tmp_path)
     assert_user_error(code, err, "is not a finished run dir")
 
 
-@pytest.mark.parametrize("name", ["linear", "attn", "lora"])
+@pytest.mark.parametrize("name", ["linear", "attn", "lora", "adapter"])
 def test_select_refuses_a_reference_that_left_residual_layers_untrained(
         capsys, tmp_path, runs, name) -> None:
     """Angles of layers a run did not train are 0: a linear probe, an attention-only run or a
@@ -136,13 +136,26 @@ def test_angles_refuse_a_delta_whose_tensors_the_weights_lack(capsys, tmp_path, 
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_angles_refuse_peft_baseline_runs_whose_layers_are_untouched(capsys, runs) -> None:
-    """Decision (docs/reliability.md): LoRA/SSF/adapter/VPT runs are refused, not merged."""
-    for argv in (["angles", runs["lora"]],
-                 ["angles", runs["base"], runs["lora"], "--model", "test_vit",
+def test_angles_refuse_adapter_runs_whose_layers_are_untouched(capsys, runs) -> None:
+    """Decision (docs/reliability.md): adapters and VPT are refused (nothing to merge)."""
+    for argv in (["angles", runs["adapter"]],
+                 ["angles", runs["base"], runs["adapter"], "--model", "test_vit",
                   "--num-classes", "4"]):
         code, _, err = cli(capsys, *argv)
-        assert_user_error(code, err, "'lora'", "angles would all be 0")
+        assert_user_error(code, err, "'adapter'", "angles would all be 0")
+
+
+def test_angles_of_a_lora_run_are_measured_on_the_merged_weights(capsys, runs) -> None:
+    """LoRA (and SSF) fold into the weights they modulate (LoRA's default targets cover every
+    residual layer): no angle is 0; the run alone and PRETRAINED FINETUNED agree."""
+    code, out, err = cli(capsys, "angles", runs["lora"], "--json")
+    assert code == 0, err
+    alone = json.loads(out)["angles"]
+    assert alone and all(v > 0 for v in alone.values())
+    code, out, err = cli(capsys, "angles", runs["base"], runs["lora"], "--model", "test_vit",
+                         "--num-classes", "4", "--json")
+    assert code == 0, err
+    assert json.loads(out)["angles"] == pytest.approx(alone)
 
 
 def test_angles_of_a_full_run_are_not_zero(capsys, runs) -> None:
