@@ -280,3 +280,15 @@ def test_bad_images_in_a_folder_dataset_give_one_sentence(capsys, tmp_path, monk
     assert_user_error(code, err, "0.")
     if bad.startswith("bomb"):
         assert "decompression bomb" in err
+
+
+# --- memory-sized inputs of multitask ------------------------------------------------------------
+
+def test_multitask_refuses_a_batch_that_does_not_fit_in_memory(capsys, runs, monkeypatch) -> None:
+    import partialft.analysis.multitask as multitask
+
+    monkeypatch.setattr(multitask, "available_memory", lambda: 64 * 2**20)  # 64 MiB free
+    code, _, err = cli(capsys, "multitask", runs["full"], "--batch-size", "100000", "--iters", "1")
+    assert_user_error(code, err, "--batch-size 100000", "3x32x32")
+    code, _, err = cli(capsys, "multitask", runs["full"], "--batch-size", "2", "--iters", "1")
+    assert code == 0, err

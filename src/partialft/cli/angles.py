@@ -107,11 +107,11 @@ def check_measurable(run: str, meta: dict) -> str | None:
 def merged_weights(run: str, method: str, allow_base_mismatch: bool) -> StateDict:
     """The run's model with its LoRA or SSF update merged into the weights (the base model's
     names again)."""
+    import torch
+
     from partialft.baselines.lora import merge_lora
     from partialft.baselines.ssf import merge_ssf
     from partialft.training.runs import load_run_model
-
-    import torch
 
     model, _ = load_run_model(run, allow_base_mismatch=allow_base_mismatch)
     merge = merge_lora if method == "lora" else merge_ssf
