@@ -67,8 +67,9 @@ def test_a_copied_delta_is_refused_by_what_it_names_when_no_hash_was_recorded(
                       "method" if source == "linear" else "model")
 
 
-def test_the_run_itself_still_evaluates(capsys, runs) -> None:
-    code, out, err = cli(capsys, "eval", runs["full"], "--dataset", "synthetic:4",
+@pytest.mark.parametrize("name", ["full", "attn", "linear", "lora", "adapter"])
+def test_the_run_itself_still_evaluates(capsys, runs, name) -> None:
+    code, out, err = cli(capsys, "eval", runs[name], "--dataset", "synthetic:4",
                          "--no-progress", "--json")
     assert code == 0, err
     assert "acc" in out
@@ -204,3 +205,24 @@ def test_allow_base_mismatch_works_for_a_checkpoint_base(capsys, tmp_path, runs)
         code, _, err = cli(capsys, *argv, "--allow-base-mismatch")
         assert code == 0, err
         assert "warning" in err and "--allow-base-mismatch" in err
+
+
+def test_a_delta_whose_tensors_are_not_its_selection_is_refused(capsys, tmp_path, runs) -> None:
+    """The attention-only run's metadata laid on the full run's tensors (and the summary made to
+    agree): the delta trains layers its selection does not name."""
+    from safetensors.torch import load_file, save_file
+
+    from partialft.training.checkpoints import read_metadata
+
+    run = copy_run(runs, "attn", tmp_path)
+    (run / "model.safetensors").unlink()
+    meta = read_metadata(runs["attn"] / "delta.safetensors")
+    save_file(load_file(str(runs["full"] / "delta.safetensors")), str(run / "delta.safetensors"),
+              metadata={k: json.dumps(v) if not isinstance(v, str) else v
+                        for k, v in meta.items()})
+    summary = json.loads((run / "summary.json").read_text())
+    summary["delta_sha256"] = _sha(run / "delta.safetensors")
+    del summary["full_sha256"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    code, _, err = cli(capsys, "eval", run, "--dataset", "synthetic:4", "--no-progress")
+    assert_user_error(code, err, "did not train", "different runs")

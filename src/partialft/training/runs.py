@@ -233,8 +233,33 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", *,
     meta = delta_info(run_dir)
     model = structured_model(meta["base"], meta.get("selection", {}),
                              allow_base_mismatch=allow_base_mismatch)
-    apply_delta(model, load_state_dict_file(Path(run_dir) / DELTA))
+    delta = load_state_dict_file(Path(run_dir) / DELTA)
+    check_selected(model, delta, meta, Path(run_dir) / DELTA)
+    apply_delta(model, delta)
     return model.to(device).eval(), read_summary(run_dir)
+
+
+def check_selected(model: nn.Module, delta: dict[str, torch.Tensor], meta: dict[str, Any],
+                   path: Path) -> None:
+    """A layer method's delta trains only the residual layers its selection names: tensors of
+    any other layer mean the delta and its metadata come from different runs."""
+    from partialft.baselines import BASELINES
+    from partialft.core.layers import find_layers
+
+    selection = meta.get("selection") or {}
+    if not selection or selection.get("train_all") or selection.get("method") in BASELINES:
+        return
+    try:
+        layer_map = find_layers(model, meta["base"].get("layer_spec"))
+    except PartialFTError:
+        return  # a model partialft finds no layers in: nothing to compare
+    chosen = set(selection.get("layers") or [])
+    stray = [la.id for la in layer_map.layers
+             if la.id not in chosen and any(n in delta for n in la.param_names)]
+    if stray:
+        raise PartialFTError(f"{path} holds trained tensors of layer {stray[0]}, which its "
+                             f"selection ({selection.get('method')}) did not train; the delta "
+                             "and its metadata come from different runs, train the run again.")
 
 
 def base_state(run_dir: str | Path, *, allow_base_mismatch: bool = False
