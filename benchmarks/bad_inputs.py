@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -176,6 +177,8 @@ RUNS = {
     "seed_base": [],
     "hub_base": [],
     "from_ckpt": ["--checkpoint", "{d}/base_copy.safetensors"],
+    "run4_bilinear": ["--interpolation", "bilinear"],
+    "adapter4": ["--method", "adapter"],
 }
 
 
@@ -188,6 +191,7 @@ def make_runs(d: Path) -> None:
         if result.code != 0:
             raise RuntimeError(f"fixture run {name} failed: {result.stderr}{result.traceback}")
     _damage_runs(d)
+    _read_fixtures(d)
 
 
 def _damage_runs(d: Path) -> None:
@@ -271,6 +275,18 @@ def hub_offline() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = saved
+
+
+@contextlib.contextmanager
+def small_pil_limit() -> Iterator[None]:
+    """PIL's decompression-bomb limit lowered below a 16x16 image: a bomb without gigabytes."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 100
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 # --- the cases --------------------------------------------------------------------------------
@@ -499,7 +515,109 @@ CASES: list[Case] = [
     Case("bench option that only a later row would reject",
          ["bench", "--model", "test_vit", "--methods", "full,fapft", "--topk", "99", "--out",
           "{d}/b_topk"], "top-k 99"),
+    # issue 21: reading run dirs and files from elsewhere
+    Case("eval of a run whose delta was copied in from another run",
+         ["eval", "{d}/copied_delta", "--dataset", "synthetic:4"], "copied in from another run"),
+    Case("export of a run whose delta was copied in from another run",
+         ["export", "{d}/copied_delta", "--out", "{d}/e_copied"], "copied in from another run"),
+    Case("eval of a run whose summary.json is truncated",
+         ["eval", "{d}/truncated_summary", "--dataset", "synthetic:4"], "not valid JSON"),
+    Case("soup of a run whose summary.json is a list",
+         ["soup", "{d}/list_summary", "{d}/run4", "--out", "{d}/s_list", "--no-eval"],
+         "not a mapping"),
+    Case("report of a run whose selection.json has layers as text",
+         ["report", "{d}/bad_selection", "--out", "{d}/rep_sel"], "field 'layers'"),
+    Case("report of a run whose eval.json is a list",
+         ["report", "{d}/list_eval", "--out", "{d}/rep_eval"], "eval.json is damaged"),
+    Case("eval of a run whose config.yaml lacks the dataset",
+         ["eval", "{d}/config_no_dataset", "--dataset", "synthetic:4"], "field 'dataset'"),
+    Case("eval of a run whose config.yaml is not UTF-8",
+         ["eval", "{d}/config_latin1", "--dataset", "synthetic:4"], "not UTF-8"),
+    Case("multitask of a run whose delta metadata asks for img_size 1000000",
+         ["multitask", "{d}/huge_img"], "img_size 1000000"),
+    Case("eval of a run whose delta metadata names /etc/passwd as base checkpoint",
+         ["eval", "{d}/passwd_base", "--dataset", "synthetic:4"], "not a weights file"),
+    Case("angles of a run whose metadata passes timm a file to load",
+         ["angles", "{d}/overlay_kwargs"], "model_kwargs 'pretrained_cfg_overlay'"),
+    Case("soup of runs with different preprocessing",
+         ["soup", "{d}/run4", "{d}/run4_bilinear", "--out", "{d}/s_pre", "--no-eval"],
+         "interpolation"),
+    Case("soup of a layer-method run and an adapter run",
+         ["soup", "{d}/run4", "{d}/adapter4", "--out", "{d}/s_struct", "--no-eval"],
+         "structure"),
+    Case("select --reference that does not exist",
+         ["select", *TINY[:-1], "--selector", "angle", "--mode", "large", "--reference",
+          "{d}/no_such_run", "--out", "{d}/sel_missing"], "does not exist"),
+    Case("select --reference that is a linear probe",
+         ["select", *TINY[:-1], "--selector", "angle", "--mode", "large", "--reference",
+          "{d}/run4", "--out", "{d}/sel_linear"], "angles need a run that trained"),
+    Case("angles of a run of another architecture than the weights",
+         ["angles", "{d}/ok.safetensors", "{d}/other_arch", "--model", "test_vit"],
+         "partialft_vit_tiny"),
+    Case("angles of an adapter run", ["angles", "{d}/adapter4"], "angles would all be 0"),
+    Case("text file as --checkpoint", _plan("--checkpoint", "{d}/afile"), "not a weights file"),
+    Case("pickle of a list as --checkpoint", _plan("--checkpoint", "{d}/list.pth"),
+         "no state dict"),
+    Case("zip archive that is not a checkpoint", _plan("--checkpoint", "{d}/zip.pth"),
+         "zip archive"),
+    Case("empty hf-hub: model name", ["plan", "--model", "hf-hub:", "--method", "full"],
+         "not a valid Hugging Face Hub name", patch=hub_offline),
+    Case("hf-hub: name with a path", ["plan", "--model", "hf-hub:../x", "--method", "full"],
+         "not a valid Hugging Face Hub name", patch=hub_offline),
+    Case("hf-hub: model offline", ["plan", "--model", "hf-hub:a/b", "--method", "full"],
+         "HF_HUB_OFFLINE", patch=hub_offline),
+    Case("decompression-bomb image in a folder dataset",
+         _train("{d}/r_bomb", "--dataset", "folder:{d}/bomb_images"), "decompression bomb",
+         patch=small_pil_limit),
+    Case("zero-byte image in a folder dataset",
+         _train("{d}/r_zero", "--dataset", "folder:{d}/zero_images"), "0.png"),
 ]
+
+
+def _read_fixtures(d: Path) -> None:
+    """Copies of run4 damaged as issue 21 lists, odd checkpoints and odd image folders."""
+    import shutil
+    import zipfile
+
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    def copy(name: str) -> Path:
+        shutil.copytree(d / "run4", d / name)
+        return d / name
+
+    shutil.copy(d / "run3" / "delta.safetensors", copy("copied_delta") / "delta.safetensors")
+    (copy("truncated_summary") / "summary.json").write_text('{"method": "lin')
+    (copy("list_summary") / "summary.json").write_text("[1, 2]")
+    (copy("bad_selection") / "selection.json").write_text('{"method": "linear", "layers": "x"}')
+    (copy("list_eval") / "eval.json").write_text("[]")
+    cfg = copy("config_no_dataset") / "config.yaml"
+    cfg.write_text("".join(ln for ln in cfg.read_text().splitlines(True)
+                           if not ln.startswith("dataset:")))
+    cfg = copy("config_latin1") / "config.yaml"
+    cfg.write_bytes(cfg.read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    for name, change in (("huge_img", {"img_size": 1_000_000}),
+                         ("passwd_base", {"checkpoint": "/etc/passwd", "checkpoint_file": {
+                             "sha256": "0" * 64, "bytes": 1}}),
+                         ("overlay_kwargs", {"model_kwargs": {"pretrained_cfg_overlay": {
+                             "file": "/etc/passwd"}}})):
+        path = copy(name) / "delta.safetensors"
+        meta = read_metadata(path)
+        meta["base"] = {**meta["base"], **change}
+        save_file(load_file(str(path)), str(path),
+                  metadata={k: v if isinstance(v, str) else json.dumps(v)
+                            for k, v in meta.items()})
+    # hub_base stands for a run trained from hub weights: its summary says so
+    summary = json.loads((d / "hub_base" / "summary.json").read_text())
+    summary.update(model="vit_tiny_patch16_224", delta_sha256=hashlib.sha256(
+        (d / "hub_base" / "delta.safetensors").read_bytes()).hexdigest())
+    (d / "hub_base" / "summary.json").write_text(json.dumps(summary))
+    torch.save([1, 2, 3], d / "list.pth")
+    with zipfile.ZipFile(d / "zip.pth", "w") as z:
+        z.writestr("hello.txt", "not a checkpoint")
+    _image_folder(d / "bomb_images", Image, corrupt=False)
+    _image_folder(d / "zero_images", Image, corrupt=False)
+    (d / "zero_images" / "train" / "a" / "0.png").write_bytes(b"")
 
 
 def fill(argv: list[str], d: Path) -> list[str]:

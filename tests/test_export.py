@@ -353,6 +353,9 @@ def test_runs_without_a_recorded_hash_are_unchecked(capsys, runs, tmp_path: Path
     for key in ("weights_sha256", "pretrained_tag"):
         meta["base"].pop(key, None)
     save_tensors(old / DELTA, load_file(str(old / DELTA)), meta)
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["delta_sha256"]  # nor did such a run record its delta's SHA-256
+    (old / "summary.json").write_text(json.dumps(summary))
     code, text, err = cli(capsys, "export", old, "--out", tmp_path / "e")
     assert code == 0, err
     assert "note: the run predates base-weight hashing" in text

@@ -105,6 +105,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm", *,
     check_claim(out, KIND, overwrite=overwrite, inputs=inputs)  # before any work
     model, summary = load_run_model(run_dir, allow_base_mismatch=allow_base_mismatch)
     context = _context(Path(run_dir), model, summary, method, repo)
+    context["allow_base_mismatch"] = allow_base_mismatch  # the base is rebuilt for peft
     with RunDir(out, kind=KIND, overwrite=overwrite, inputs=inputs) as folder:
         try:
             write = _write_peft if fmt == "peft" else _write_timm
@@ -298,7 +299,8 @@ def _write_peft(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     delta = _delta(ctx["run"])
     config = copy.deepcopy(model.peft_config["default"])  # the LoraConfig the run trained with
     config.modules_to_save = sorted({k.rpartition(".")[0] for k in delta if "lora_" not in k})
-    base = base_model(ctx["base"])  # checked against its SHA-256 by load_run_model
+    base = base_model(ctx["base"], allow_base_mismatch=ctx.get("allow_base_mismatch", False))
+    # (checked against its SHA-256 by load_run_model)
     fresh = copy.deepcopy(base)
     wrapped = peft.get_peft_model(base, config)
     wrapped.load_state_dict(_peft_keys(delta, wrapped), strict=False)

@@ -3,7 +3,9 @@
 A configuration is a run's whole resolved config (``summary.json`` -> ``config``) minus the
 settings that cannot change a finished run's result: ``seed`` (what the rows average over),
 ``out``, ``max_steps`` and ``checkpoint_every`` (a run stopped and resumed gives the same result,
-bit for bit), ``log_with`` and ``keep_state`` (what is logged or kept afterwards). Rows of one
+bit for bit), ``log_with``, ``keep_state`` and ``save_full`` (what is logged or kept
+afterwards), ``threads`` and ``workers`` (how many CPU threads and loader processes did the
+work). Rows of one
 method that differ in anything else say what differs. Two runs with the same configuration *and*
 seed are duplicates: they count once.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from partialft.errors import PartialFTError
 from partialft.training.checkpoints import SUMMARY
+from partialft.training.runfiles import read_evals, read_json, read_selection, read_summary
 from partialft.training.runs import NOT_RECIPE, recipe
 
 ANGLES = "angles.json"
@@ -163,13 +166,6 @@ def _short_value(value: Any) -> str:
     return text if len(text) <= 40 else "..." + text[-37:]
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PartialFTError(f"{path} is not valid JSON.") from None
-
-
 def load_inputs(paths: Sequence[str | Path]) -> tuple[list[Run], list[AngleSet]]:
     """Run dirs (summary.json, optional angles.json/eval.json) and angles JSON files."""
     runs: list[Run] = []
@@ -189,11 +185,9 @@ def load_inputs(paths: Sequence[str | Path]) -> tuple[list[Run], list[AngleSet]]
 
 
 def _run(path: Path) -> Run:
-    summary = _read_json(path / SUMMARY)
-    if not isinstance(summary, dict):
-        raise PartialFTError(f"{path / SUMMARY} is not a partialft summary (a JSON object).")
-    evals = _read_json(path / "eval.json") if (path / "eval.json").is_file() else {}
-    selection = _read_json(path / "selection.json") if (path / "selection.json").is_file() else {}
+    """A run dir's files, each read and checked by :mod:`partialft.training.runfiles`."""
+    summary = read_summary(path)
+    evals, selection = read_evals(path), read_selection(path)
     return Run(str(path), summary, config_of(path, summary, selection), evals)
 
 
@@ -235,12 +229,18 @@ def _angles_named(config: dict[str, Any], origin: dict[str, Any] | None, seed: A
 
 
 def _angle_set(path: Path, label: str) -> AngleSet:
-    data = _read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("angles"), dict):
-        raise PartialFTError(f"{path} is not an angles file (a JSON object with 'angles').")
-    angles = {str(k): float(v) for k, v in data["angles"].items()}
-    groups = data.get("groups") or {"all": list(angles)}
-    groups = {g: [i for i in ids if i in angles] for g, ids in groups.items()}
+    from partialft.core.angles import load_angles
+
+    data = read_json(path, "angles")
+    angles = load_angles(path)  # checks every value is a number of degrees
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if groups is None:
+        groups = {"all": list(angles)}
+    if not (isinstance(groups, dict) and all(isinstance(ids, list) and all(
+            isinstance(i, str) for i in ids) for ids in groups.values())):
+        raise PartialFTError(f"angles file {path} has damaged 'groups': it must map each group "
+                             "name to a list of layer ids.")
+    groups = {str(g): [i for i in ids if i in angles] for g, ids in groups.items()}
     return AngleSet(label, angles, groups)
 
 

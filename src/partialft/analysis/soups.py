@@ -80,6 +80,46 @@ def check_same_base(ingredients: Sequence[Ingredient]) -> None:
             raise PartialFTError(
                 f"ingredient {other.name} has base {k}={other.base.get(k)!r} but {first.name} "
                 f"has {k}={first.base.get(k)!r}; soup only runs fine-tuned from the same base.")
+    check_same_task(ingredients)
+
+
+# settings every ingredient must share: the task (data and classes) and how images are
+# preprocessed; a soup of runs that differ in them averages models of different tasks
+SAME_SETTINGS = ("dataset", "data_dir", "num_classes", "img_size", "mean", "std", "crop_pct",
+                 "interpolation")
+
+
+def check_same_task(ingredients: Sequence[Ingredient]) -> None:
+    """Raise unless the ingredients trained on one dataset with one preprocessing and have one
+    model structure (a PEFT baseline's modules, or none)."""
+    from partialft.baselines import BASELINES
+
+    first = ingredients[0]
+    for other in ingredients[1:]:
+        a, b = first.summary.get("config") or {}, other.summary.get("config") or {}
+        for key in SAME_SETTINGS:
+            if key in a and key in b and a[key] != b[key]:
+                raise PartialFTError(
+                    f"ingredient {other.name} was trained with {key} {b[key]!r} but "
+                    f"{first.name} with {a[key]!r}; a soup averages runs of one dataset and "
+                    "preprocessing.")
+        sa, sb = (_structure(i, BASELINES) for i in (first, other))
+        if sa != sb:
+            raise PartialFTError(f"ingredient {other.name} has the model structure {sb} but "
+                                 f"{first.name} has {sa}; a soup averages runs of one "
+                                 "structure.")
+
+
+def _structure(ing: Ingredient, baselines: Any) -> str:
+    """A PEFT baseline's name and options, or the plain model of a layer method."""
+    import json
+
+    sel = ing.summary.get("selection") or {}
+    if sel.get("method") not in baselines:
+        return "of the plain model (a layer method)"
+    options = {k: v for k, v in sel.items()
+               if k not in ("method", "layers", "train_all", "soup", "ingredients")}
+    return f"{sel.get('method')} {json.dumps(options, sort_keys=True)}"
 
 
 def changed_keys(base: StateDict, delta: StateDict) -> list[str]:
@@ -232,8 +272,9 @@ def soup_summary(ingredients: Sequence[Ingredient], result: SoupResult,
 def write_soup_run(out: str | Path, ingredients: Sequence[Ingredient], result: SoupResult,
                    accuracies: Mapping[str, float | None], overwrite: bool = False) -> Path:
     """Write the soup as a run dir (delta, summary, selection, config); ingredients untouched."""
+    from partialft.models import file_digest
     from partialft.training.rundir import RunDir
-    from partialft.training.runs import CONFIG, SELECTION, SPLIT
+    from partialft.training.runs import CONFIG, SELECTION, SPLIT, read_config
 
     out = Path(out)
     selection = soup_selection(ingredients, result)
@@ -241,14 +282,15 @@ def write_soup_run(out: str | Path, ingredients: Sequence[Ingredient], result: S
     run = RunDir(out, kind="soup", overwrite=overwrite, inputs=[i.name for i in ingredients])
     try:
         first = Path(ingredients[0].name)
-        save_tensors(out / DELTA, result.delta, {"format": "partialft-delta",
-                                                 "base": ingredients[0].base,
-                                                 "selection": selection})
+        delta = save_tensors(out / DELTA, result.delta, {"format": "partialft-delta",
+                                                         "base": ingredients[0].base,
+                                                         "selection": selection})
+        summary["delta_sha256"] = file_digest(delta)["sha256"]  # readers check it is this one
         atomic_write_json(out / SELECTION, selection)
         if (first / SPLIT).is_file():
             atomic_write_text(out / SPLIT, (first / SPLIT).read_text())
-        cfg = yaml.safe_load((first / CONFIG).read_text()) if (first / CONFIG).is_file() else {}
-        atomic_write_text(out / CONFIG, yaml.safe_dump({**(cfg or {}), "method": "soup"}))
+        cfg = read_config(first) if (first / CONFIG).is_file() else {}
+        atomic_write_text(out / CONFIG, yaml.safe_dump({**cfg, "method": "soup"}))
         atomic_write_json(out / SUMMARY, summary)
     finally:
         run.close()

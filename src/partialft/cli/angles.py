@@ -51,15 +51,72 @@ def _optional(parser: argparse.ArgumentParser, dest: str) -> None:
             action.help = f"{action.help} (required with PRETRAINED FINETUNED)"
 
 
-def read_weights(path: str, base: StateDict | None = None) -> StateDict:
-    """Weights from a file, or from a run dir (its delta laid over ``base``)."""
+def read_weights(path: str, base: StateDict | None = None, model: str | None = None,
+                 layer_names: set[str] | None = None, allow_base_mismatch: bool = False
+                 ) -> StateDict:
+    """Weights from a file, or from a run dir (its delta laid over ``base``, which must be
+    weights of the run's architecture: ``model`` when given). Every tensor of the run must be
+    one ``base`` has, of the same shape where it is a layer's (in ``layer_names``; a head for
+    other classes may differ). A LoRA or SSF run is merged into its base first."""
     from partialft.models import load_state_dict_file
     from partialft.training.checkpoints import load_run_weights
+    from partialft.training.runs import delta_info
 
-    if Path(path).is_dir():
-        tensors, _meta = load_run_weights(path)
-        return {**(base or {}), **tensors}
-    return load_state_dict_file(path)
+    if not Path(path).is_dir():
+        return load_state_dict_file(path)
+    meta = delta_info(path)  # checks the metadata and that the delta is the run's own
+    method = check_measurable(path, meta)
+    recorded = meta["base"]["model"]
+    if model is not None and recorded != model:
+        raise PartialFTError(f"run {path} fine-tuned {recorded}, not --model {model}; angles "
+                             "compare weights of one architecture.")
+    if method in MERGEABLE:
+        tensors = merged_weights(path, method, allow_base_mismatch)
+    else:
+        tensors = load_run_weights(path)[0]
+    if base is not None:
+        odd = [k for k, v in tensors.items() if k not in base or (
+            base[k].shape != v.shape and k in (layer_names or ()))]
+        if odd:
+            raise PartialFTError(f"run {path} holds {odd[0]}, which the pretrained weights "
+                                 f"{'lack' if odd[0] not in base else 'shape differently'}; "
+                                 f"it fine-tuned {recorded}, so compare it with that model's "
+                                 "weights.")
+    return {**(base or {}), **tensors}
+
+
+# PEFT baselines whose update folds into the weights it modulates: angles are measured on the
+# merged weights (W + BA for LoRA, scaled and shifted weights for SSF)
+MERGEABLE = ("lora", "ssf")
+
+
+def check_measurable(run: str, meta: dict) -> str | None:
+    """Adapters and VPT train modules of their own (bottlenecks, prompts) that no weight of a
+    residual layer absorbs, so the layers' angles would all be 0: refuse such runs. Returns the
+    run's method."""
+    from partialft.baselines import BASELINES
+
+    method = (meta.get("selection") or {}).get("method")
+    if method in BASELINES and method not in MERGEABLE:
+        raise PartialFTError(f"run {run} used the PEFT baseline {method!r}, which leaves the "
+                             "residual layers' weights unchanged (its angles would all be 0); "
+                             "measure angles of a layer method's, a LoRA or an SSF run.")
+    return method
+
+
+def merged_weights(run: str, method: str, allow_base_mismatch: bool) -> StateDict:
+    """The run's model with its LoRA or SSF update merged into the weights (the base model's
+    names again)."""
+    import torch
+
+    from partialft.baselines.lora import merge_lora
+    from partialft.baselines.ssf import merge_ssf
+    from partialft.training.runs import load_run_model
+
+    model, _ = load_run_model(run, allow_base_mismatch=allow_base_mismatch)
+    merge = merge_lora if method == "lora" else merge_ssf
+    with torch.no_grad():
+        return {k: v.detach().clone() for k, v in merge(model).state_dict().items()}
 
 
 def _from_files(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, StateDict]:
@@ -71,8 +128,11 @@ def _from_files(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, Sta
                              "model, e.g. --model vit_base_patch16_224 (a run dir alone needs "
                              "none).")
     layer_map = find_layers(model_from_args(args, meta=True), args.layer_spec)
-    pretrained = read_weights(args.pretrained)
-    return args.model, layer_map, pretrained, read_weights(args.finetuned, base=pretrained)
+    pretrained = read_weights(args.pretrained, model=args.model)
+    names = {n for la in layer_map.layers for n in la.param_names}
+    finetuned = read_weights(args.finetuned, base=pretrained, model=args.model,
+                             layer_names=names, allow_base_mismatch=args.allow_base_mismatch)
+    return args.model, layer_map, pretrained, finetuned
 
 
 def _from_run(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, StateDict]:
@@ -84,7 +144,9 @@ def _from_run(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, State
     if not Path(run).is_dir():
         raise PartialFTError(f"{run} is not a run dir; pass a partialft run dir alone, or "
                              "PRETRAINED FINETUNED weights files with --model.")
-    base = delta_info(run)["base"]
+    meta = delta_info(run)
+    check_measurable(run, meta)
+    base = meta["base"]
     if args.model and args.model != base["model"]:
         raise PartialFTError(f"--model {args.model} does not match run {run}, which fine-tuned "
                              f"{base['model']}; leave --model out.")
@@ -96,7 +158,8 @@ def _from_run(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, State
     model = checked_base_model(base, args.allow_base_mismatch)
     layer_map = find_layers(model, args.layer_spec or base.get("layer_spec"))
     pretrained = model.state_dict()
-    return base["model"], layer_map, pretrained, read_weights(run, base=pretrained)
+    return base["model"], layer_map, pretrained, read_weights(
+        run, base=pretrained, allow_base_mismatch=args.allow_base_mismatch)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.fraction) and 0 < args.fraction <= 1):
         raise PartialFTError(f"--fraction {args.fraction} is not valid; use a share of the "
                              "schedule in (0, 1], such as 0.2.")
+    if args.reference is not None:  # read, never created: checked before --out is opened
+        from partialft.selectors.scores import check_reference
+
+        check_reference(args.reference, cfg)
     inputs = [*config_inputs(cfg), args.reference, getattr(args, "config", None)]
     with RunDir(cfg.out, kind="select", overwrite=args.overwrite, inputs=inputs):
         if args.compare:

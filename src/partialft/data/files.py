@@ -3,6 +3,7 @@ NABirds, Oxford Flowers 102, Stanford Dogs, Stanford Cars) from their standard l
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,23 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB; an unreadable file raises a PartialFTError naming it."""
+    """Open an image as RGB; an unreadable file raises a PartialFTError naming it.
+
+    A decompression bomb (more pixels than PIL's ``Image.MAX_IMAGE_PIXELS``, which PIL only
+    warns about up to twice that) is refused before it is decoded: one such file in a folder
+    would otherwise take gigabytes per loader worker.
+    """
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise PartialFTError(f"image file {path} cannot be read ({err}); replace or remove "
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PartialFTError(f"image file {path} is a decompression bomb (more than "
+                             f"{Image.MAX_IMAGE_PIXELS} pixels); replace or remove it.") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        reason = str(err).strip() or type(err).__name__
+        raise PartialFTError(f"image file {path} cannot be read ({reason}); replace or remove "
                              "it.") from None
 
 

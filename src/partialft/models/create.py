@@ -47,6 +47,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if not timm.is_model(name) and not name.startswith("hf-hub:"):
         raise PartialFTError(f"unknown model {name!r}{suggest(name, _known_models())}; use a "
                              "timm model name (see timm.list_models()).")
+    if name.startswith("hf-hub:"):
+        check_hub_name(name)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if img_size is not None and img_size != default_input_size(name)[-1]:
@@ -65,6 +67,32 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if checkpoint is not None:
         load_into(model, load_state_dict_file(checkpoint), source=str(checkpoint))
     return model
+
+
+def check_hub_name(name: str) -> None:
+    """An ``hf-hub:ORG/NAME`` model: a valid repo id whose config timm can read (cached, or the
+    Hub reachable); checked here because timm fails on bad names with tracebacks, and on some
+    (``hf-hub:../x``) retries for minutes."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from partialft.utils.net import reachable
+
+    repo = name.removeprefix("hf-hub:").split("@")[0]
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise PartialFTError(f"model {name!r} is not a valid Hugging Face Hub name; use "
+                             "hf-hub:ORG/NAME, such as hf-hub:timm/vit_tiny_patch16_224."
+                             ) from None
+    if _hub_cache(repo, "config.json") is not None:
+        return
+    if constants.HF_HUB_OFFLINE or not reachable(constants.ENDPOINT):
+        where = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+                 else f"{constants.ENDPOINT} cannot be reached")
+        raise PartialFTError(f"the config of model {name!r} is not on this machine and {where}; "
+                             "copy the model's files into the Hugging Face cache (HF_HOME), or "
+                             "use a timm model name (see timm.list_models()).")
 
 
 def local_pretrained(name: str, offline_hint: str = TRAIN_HINT) -> str | None:

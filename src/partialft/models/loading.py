@@ -43,18 +43,38 @@ def load_state_dict_file(path: str | Path) -> StateDict:
     if path.suffix == ".safetensors":
         raise PartialFTError(f"checkpoint {path} is truncated or not a safetensors file (its "
                              "header is not a safetensors header).")
+    return _unwrap(_torch_load(path), path)
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` of a file that starts as a PyTorch file does (a zip
+    archive, or a legacy pickle); anything else is refused before torch parses it."""
+    head = _head(path, 2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        raise PartialFTError(f"checkpoint {path} is not a weights file (neither safetensors, "
+                             "nor a PyTorch zip archive or pickle); pass a .safetensors, .pth "
+                             "or .pt file of a state dict.")
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_safe_globals()):
             warnings.simplefilter("ignore")  # torch warns about legacy files before refusing
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise PartialFTError(f"refused to load {path}: it is a pickle holding objects other "
                              "than tensors, which could run code; save it as safetensors or a "
                              "plain state dict.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        what = ("a zip archive but not a PyTorch checkpoint" if head[:2] == b"PK"
+                and zipfile.is_zipfile(path) else "truncated or corrupt")
+        raise PartialFTError(f"checkpoint {path} is {what} ({first_line(exc)}).") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler fails on damaged bytes with
+        # KeyError, IndexError, struct.error... (each a traceback otherwise)
         raise PartialFTError(f"checkpoint {path} is truncated or corrupt "
-                             f"({first_line(exc)}).") from None
-    return _unwrap(obj, path)
+                             f"({type(exc).__name__}: {first_line(exc)}).") from None
+
+
+def _head(path: Path, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
 
 
 def _safe_globals() -> list[Any]:
@@ -73,8 +93,7 @@ def _safe_globals() -> list[Any]:
 
 def _is_safetensors(path: Path) -> bool:
     """A safetensors file starts with the little-endian length of its JSON header, then '{'."""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
+    head = _head(path, 9)
     return len(head) == 9 and head[8:9] == b"{"
 
 

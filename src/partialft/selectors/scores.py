@@ -50,6 +50,8 @@ def angle_selector(cfg: TrainConfig, out: Path, reference: str | None = None
     from partialft.training.runs import base_state, is_run_dir, load_run_model
     from partialft.training.train import train
 
+    if reference is not None:
+        check_reference(reference, cfg)  # a reference is read, never created
     full = Path(reference) if reference else out / "full"
     steps = 0
     if not is_run_dir(full):
@@ -62,6 +64,58 @@ def angle_selector(cfg: TrainConfig, out: Path, reference: str | None = None
     return SelectorResult("angle", scores=scores, cost={"trainings": int(steps > 0),
                                                         "steps": steps},
                           info={"reference": str(full)})
+
+
+def check_reference(reference: str, cfg: TrainConfig) -> None:
+    """``--reference`` must be an existing, finished run dir of this run's model that trained
+    every residual layer (checked before any work: select calls it before opening --out)."""
+    from partialft.baselines import BASELINES
+    from partialft.training.runs import delta_info, is_run_dir
+
+    path = Path(reference)
+    if not is_run_dir(path):
+        what = "does not exist" if not path.exists() else "is not a finished run dir"
+        raise PartialFTError(f"--reference {reference} {what}; pass a finished 'partialft train "
+                             "--method full' run dir (select never trains into --reference).")
+    meta = delta_info(path)
+    base, method = meta["base"], (meta.get("selection") or {}).get("method")
+    if method in BASELINES:
+        raise PartialFTError(f"--reference {reference} used the PEFT baseline {method!r}, which "
+                             "leaves the residual layers' weights unchanged; angles need a run "
+                             "that trained those layers, such as --method full.")
+    if base["model"] != cfg.model:
+        raise PartialFTError(f"--reference {reference} fine-tuned {base['model']}, not "
+                             f"{cfg.model}; angles need a full run of the same model.")
+    check_covers(reference, path, _layer_map(base, cfg.layer_spec))
+
+
+def _layer_map(base: dict[str, Any], layer_spec: str | None) -> LayerMap:
+    """The reference's residual layers, from its model built on the meta device (no memory)."""
+    from partialft.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(base["model"], num_classes=base.get("num_classes"),
+                             img_size=base.get("img_size"), **(base.get("model_kwargs") or {}))
+    return find_layers(model, layer_spec or base.get("layer_spec"))
+
+
+def check_covers(reference: str, run_dir: Path, layer_map: LayerMap) -> None:
+    """Angles of layers a run did not train are all 0: refuse a reference that left any
+    residual layer untrained (a linear probe, a partial run)."""
+    from safetensors import safe_open
+
+    from partialft.errors import first_items
+    from partialft.training.checkpoints import DELTA
+
+    with safe_open(str(run_dir / DELTA), framework="pt") as fh:
+        trained = set(fh.keys())
+    untrained = [la.id for la in layer_map.layers
+                 if not any(n in trained for n in la.param_names)]
+    if untrained:
+        raise PartialFTError(f"--reference {reference} did not train {len(untrained)} of the "
+                             f"{len(layer_map.layers)} residual layers (first: "
+                             f"{first_items(untrained, 2)}), whose angles would be 0; angles "
+                             "need a run that trained those layers, such as --method full.")
 
 
 def _steps_of(run_dir: Path) -> int:

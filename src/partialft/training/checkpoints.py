@@ -58,6 +58,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        except RecursionError:
+            raise PartialFTError(f"{path} has damaged metadata: {key} is nested too deeply."
+                                 ) from None
     return out
 
 
@@ -117,7 +120,8 @@ def load_run_weights(run_dir: str | Path) -> tuple[StateDict, dict[str, Any]]:
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / SUMMARY
-    if not path.is_file():
-        raise PartialFTError(f"{run_dir} has no {SUMMARY}; is it a finished partialft run dir?")
-    return json.loads(path.read_text())
+    """summary.json of a finished run, every field partialft reads checked
+    (:func:`partialft.training.runfiles.read_summary`)."""
+    from partialft.training.runfiles import read_summary as validated
+
+    return validated(run_dir)

@@ -15,20 +15,35 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 
 from partialft.errors import PartialFTError
-from partialft.models import check_digest, create_model, load_state_dict_file, shape_model
-from partialft.training.checkpoints import DELTA, SUMMARY, apply_delta, read_metadata, read_summary
+from partialft.models import (
+    check_digest,
+    create_model,
+    file_digest,
+    load_state_dict_file,
+    shape_model,
+)
+from partialft.training.checkpoints import (
+    DELTA,
+    FULL,
+    SUMMARY,
+    apply_delta,
+    read_metadata,
+    read_summary,
+)
+from partialft.training.delta_meta import check_base, check_selection
+from partialft.training.runfiles import CONFIG, SELECTION, read_config, read_json
 
-CONFIG = "config.yaml"
-SELECTION = "selection.json"
 SPLIT = "split.json"
+__all__ = ["CONFIG", "SELECTION", "SPLIT", "read_config"]  # re-exported: readers import them here
 
 
 # config keys outside a run's recipe: the seed, and what cannot change a finished run's result
-# (where it was written, stopping and resuming, what was logged or kept)
-NOT_RECIPE = ("seed", "out", "max_steps", "checkpoint_every", "log_with", "keep_state")
+# (where it was written, stopping and resuming, what was logged or kept, how many CPU threads
+# and loader processes did the same work: results are identical, see docs/reliability.md)
+NOT_RECIPE = ("seed", "out", "max_steps", "checkpoint_every", "log_with", "keep_state",
+              "threads", "workers", "save_full")
 
 
 def recipe(config: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +71,7 @@ def angles_origin(path: str | Path | None) -> dict[str, Any] | None:
     does not say: older files, or two weights files compared)."""
     if not path or not Path(path).is_file():
         return None
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = read_json(path, "angles")
     if not isinstance(data, dict) or not isinstance(data.get("reference_recipe"), dict):
         return None
     return {"method": data.get("reference_method"), "seed": data.get("reference_seed"),
@@ -69,13 +84,6 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / SUMMARY).is_file() and (path / DELTA).is_file()
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise PartialFTError(f"{run_dir} has no {CONFIG}; is it a partialft run dir?")
-    return yaml.safe_load(path.read_text()) or {}
-
-
 def delta_info(run_dir: str | Path) -> dict[str, Any]:
     """The delta's metadata: ``base`` (model, num_classes, pretrained, checkpoint) and selection."""
     path = Path(run_dir) / DELTA
@@ -84,53 +92,65 @@ def delta_info(run_dir: str | Path) -> dict[str, Any]:
     meta = read_metadata(path)
     if meta.get("format") != "partialft-delta" or "base" not in meta:
         raise PartialFTError(f"{path} is not a partialft delta checkpoint.")
-    _check_base(meta["base"], path)
+    check_base(meta["base"], path)
+    check_selection(meta.get("selection"), path)
+    if (Path(run_dir) / SUMMARY).is_file():
+        check_identity(run_dir, meta)
     return meta
 
 
-# the fields of a delta's ``base`` metadata and the JSON types each may have
-_BASE_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "num_classes": (int, type(None)), "pretrained": (bool,),
-    "checkpoint": (str, type(None)), "img_size": (int, type(None)),
-    "layer_spec": (str, type(None)), "init_seed": (int,), "checkpoint_file": (dict,),
-    "model_kwargs": (dict,), "pretrained_tag": (str, type(None)), "weights_sha256": (str,),
-}
-
-
-def _check_base(base: Any, path: Path) -> None:
-    """Metadata is read from a file someone may have edited: check it before using it."""
-    if not isinstance(base, dict) or not isinstance(base.get("model"), str):
-        raise PartialFTError(f"{path} has damaged metadata: 'base' must be a mapping that names "
-                             f"the model, not {json.dumps(base)[:60]}; the delta cannot be used.")
-    for key, kinds in _BASE_TYPES.items():
-        value = base.get(key)
-        ok = key not in base or (isinstance(value, kinds) and
-                                 not (isinstance(value, bool) and bool not in kinds))
-        if not ok:
-            raise PartialFTError(f"{path} has damaged metadata: base {key} is "
-                                 f"{json.dumps(value)[:60]}, not "
-                                 f"{' or '.join(k.__name__ for k in kinds)}; the delta cannot "
-                                 "be used.")
+def check_identity(run_dir: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse a delta that is not the one the run's summary.json was written with (copied in
+    from another run): its SHA-256 as recorded, else the model, classes and method it names."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    for name, key in ((DELTA, "delta_sha256"), (FULL, "full_sha256")):
+        recorded = summary.get(key)
+        if recorded and (run_dir / name).is_file():
+            now = file_digest(run_dir / name)["sha256"]
+            if now != recorded:
+                raise PartialFTError(f"{run_dir / name} is not the file this run wrote (SHA-256 "
+                                     f"{now[:12]}... now, {recorded[:12]}... in its "
+                                     f"{SUMMARY}); was it copied in from another run? Restore "
+                                     "it or train the run again.")
+    base, selection = meta["base"], meta.get("selection") or {}
+    pairs = [("model", summary.get("model"), base.get("model")),
+             ("num_classes", summary.get("num_classes"), base.get("num_classes"))]
+    if summary.get("method") != "soup":
+        pairs.append(("method", summary.get("method"), selection.get("method")))
+    for key, said, holds in pairs:
+        if said is not None and holds is not None and said != holds:
+            raise PartialFTError(f"{run_dir / DELTA} holds a delta of {key} {holds!r}, but the "
+                                 f"run's {SUMMARY} says {said!r}; was it copied in from another "
+                                 "run? Restore it or train the run again.")
 
 
 def base_model(base: dict[str, Any], *, offline_hint: str | None = None,
-               **model_kwargs: Any) -> nn.Module:
+               allow_base_mismatch: bool = False, **model_kwargs: Any) -> nn.Module:
     """A fresh model with the base weights a run started from.
 
     Weights that no checkpoint provides (a new head, or the whole model when it is trained from
     scratch) are drawn from ``base["init_seed"]``, so base + delta is exactly the trained model.
     ``model_kwargs`` (e.g. ``drop_path_rate``) go to timm and change no weight.
     ``offline_hint`` ends the error when pretrained weights are missing (default: how to read
-    an existing run).
+    an existing run). ``allow_base_mismatch`` reads a base checkpoint file that changed since
+    the run recorded it (with a warning) instead of refusing it.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(base.get("init_seed", 0)))
-        return _create(base, model_kwargs, offline_hint or RUN_HINT)
+        return _create(base, model_kwargs, offline_hint or RUN_HINT, allow_base_mismatch)
 
 
-def _create(base: dict[str, Any], model_kwargs: dict[str, Any], hint: str) -> nn.Module:
+def _create(base: dict[str, Any], model_kwargs: dict[str, Any], hint: str,
+            allow_mismatch: bool = False) -> nn.Module:
     if base.get("checkpoint") and base.get("checkpoint_file"):
-        check_digest(base["checkpoint"], base["checkpoint_file"], "base checkpoint")
+        try:
+            check_digest(base["checkpoint"], base["checkpoint_file"], "base checkpoint")
+        except PartialFTError as exc:
+            if not (allow_mismatch and Path(base["checkpoint"]).is_file()):
+                raise
+            print(f"warning: {str(exc).split('; restore')[0]}; it is used anyway "
+                  "(--allow-base-mismatch).", file=sys.stderr)
     return create_model(base["model"], num_classes=base.get("num_classes"),
                         pretrained=bool(base.get("pretrained")), checkpoint=base.get("checkpoint"),
                         img_size=base.get("img_size"), offline_hint=hint,
@@ -184,7 +204,7 @@ def check_base_weights(model: nn.Module, base: dict[str, Any],
 
 def checked_base_model(base: dict[str, Any], allow_base_mismatch: bool = False) -> nn.Module:
     """:func:`base_model`, checked against the base weights' SHA-256 the run recorded."""
-    model = base_model(base)
+    model = base_model(base, allow_base_mismatch=allow_base_mismatch)
     check_base_weights(model, base, allow_base_mismatch)
     return model
 
@@ -213,8 +233,33 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", *,
     meta = delta_info(run_dir)
     model = structured_model(meta["base"], meta.get("selection", {}),
                              allow_base_mismatch=allow_base_mismatch)
-    apply_delta(model, load_state_dict_file(Path(run_dir) / DELTA))
+    delta = load_state_dict_file(Path(run_dir) / DELTA)
+    check_selected(model, delta, meta, Path(run_dir) / DELTA)
+    apply_delta(model, delta)
     return model.to(device).eval(), read_summary(run_dir)
+
+
+def check_selected(model: nn.Module, delta: dict[str, torch.Tensor], meta: dict[str, Any],
+                   path: Path) -> None:
+    """A layer method's delta trains only the residual layers its selection names: tensors of
+    any other layer mean the delta and its metadata come from different runs."""
+    from partialft.baselines import BASELINES
+    from partialft.core.layers import find_layers
+
+    selection = meta.get("selection") or {}
+    if not selection or selection.get("train_all") or selection.get("method") in BASELINES:
+        return
+    try:
+        layer_map = find_layers(model, meta["base"].get("layer_spec"))
+    except PartialFTError:
+        return  # a model partialft finds no layers in: nothing to compare
+    chosen = set(selection.get("layers") or [])
+    stray = [la.id for la in layer_map.layers
+             if la.id not in chosen and any(n in delta for n in la.param_names)]
+    if stray:
+        raise PartialFTError(f"{path} holds trained tensors of layer {stray[0]}, which its "
+                             f"selection ({selection.get('method')}) did not train; the delta "
+                             "and its metadata come from different runs, train the run again.")
 
 
 def base_state(run_dir: str | Path, *, allow_base_mismatch: bool = False

@@ -19,6 +19,7 @@ import torch.nn as nn
 import yaml
 
 from partialft.errors import PartialFTError
+from partialft.models import file_digest
 from partialft.training import trackers
 from partialft.training.checkpoints import (
     DELTA,
@@ -138,10 +139,14 @@ def _finish(s: Setup) -> dict[str, Any]:
     }
     if acc.is_main_process:
         selection = s.prepared.selection.to_dict()
-        save_delta(s.run.file(DELTA), model, s.base, selection, delta_names(model))
+        delta = save_delta(s.run.file(DELTA), model, s.base, selection, delta_names(model))
+        # the delta's identity: readers refuse a delta copied in from another run
+        summary["delta_sha256"] = file_digest(delta)["sha256"]
         if cfg.save_full:
-            save_tensors(s.run.file(FULL), model.state_dict(),
-                         {"format": "partialft-delta", "base": s.base, "selection": selection})
+            full = save_tensors(s.run.file(FULL), model.state_dict(),
+                                {"format": "partialft-delta", "base": s.base,
+                                 "selection": selection})
+            summary["full_sha256"] = file_digest(full)["sha256"]
         atomic_write_text(s.run.file("README.md"), _run_readme(summary))
         atomic_write_json(s.run.file(SUMMARY), summary)  # last: it marks the run as finished
     acc.wait_for_everyone()

@@ -8,7 +8,6 @@ resumes the one that was interrupted.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -157,7 +156,11 @@ def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
 
     scores_path = out / "scores.json"
     if scores_path.is_file():
-        layers = json.loads(scores_path.read_text())["chosen"]
+        from partialft.training.runfiles import check_mapping, read_json
+
+        record = check_mapping(read_json(scores_path), scores_path, {"chosen": (list,)},
+                               ("chosen",))
+        layers = [str(la) for la in record["chosen"]]
     else:
         result = run_selector(selector, cfg, out / "selector")
         layer_map = find_layers(load_task(cfg).model(), cfg.layer_spec)
@@ -181,7 +184,9 @@ def _chosen_by(out: Path) -> dict[str, Any]:
     selector, scores.json; both record the top-k actually used (None for greedy's list)."""
     for path in (out / "fapft" / SELECTION, out / "scores.json"):
         if path.is_file():
-            record = json.loads(path.read_text())
+            from partialft.training.runfiles import check_mapping, read_json
+
+            record = check_mapping(read_json(path), path, {})
             if "topk" in record:
                 return record
     return {}
