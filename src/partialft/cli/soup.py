@@ -159,7 +159,11 @@ def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
                                  "soup averages different runs, so list each run once.")
         seen[key] = run
     _recover(out)
-    check_claim(out, "soup", overwrite=overwrite, inputs=runs)
+    if check_claim(out, "soup", overwrite=overwrite, inputs=runs) and (
+            _old(out).exists() or _old(out).is_symlink()):
+        raise PartialFTError(f"{_old(out)} exists and is not a soup partialft set aside; "
+                             "partialft moves --out there while replacing it, so move that "
+                             "folder away first.")
 
 
 def _old(out: Path) -> Path:
