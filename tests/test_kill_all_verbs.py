@@ -7,9 +7,9 @@ SIGKILLs itself just before or just after a chosen os.replace; the same command 
 killed after its very last write, say the finished output already exists), leave no temporary
 file, and give the uninterrupted run's results, compared on content.
 
-Here each verb is killed at a sample of points: the marker write (before and after), the middle
-or the last write; ``python benchmarks/kill_all.py`` tries every os.replace of every verb (the
-sweep whose counts docs/reliability.md quotes).
+Here each verb is killed at a sample of points (``Case.sample``) and just before its marker
+lands; ``python benchmarks/kill_all.py`` tries every os.replace of every verb (the sweep whose
+counts docs/reliability.md quotes).
 """
 
 from __future__ import annotations
@@ -65,19 +65,18 @@ def _params(names):
 @pytest.mark.parametrize("verb", _params(kill_all.CASES))
 def test_a_verb_killed_at_its_writes_reruns_to_the_uninterrupted_result(verb, inputs,
                                                                         tmp_path):
-    """Killed in the middle and at the end of its writes (every write for the cheap verbs)."""
+    """Killed at the verb's sample of writes (``Case.sample``: every write of eval, angles,
+    export and bench; after the marker, in the middle and at the end of the others)."""
     if verb == "report":
         pytest.importorskip("matplotlib")
-    every = "all" in kill_all.CASES[verb].sample
-    points = ["all"] if every else ["mid:before", "mid:after", "last:before", "last:after"]
-    _sweep(verb, inputs, tmp_path, points)
+    _sweep(verb, inputs, tmp_path, kill_all.CASES[verb].sample)
 
 
 @pytest.mark.parametrize("verb", _params(["train", "fapft", "select", "select-compare", "soup",
                                           "report", "export", "pretrain"]))
-def test_a_verb_killed_at_its_marker_write_reruns(verb, inputs, tmp_path):
-    """Killed just before and just after the .partialft marker lands."""
-    _sweep(verb, inputs, tmp_path, ["first:before", "first:after"])
+def test_a_verb_killed_just_before_its_marker_lands_reruns(verb, inputs, tmp_path):
+    """Killed with the .partialft marker's temporary file written, not yet renamed."""
+    _sweep(verb, inputs, tmp_path, ["first:before"])
 
 
 # --- the mechanism: training/reruns.py -------------------------------------------------------
