@@ -8,7 +8,8 @@ For each verb (a tiny CPU command, see CASES): run it once uninterrupted, record
 ``os.replace`` it makes (every atomic write, the ``.partialft`` marker and soup's renames
 included); then, for each of them, fork a child that runs the same command and SIGKILLs itself
 just *before* that rename (the temporary file written, not yet renamed) or just *after* it; rerun
-the same command in this process and check that it exits 0, that no temporary file (``*.tmp``,
+the same command in this process (``--resume`` added for train and pretrain once the run dir is
+marked) and check that it exits 0, that no temporary file (``*.tmp``,
 a soup's ``.OUT.partial``/``.OUT.old``) is left, and that its results equal the uninterrupted
 run's, compared on content (``Case.result``). Prints, per verb, the kill points tried and the
 reruns that passed; exits 1 when one failed.
@@ -52,7 +53,7 @@ class Case:
     name: str
     argv: Callable[[Path, Path], list[str]]
     result: Callable[[Path], Any]
-    rerun: Callable[[list[str]], list[str]] = lambda argv: argv
+    rerun: Callable[[list[str], Path], list[str]] = lambda argv, out: argv
     prepare: Callable[[Path, Path], None] | None = None
     out_is_file: bool = False
     # the kill points tests/test_kill_all_verbs.py tries (see points()); the marker write's
@@ -136,11 +137,17 @@ def _copy_run(name: str) -> Callable[[Path, Path], None]:
     return prepare
 
 
+def _resume(argv: list[str], out: Path) -> list[str]:
+    """train's and pretrain's documented rerun: --resume, once the run dir is marked (killed
+    before that, nothing is there to resume and the same command starts it)."""
+    return [*argv, "--resume"] if (out / ".partialft").is_file() else argv
+
+
 def _cases() -> dict[str, Case]:
     train = ["train", *TINY, *QUIET, "--epochs", "2", "--checkpoint-every", "1"]
     cases = [
         Case("train", lambda i, o: [*train, "--out", str(o)], run_result,
-             rerun=lambda a: [*a, "--resume"]),
+             rerun=_resume),
         Case("fapft", lambda i, o: ["fapft", *TINY, *QUIET, "--epochs", "1", "--topk", "1",
                                     "--mode", "large", "--out", str(o)], fapft_result),
         Case("select", lambda i, o: ["select", "--selector", "grad", "--batches", "1", *TINY,
@@ -169,7 +176,7 @@ def _cases() -> dict[str, Case]:
                                        "--log-every", "1", "--checkpoint-every", "1",
                                        "--chains", "16", "--iters", "6", "--threads", "1",
                                        "--no-progress"], pretrain_result,
-             rerun=lambda a: [*a, "--resume"]),
+             rerun=_resume),
         Case("bench", lambda i, o: ["bench", "--model", "test_vit", "--img-size", "32",
                                     "--methods", "linear", "--batch-size", "2", "--warmup", "1",
                                     "--steps", "1", "--threads", "1", "--out", str(o)],
@@ -336,7 +343,7 @@ def sweep(case: Case, inputs: Path, work: Path, sample: bool = False) -> Outcome
             continue
         err = work / f"k{i}.err"
         with _quiet(err):
-            code = cli(case.rerun(argv))
+            code = cli(case.rerun(argv, out))
         # killed after its last write, the command had finished: a rerun without --overwrite
         # may say so ("already exists", exit 2), as after any finished run
         finished = (nth, when) == (len(replaces), "after") and code == 2 and (

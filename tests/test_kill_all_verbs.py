@@ -3,7 +3,8 @@
 Each verb runs once uninterrupted, counting its os.replace calls (every atomic write, the
 ``.partialft`` marker, soup's renames); then a forked copy of this process runs it again and
 SIGKILLs itself just before or just after a chosen os.replace; the same command is rerun here
-(``--resume`` added for train and pretrain, whose documented rerun it is) and must exit 0 (or,
+(``--resume`` added for train and pretrain once the run dir is marked, their documented
+rerun) and must exit 0 (or,
 killed after its very last write, say the finished output already exists), leave no temporary
 file, and give the uninterrupted run's results, compared on content.
 
