@@ -289,6 +289,59 @@ def small_pil_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
+# --- issue 21: concurrency and reruns (races staged in-process) ------------------------------
+
+@contextlib.contextmanager
+def angles_written_meanwhile() -> Iterator[None]:
+    """Another `angles --out SAME` lands while this one computes."""
+    import partialft.cli.angles as mod
+
+    real = mod._write_unchanged
+
+    def racing(out: str, before: Any, write: Callable[[], None]) -> None:
+        Path(out).write_text('{"angles": {}, "groups": {}}\n')
+        real(out, before, write)
+
+    mod._write_unchanged = racing
+    try:
+        yield
+    finally:
+        mod._write_unchanged = real
+
+
+@contextlib.contextmanager
+def run_replaced_during_eval() -> Iterator[None]:
+    """The evaluated run is trained again (its summary.json changes) while eval runs."""
+    import partialft.cli.eval as mod
+
+    real, saved = mod.evaluate_run, {}
+
+    def replaced(args: Any, *rest: Any) -> Any:
+        result = real(args, *rest)
+        summary = Path(args.run_dir) / "summary.json"
+        saved[summary] = summary.read_bytes()
+        summary.write_text(json.dumps({**json.loads(saved[summary]), "retrained": True}))
+        return result
+
+    mod.evaluate_run = replaced
+    try:
+        yield
+    finally:
+        mod.evaluate_run = real
+        for path, data in saved.items():
+            path.write_bytes(data)
+
+
+@contextlib.contextmanager
+def users_folder_where_soup_sets_aside() -> Iterator[None]:
+    """(cwd: the fixture dir) a soup at soup_aside and a user's folder .soup_aside.old."""
+    if run_cli(["soup", "run4", "--no-eval", "--out", "soup_aside"]).code not in (0, 2):
+        raise RuntimeError("fixture soup failed")
+    Path(".soup_aside.old").mkdir(exist_ok=True)
+    Path(".soup_aside.old/notes.txt").write_text("mine")
+    yield
+
+
 # --- the cases --------------------------------------------------------------------------------
 
 def _plan(*extra: str) -> list[str]:
@@ -571,6 +624,17 @@ CASES: list[Case] = [
          patch=small_pil_limit),
     Case("zero-byte image in a folder dataset",
          _train("{d}/r_zero", "--dataset", "folder:{d}/zero_images"), "0.png"),
+    # issue 21: concurrency and reruns
+    Case("angles --out written by another process while these were computed",
+         ["angles", "{d}/run4", "--out", "{d}/angles_race.json"], "written by another process",
+         patch=angles_written_meanwhile),
+    Case("eval of a run trained again while it was evaluated",
+         ["eval", "{d}/run4", "--dataset", "synthetic:4", "--max-images", "8", "--no-progress"],
+         "was replaced while it was being evaluated", patch=run_replaced_during_eval),
+    Case("soup --overwrite where a folder of the user's has the set-aside name",
+         ["soup", "run4", "--no-eval", "--out", "soup_aside", "--overwrite"],
+         "is not a soup partialft set aside", patch=users_folder_where_soup_sets_aside,
+         cwd="{d}"),
 ]
 
 

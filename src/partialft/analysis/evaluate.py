@@ -12,6 +12,7 @@ ones timm ships (``timm/data/_info/imagenet_{a,r}_{indices,synsets}.txt``, ident
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pkgutil
 from collections.abc import Callable, Iterable
@@ -217,19 +218,53 @@ def eval_key(dataset: str, split: str = "test", max_images: int | None = None,
     return key
 
 
-def save_eval(run_dir: str | Path, key: str, result: dict[str, Any]) -> Path:
+# seconds an evaluation waits for another process's hold on the run dir (another eval's
+# eval.json update takes milliseconds; a training holds it for its whole run)
+LOCK_WAIT_S = 30.0
+
+
+def run_identity(run_dir: str | Path) -> str:
+    """SHA-256 over the run's delta.safetensors and summary.json: it changes when the run is
+    replaced (``train --overwrite``), so an evaluation of the old model is never recorded in
+    the new run."""
+    digest = hashlib.sha256()
+    for name in ("delta.safetensors", "summary.json"):
+        try:
+            with open(Path(run_dir) / name, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except FileNotFoundError:
+            digest.update(b"missing " + name.encode())
+    return digest.hexdigest()
+
+
+def save_eval(run_dir: str | Path, key: str, result: dict[str, Any],
+              identity: str | None = None) -> Path:
     """Record ``result`` in ``run_dir/eval.json`` under ``key`` (atomic write).
 
     ``key`` names exactly what was evaluated (:func:`eval_key`): only the same evaluation run
-    again replaces an entry; any other is added beside it.
+    again replaces an entry; any other is added beside it. The read-modify-write holds the run
+    dir's exclusive lock (waiting up to :data:`LOCK_WAIT_S`), so two evaluations finishing at
+    once both keep their result; with ``identity`` (:func:`run_identity` when the model was
+    loaded) it refuses a run that was replaced in the meantime.
     """
+    from partialft.training.locks import acquire
+    from partialft.training.reruns import remove_stale_tmp_of
+
     path = Path(run_dir) / EVAL
-    data: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise PartialFTError(f"{path} is not valid JSON; move it away to re-evaluate."
-                                 ) from None
-    data[key] = result
-    return atomic_write_json(path, data)
+    with acquire(run_dir, wait=LOCK_WAIT_S, advice="wait for it to finish, then evaluate "
+                 "again."):
+        if identity is not None and run_identity(run_dir) != identity:
+            raise PartialFTError(f"run dir {run_dir} was replaced while it was being evaluated "
+                                 "(trained again?), so this result is not recorded; evaluate "
+                                 "it again.")
+        data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise PartialFTError(f"{path} is not valid JSON; move it away to re-evaluate."
+                                     ) from None
+        data[key] = result
+        remove_stale_tmp_of(path)  # an evaluation killed in its write left one
+        return atomic_write_json(path, data)

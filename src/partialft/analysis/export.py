@@ -35,7 +35,8 @@ from partialft.errors import PartialFTError, article
 from partialft.models import input_size
 from partialft.models.loading import first_line
 from partialft.training.checkpoints import DELTA
-from partialft.training.outputs import LOCK, MARKER, check_claim, remove_marked
+from partialft.training.outputs import LOCK, MARKER, remove_marked
+from partialft.training.reruns import check_output, finish, open_output
 from partialft.training.rundir import RunDir
 from partialft.training.runs import (
     base_model,
@@ -93,26 +94,41 @@ def run_method(run_dir: str | Path) -> str:
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm", *,
                overwrite: bool = False, allow_base_mismatch: bool = False,
-               repo: str | None = None) -> Export:
+               repo: str | None = None, complete: bool = True) -> Export:
     """Write run ``run_dir`` to folder ``out`` in format ``fmt``, checked by loading it back.
 
-    ``repo`` (a Hub repo id) only changes the model card's loading example.
+    ``repo`` (a Hub repo id) only changes the model card's loading example. ``complete=False``
+    leaves the folder open to a rerun until :func:`complete_export` (after an upload).
     """
     method = run_method(run_dir)
     check_format(fmt, method)
     base = delta_info(run_dir)["base"]
     inputs = [run_dir, base.get("checkpoint")]
-    check_claim(out, KIND, overwrite=overwrite, inputs=inputs)  # before any work
+    # an export killed half-way is redone by the same command (no --overwrite): the folder is
+    # declared complete only once it was loaded back and checked (and pushed, with a repo)
+    settings = {"run": str(Path(run_dir).resolve()), "format": fmt, "repo": repo,
+                "allow_base_mismatch": allow_base_mismatch}
+    claim = dict(overwrite=overwrite, inputs=inputs)
+    check_output(out, KIND, settings, **claim)  # before any work
     model, summary = load_run_model(run_dir, allow_base_mismatch=allow_base_mismatch)
     context = _context(Path(run_dir), model, summary, method, repo)
     context["allow_base_mismatch"] = allow_base_mismatch  # the base is rebuilt for peft
-    with RunDir(out, kind=KIND, overwrite=overwrite, inputs=inputs) as folder:
+    with open_output(out, KIND, settings, **claim) as folder:
         try:
             write = _write_peft if fmt == "peft" else _write_timm
-            return write(model, folder.path, fmt, context)
+            done = write(model, folder.path, fmt, context)
         except BaseException:
             remove_marked(folder.path)  # no half-written export is left behind
             raise
+        if complete:
+            finish(folder)
+        return done
+
+
+def complete_export(out: str | Path) -> None:
+    """Declare an export made with ``complete=False`` complete (after its upload)."""
+    with RunDir(out, kind=KIND, resume=True) as folder:
+        finish(folder)
 
 
 # --- what the model card and config need to know about the run ------------------------------
@@ -200,6 +216,7 @@ def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     model = _merge(model, ctx["method"])
     labels = ctx["classes"] if ctx["classes"] and len(ctx["classes"]) == model.num_classes else None
     _save_for_hf(model, out, ctx, labels)
+    _readable(out)
     diff = _compare(_load_timm(out, ctx["method"]), ctx, "timm")
     name = f"hf-hub:{ctx['repo']}" if ctx["repo"] else f"local-dir:{out}"
     load = f'timm.create_model("{name}", pretrained=True)'
@@ -306,6 +323,7 @@ def _write_peft(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     wrapped.load_state_dict(_peft_keys(delta, wrapped), strict=False)
     wrapped.peft_config["default"].base_model_name_or_path = _base_name(ctx)
     wrapped.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookups
+    _readable(out)
     loaded = peft.PeftModel.from_pretrained(fresh, str(out))
     diff = _compare(loaded, ctx, "peft")
     load = f'peft.PeftModel.from_pretrained(base, "{ctx["repo"] or out}")'

@@ -93,16 +93,18 @@ def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool =
 
     require("matplotlib", "the report's figures")
     from partialft.analysis import plots
-    from partialft.training.outputs import check_claim
-    from partialft.training.rundir import RunDir
+    from partialft.training.reruns import check_output, finish, open_output
 
     out = Path(out)
-    check_claim(out, "report", overwrite=overwrite, inputs=paths)
+    # a report killed half-way is rerun (rewritten whole) by the same command
+    settings = {"inputs": [str(Path(p).resolve()) for p in paths]}
+    claim = dict(overwrite=overwrite, inputs=paths)
+    check_output(out, "report", settings, **claim)
     runs, angle_sets = load_inputs(paths)
     if not runs and not angle_sets:
         raise PartialFTError("no run dirs or angles files given; pass RUN_DIR... or FILE.json.")
     rows = group_runs(runs)
-    with RunDir(out, kind="report", overwrite=overwrite, inputs=paths):
+    with open_output(out, "report", settings, **claim) as folder:
         made, skipped = plots.make_all(rows, angle_sets, out)
         md = _markdown(rows, made, skipped)
         atomic_write_text(out / "report.md", md)
@@ -110,6 +112,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool =
                   "skipped": skipped,
                   "angle_sets": [a.label for a in angle_sets]}
         atomic_write_json(out / "report.json", report)
+        finish(folder)
     return report
 
 

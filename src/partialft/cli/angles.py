@@ -4,6 +4,8 @@ fine-tuned angles (Eq. 2)."""
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,9 +167,11 @@ def _from_run(args: argparse.Namespace) -> tuple[str, LayerMap, StateDict, State
 def run(args: argparse.Namespace) -> int:
     from partialft.core.angles import compute_angles, is_angles_file, save_angles
 
+    before = None
     if args.out:
         check_out_file(args.out, overwrite=args.overwrite, what="angles", ours=is_angles_file,
                        inputs=[args.pretrained, args.finetuned, args.checkpoint, args.layer_spec])
+        before = _stamp(args.out)
     read = _from_run if args.finetuned is None else _from_files
     model, layer_map, pretrained, finetuned = read(args)
     angles = compute_angles(pretrained, finetuned, layer_map)
@@ -176,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
 
         measured = args.finetuned or args.pretrained  # a run dir: recorded for reports
         source = reference_info(measured) if is_run_dir(measured) else {}
-        save_angles(args.out, angles, layer_map, model=model, **source)
+        _write_unchanged(args.out, before, lambda: save_angles(args.out, angles, layer_map,
+                                                               model=model, **source))
     if args.json:
         print_json({"model": model, "angles": angles})
         return 0
@@ -187,3 +192,29 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """What ``path`` is now (inode, mtime, size), or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _write_unchanged(out: str, before: tuple[int, int, int] | None, write: Callable[[], None]
+                     ) -> None:
+    """Write --out only if no other process wrote it since it was checked (two `angles --out
+    SAME` at once: the first to finish writes, the other is refused)."""
+    from partialft.training.locks import briefly
+    from partialft.training.reruns import remove_stale_tmp_of
+
+    parent = Path(out).resolve().parent
+    with briefly(parent):
+        if _stamp(out) != before:
+            raise PartialFTError(f"--out {out} was written by another process while these "
+                                 "angles were computed; it is kept as that process wrote it, so "
+                                 "choose another --out (or rerun with --overwrite).")
+        remove_stale_tmp_of(out)  # a write killed before its rename left one
+        write()

@@ -98,18 +98,33 @@ def _first(data: Dataset, n: int | None) -> Dataset:
     return Subset(data, range(min(n, len(data)))) if n else data
 
 
-def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the evaluation the arguments ask for and return its result."""
+def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], str, str]:
+    """The run's model and summary, its identity and the device, read under a shared lock (a
+    training of the same dir cannot replace them half-way)."""
     import torch
+
+    from partialft.analysis.evaluate import LOCK_WAIT_S, run_identity
+    from partialft.training.locks import acquire
+    from partialft.training.runs import load_run_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with acquire(args.run_dir, shared=True, wait=LOCK_WAIT_S,
+                 advice="wait for it to finish, then evaluate again."):
+        identity = run_identity(args.run_dir)
+        model, summary = load_run_model(args.run_dir, device,
+                                        allow_base_mismatch=args.allow_base_mismatch)
+    return model, summary, identity, device
+
+
+def evaluate_run(args: argparse.Namespace, model: nn.Module, summary: dict[str, Any],
+                 device: str) -> dict[str, Any]:
+    """Run the evaluation the arguments ask for and return its result."""
     from torch.utils.data import DataLoader
 
     from partialft.analysis import evaluate as ev
     from partialft.data.corruptions import parse_corruptions, parse_severities
-    from partialft.training.runs import load_run_model, read_config
+    from partialft.training.runs import read_config
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, summary = load_run_model(args.run_dir, device,
-                                    allow_base_mismatch=args.allow_base_mismatch)
     sev = parse_severities(args.severities)
     names = parse_corruptions(args.corruptions) if args.corruptions else None
     common = {"device": device, "batch_size": args.batch_size, "num_workers": args.workers}
@@ -143,14 +158,16 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args)
 
-    result = evaluate_run(args)
+    model, summary, identity, device = load_model(args)
+    result = evaluate_run(args, model, summary, device)
     split = "test" if args.dataset in FOLDER_SETS else args.split
     spec = {"dataset": args.dataset, "split": split, "max_images": args.max_images,
             "corruptions": args.corruptions, "severities": args.severities if (
                 args.corruptions or args.dataset == "imagenet-c") else None,
             "seed": args.seed if args.corruptions else None}
     key = eval_key(**spec)
-    save_eval(args.run_dir, key, {"spec": spec, **result})
+    # under the run dir's lock, refused if the run was replaced while it was evaluated
+    save_eval(args.run_dir, key, {"spec": spec, **result}, identity=identity)
     if args.json:
         print_json({key: result})
         return 0

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.analysis.export import export_run
+    from partialft.analysis.export import complete_export, export_run
     from partialft.analysis.hub import check_hub, push_to_hub
     from partialft.training.runs import is_run_dir
 
@@ -56,10 +56,12 @@ def run(args: argparse.Namespace) -> int:
         check_hub(args.push_to_hub)  # before any work
     apply_threads(args)
     done = export_run(args.run_dir, args.out, args.format, overwrite=args.overwrite,
-                      allow_base_mismatch=args.allow_base_mismatch, repo=args.push_to_hub)
+                      allow_base_mismatch=args.allow_base_mismatch, repo=args.push_to_hub,
+                      complete=not args.push_to_hub)
     _print(args.run_dir, done)
     if args.push_to_hub:
         url = push_to_hub(done.out, args.push_to_hub, private=args.private)
+        complete_export(done.out)  # a kill before this: the same command exports and pushes
         print(f"pushed to {url}")
     return 0
 

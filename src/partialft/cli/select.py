@@ -64,7 +64,9 @@ def selector_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.training.rundir import RunDir
+    import dataclasses
+
+    from partialft.training.reruns import finish, open_output
 
     cfg = load_config(getattr(args, "config", None), overrides_from_args(args))
     if not math.isfinite(args.epsilon) or args.epsilon < 0:
@@ -78,10 +80,19 @@ def run(args: argparse.Namespace) -> int:
 
         check_reference(args.reference, cfg)
     inputs = [*config_inputs(cfg), args.reference, getattr(args, "config", None)]
-    with RunDir(cfg.out, kind="select", overwrite=args.overwrite, inputs=inputs):
-        if args.compare:
-            return _compare(args, cfg)
-        return _select(args, cfg)
+    # a select killed half-way is rerun by the same command: --compare reuses every finished
+    # training and resumes the interrupted one; a single selector runs again
+    from partialft.training.train import RUNTIME_ONLY
+
+    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_ONLY}
+    settings = {"config": recipe, "selector": args.selector,
+                "compare": args.compare, "mode": args.select_mode,
+                "options": selector_options(args)}
+    with open_output(cfg.out, "select", settings, overwrite=args.overwrite,
+                     inputs=inputs) as folder:
+        code = _compare(args, cfg) if args.compare else _select(args, cfg)
+        finish(folder)
+    return code
 
 
 def _select(args: argparse.Namespace, cfg) -> int:

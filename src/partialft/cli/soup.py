@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from partialft.cli.common import (
     print_json,
 )
 from partialft.errors import PartialFTError
-from partialft.training.outputs import check_claim, remove_marked
+from partialft.training.outputs import check_claim, read_marker, remove_marked
 
 if TYPE_CHECKING:
     from partialft.analysis.soups import (
@@ -86,19 +87,32 @@ def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
 
 
 def run(args: argparse.Namespace) -> int:
+    from partialft.analysis.evaluate import LOCK_WAIT_S
+    from partialft.training.locks import acquire
+
+    apply_threads(args)
+    if args.greedy and args.no_eval:
+        raise PartialFTError("--greedy needs held-out accuracies; drop --no-eval.")
+    _check_out(Path(args.out), args.runs, args.overwrite)
+    with ExitStack() as held:
+        # shared locks on the ingredients while they are read: a training cannot replace one
+        # half-way (an old delta with a new summary); it waits or is refused meanwhile
+        for r in args.runs:
+            if Path(r).is_dir():
+                held.enter_context(acquire(r, shared=True, wait=LOCK_WAIT_S, advice=(
+                    "wait for it to finish, then make the soup again.")))
+        return _soup(args)
+
+
+def _soup(args: argparse.Namespace) -> int:
     from partialft.analysis.soups import (
         check_same_base,
         greedy_soup,
         load_ingredient,
         uniform_soup,
         )
-    apply_threads(args)
-
-    if args.greedy and args.no_eval:
-        raise PartialFTError("--greedy needs held-out accuracies; drop --no-eval.")
     from partialft.training.runs import delta_info, is_run_dir, structured_model
 
-    _check_out(Path(args.out), args.runs, args.overwrite)
     bad = [r for r in args.runs if not is_run_dir(r)]
     if bad:
         raise PartialFTError(f"{bad[0]} is not a finished run dir (summary.json and "
@@ -135,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
-    """Fail before any work: duplicate ingredients, or an --out that may not be written."""
+    """Fail before any work: duplicate ingredients, or an --out that may not be written (after
+    finishing what a soup killed between its two renames left)."""
     seen: dict[Path, str] = {}
     for run in runs:
         key = Path(run).resolve()
@@ -143,7 +158,29 @@ def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
             raise PartialFTError(f"ingredient {run} is given twice (also as {seen[key]}); a "
                                  "soup averages different runs, so list each run once.")
         seen[key] = run
-    check_claim(out, "soup", overwrite=overwrite, inputs=runs)
+    _recover(out)
+    if check_claim(out, "soup", overwrite=overwrite, inputs=runs) and (
+            _old(out).exists() or _old(out).is_symlink()):
+        raise PartialFTError(f"{_old(out)} exists and is not a soup partialft set aside; "
+                             "partialft moves --out there while replacing it, so move that "
+                             "folder away first.")
+
+
+def _old(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+def _recover(out: Path) -> None:
+    """A soup killed between its renames (--out moved aside to ``.OUT.old``, the new soup not
+    yet in place): put the old soup back, so the rerun replaces it as the killed one would
+    have; killed after both renames: remove the old one. Only a marked soup dir is touched."""
+    old = _old(out)
+    if old.is_symlink() or not old.is_dir() or (read_marker(old) or {}).get("kind") != "soup":
+        return
+    if out.exists() or out.is_symlink():
+        remove_marked(old)
+    else:
+        os.replace(old, out)
 
 
 def _write_whole(out: Path, ingredients: list, result: Any, accuracies: dict[str, Any],
@@ -161,8 +198,8 @@ def _write_whole(out: Path, ingredients: list, result: Any, accuracies: dict[str
     write_soup_run(staging, ingredients, result, accuracies, overwrite=True)
     runs = [i.name for i in ingredients]
     if check_claim(out, "soup", overwrite=overwrite, inputs=runs):  # still ours to replace?
-        old = out.parent / f".{out.name}.old"
-        remove_marked(old)  # left by a crash between the two renames below
+        old = _old(out)
+        _recover(out)  # left by a crash after the two renames below
         os.replace(out, old)
         os.replace(staging, out)
         remove_marked(old)

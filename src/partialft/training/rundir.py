@@ -8,9 +8,7 @@ complete state in force.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,20 +77,9 @@ class RunDir:
             raise
 
     def _lock(self) -> None:
-        fh = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the run's lifetime
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "another process"
-            fh.close()
-            raise PartialFTError(f"run dir {self.path} is in use by {owner}; wait for it to "
-                                 "finish or choose another --out.") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        self._lock_fh = fh
+        from partialft.training.locks import acquire
+
+        self._lock_fh = acquire(self.path)  # exclusive, for the run's lifetime
 
     def __enter__(self) -> RunDir:
         return self
@@ -102,8 +89,7 @@ class RunDir:
 
     def close(self) -> None:
         if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-            self._lock_fh.close()
+            self._lock_fh.release()
             self._lock_fh = None
 
     def abandon(self) -> None:

@@ -1,0 +1,74 @@
+"""Outputs a killed command can be rerun into: the marker records the verb's settings and, once
+everything is written (and checked), ``"complete": true``.
+
+A directory of the same kind, made with the same settings and not complete, is what a killed
+run of the same command left: the rerun reuses it without ``--overwrite`` (each verb then
+resumes what it can, such as finished trainings, and rewrites the rest). A complete one, or one
+made with other settings, needs ``--overwrite`` as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from partialft.errors import PartialFTError
+from partialft.training.outputs import MARKER, check_claim, read_marker
+from partialft.training.rundir import RunDir
+from partialft.utils.io import atomic_write_json
+
+
+def normalized(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as the marker stores them (JSON: tuples become lists, keys strings)."""
+    return json.loads(json.dumps(settings, default=str))
+
+
+def resumable(out: str | Path, kind: str, settings: dict[str, Any]) -> bool:
+    """True when ``out`` is an incomplete ``kind`` output made with ``settings``."""
+    marker = read_marker(out) if Path(out).is_dir() else None
+    return (marker is not None and marker["kind"] == kind and not marker.get("complete")
+            and marker.get("settings") == normalized(settings))
+
+
+def check_output(out: str | Path, kind: str, settings: dict[str, Any], *, overwrite: bool,
+                 inputs: Iterable[str | Path | None] = ()) -> None:
+    """Before any work: ``out`` may be written (new, resumable, or replaced)."""
+    reuse = not overwrite and resumable(out, kind, settings)
+    check_claim(out, kind, overwrite=overwrite, reuse=reuse, inputs=list(inputs))
+
+
+def open_output(out: str | Path, kind: str, settings: dict[str, Any], *, overwrite: bool,
+                inputs: Iterable[str | Path | None] = ()) -> RunDir:
+    """Open (lock) ``out`` for writing: new, an incomplete rerun of the same settings, or
+    replaced with ``overwrite``; close it with :func:`finish` once everything is written."""
+    reuse = not overwrite and resumable(out, kind, settings)
+    run = RunDir(out, kind=kind, overwrite=overwrite, resume=reuse, inputs=list(inputs),
+                 settings=normalized(settings))
+    marker = read_marker(run.path)
+    if reuse and marker is not None and marker.get("complete"):  # finished while we waited
+        run.close()
+        raise PartialFTError(f"--out {out} already exists; pass --overwrite to replace it.")
+    return run
+
+
+def finish(run: RunDir) -> None:
+    """Declare ``run``'s output complete (its last write): a rerun now needs --overwrite."""
+    marker = read_marker(run.path)
+    if marker is not None:
+        atomic_write_json(run.path / MARKER, {**marker, "complete": True})
+
+
+def remove_stale_tmp_of(target: str | Path) -> None:
+    """Delete the temporary files an atomic write of ``target`` left when killed before its
+    rename (``.NAME.XXXXXXXX.tmp``, or ``.NAME.pft-XXXXXXXX.tmp``). Call it only while holding
+    the lock every writer of ``target`` holds: no other process is writing one then."""
+    target = Path(target)
+    own = re.compile(rf"^\.{re.escape(target.name)}\.(pft-)?[A-Za-z0-9_]{{8}}\.tmp$")
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            if own.match(entry.name) and entry.is_file() and not entry.is_symlink():
+                entry.unlink(missing_ok=True)
