@@ -149,6 +149,9 @@ def foreign_entries(path: str | Path, kind: str | None = None) -> list[Path]:
             if sub.is_symlink() or is_tmp(name) or rel in dirs or read_marker(sub) is not None:
                 dirnames.remove(name)
                 found += _foreign_dir(sub, rel, files, dirs)
+            elif not _made(rel, files):  # a folder of the user's, even an empty one
+                dirnames.remove(name)
+                found.append(sub)
         for name in filenames:
             item = here / name
             if here == root and name in _OURS or is_tmp(name):
@@ -161,6 +164,14 @@ def foreign_entries(path: str | Path, kind: str | None = None) -> list[Path]:
 def _manifest(marker: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     files, dirs = marker.get("files"), marker.get("dirs")
     return (files if isinstance(files, dict) else {}), (dirs if isinstance(dirs, dict) else {})
+
+
+def _made(rel: str, files: dict[str, Any]) -> bool:
+    """True for a folder partialft recorded making, or one holding a file it recorded (made by
+    a third-party writer such as TensorBoard)."""
+    entry = files.get(rel)
+    return (isinstance(entry, dict) and bool(entry.get("dir"))) or any(
+        key.startswith(rel + "/") for key in files)
 
 
 def _foreign_dir(sub: Path, rel: str, files: dict[str, Any], dirs: dict[str, Any]) -> list[Path]:

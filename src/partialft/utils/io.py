@@ -45,7 +45,7 @@ def is_tmp(name: str) -> bool:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` atomically (recorded first)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path.name), suffix=TMP_SUFFIX)
     os.close(fd)
     try:
@@ -63,6 +63,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def make_parents(path: Path) -> None:
+    """Create the missing folders above ``path``, each recorded (``{"dir": true}``) in the
+    manifest above it before it is made, so that a folder partialft made is known as its own
+    even when a crash leaves it empty."""
+    missing = [p for p in Path(os.path.abspath(path)).parents if not p.exists()]
+    for folder in reversed(missing):
+        _record(folder, {"dir": True})
+        folder.mkdir(exist_ok=True)
 
 
 def file_mode() -> int:
