@@ -275,7 +275,8 @@ def test_only_recorded_unchanged_files_are_partialfts(tmp_path):
     (run / "tensorboard" / "events.out.tfevents.1.vm").write_text("mine")  # a name, not a record
     (run / "config.yaml").write_text("edited")
     assert [p.relative_to(run).as_posix() for p in foreign_entries(run, "train")] == [
-        "config.yaml", "state/notes.txt", "summary.json.bak", "tensorboard/events.out.tfevents.1.vm"]
+        "config.yaml", "state/notes.txt", "summary.json.bak",
+        "tensorboard/events.out.tfevents.1.vm"]
 
 
 def test_a_safetensors_file_named_pth_is_read_as_safetensors(tmp_path, capsys):
