@@ -190,6 +190,32 @@ def test_a_resumed_run_clears_only_its_own_log(tmp_path):
     assert foreign_entries(out, "train") == [note]
 
 
+def test_a_trackers_files_are_its_own_before_they_are_recorded(tmp_path):
+    """Killed between starting TensorBoard and recording its files by name: the folder was
+    claimed for it first, so what it made is known; nothing else there is."""
+    import time
+
+    from partialft.utils.io import record_claim
+
+    out = _marked(tmp_path / "r")
+    record_claim(out / "tensorboard", {"writer": "tensorboard", "pid": 4242,
+                                       "since": time.time() - 1})
+    tb = out / "tensorboard"
+    (tb / f"{time.time():.4f}").mkdir(parents=True)
+    made = [tb / "events.out.tfevents.1796.vm.local.4242.0",
+            next(tb.iterdir()) / "hparams.yml"]
+    for path in made:
+        path.write_text("x")
+    assert foreign_entries(out) == []
+    mine = [tb / "events.out.tfevents.1796.vm.4243.0", tb / "note.txt", tb / "old" / "a.txt"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    assert foreign_entries(out) == sorted([mine[0], mine[1], tb / "old"])
+    remove_recorded(out, "tensorboard")  # what a resumed run clears
+    assert not any(p.exists() for p in made) and all(p.exists() for p in mine)
+
+
 def test_remove_recorded_keeps_what_is_not_recorded(tmp_path):
     out = _marked(tmp_path / "r")
     atomic_write_text(out / "state" / "a", "a")

@@ -149,14 +149,16 @@ def foreign_entries(path: str | Path, kind: str | None = None) -> list[Path]:
             if sub.is_symlink() or is_tmp(name) or rel in dirs or read_marker(sub) is not None:
                 dirnames.remove(name)
                 found += _foreign_dir(sub, rel, files, dirs)
-            elif not _made(rel, files):  # a folder of the user's, even an empty one
+            elif not _made(rel, files) and not _claimed(root, sub, files):
+                # a folder of the user's, even an empty one
                 dirnames.remove(name)
                 found.append(sub)
         for name in filenames:
             item = here / name
             if here == root and name in _OURS or is_tmp(name):
                 continue
-            if not _unchanged(item, files.get(item.relative_to(root).as_posix())):
+            rel = item.relative_to(root).as_posix()
+            if not _unchanged(item, files.get(rel)) and not _claimed(root, item, files):
                 found.append(item)
     return sorted(found)
 
@@ -172,6 +174,20 @@ def _made(rel: str, files: dict[str, Any]) -> bool:
     entry = files.get(rel)
     return (isinstance(entry, dict) and bool(entry.get("dir"))) or any(
         key.startswith(rel + "/") for key in files)
+
+
+def _claimed(root: Path, item: Path, files: dict[str, Any]) -> bool:
+    """True for a file or folder a tracker made in the folder partialft gave it, recorded as
+    claimed before the tracker started (a run killed before the tracker's files were recorded
+    by name, see :mod:`partialft.training.trackers`)."""
+    parts = item.relative_to(root).parts
+    for i in range(1, len(parts)):
+        entry = files.get("/".join(parts[:i]))
+        if isinstance(entry, dict) and isinstance(entry.get("claim"), dict):
+            from partialft.training.trackers import claims  # trackers imports this module
+
+            return claims(entry["claim"], "/".join(parts[i:]), item)
+    return False
 
 
 def _foreign_dir(sub: Path, rel: str, files: dict[str, Any], dirs: dict[str, Any]) -> list[Path]:
@@ -335,7 +351,8 @@ def remove_recorded(root: Path, rel: str) -> None:
             if item in emptied and not any(item.iterdir()):
                 item.rmdir()
                 emptied.add(item.parent)
-        elif _unchanged(item, files.get(item.relative_to(root).as_posix())):
+        elif _unchanged(item, files.get(item.relative_to(root).as_posix())) or _claimed(
+                root, item, files):
             item.unlink()
             emptied.add(item.parent)
 

@@ -14,6 +14,7 @@ import csv
 import fnmatch
 import importlib.util
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,13 @@ from accelerate.tracking import GeneralTracker
 
 from partialft.errors import PartialFTError
 from partialft.training.outputs import remove_recorded
-from partialft.utils.io import append_line, atomic_write_text, record_file, record_open
+from partialft.utils.io import (
+    append_line,
+    atomic_write_text,
+    record_claim,
+    record_file,
+    record_open,
+)
 
 CSV = "log.csv"
 LOG_DIRS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # tracker -> folder in the run dir
@@ -96,6 +103,10 @@ def start(acc: Any, run_dir: Path, config: dict[str, Any]) -> float:
         remove_recorded(run_dir, CSV)
     acc.wait_for_everyone()
     since = time.time() - 1.0  # file times may be coarser than this clock
+    if acc.is_main_process:  # recorded before the trackers make anything (a kill may follow)
+        for tracker in _active(acc):
+            record_claim(run_dir / LOG_DIRS[tracker], {"writer": tracker, "pid": os.getpid(),
+                                                       "since": since})
     kwargs = {"wandb": {"dir": str(run_dir)}}
     acc.init_trackers("partialft", config=config, init_kwargs=kwargs)
     if acc.is_main_process:
@@ -104,11 +115,49 @@ def start(acc: Any, run_dir: Path, config: dict[str, Any]) -> float:
     return since
 
 
+def _active(acc: Any) -> list[str]:
+    """Which of the trackers that write a folder ``acc`` runs (instances or LoggerType names)."""
+    names = {str(getattr(t, "value", getattr(t, "name", t))).lower() for t in acc.log_with}
+    return [tracker for tracker in LOG_DIRS if tracker in names]
+
+
 def finish(acc: Any, run_dir: Path, since: float) -> None:
     """Record the trackers' files by their final bytes (call after ``acc.end_training()``)."""
     if acc.is_main_process:
         for path in written(run_dir, since):
             record_file(path)
+        for folder in LOG_DIRS.values():
+            if (run_dir / folder).is_dir():
+                record_claim(run_dir / folder, None)  # every file is recorded now
+
+
+def claims(claim: dict[str, Any], rel: str, path: Path) -> bool:
+    """True when ``path`` (``rel`` inside a tracker's folder) is something that tracker makes,
+    made since it started: TensorBoard event files carry the process id, and its folders are
+    named by their creation time; W&B's are its run folders, links and logs."""
+    writer, since = claim.get("writer"), claim.get("since")
+    if writer not in WRITTEN or not isinstance(since, (int, float)):
+        return False
+    try:
+        if path.lstat().st_mtime < since:
+            return False
+    except OSError:
+        return False
+    if path.is_dir() and not path.is_symlink():
+        if writer == "wandb":
+            return fnmatch.fnmatchcase(rel.split("/")[0], "*run-*")
+        return "/" not in rel and _is_time(rel, since)
+    if writer == "tensorboard" and path.name.startswith("events.out.tfevents."):
+        if path.name.rsplit(".", 2)[-2] != str(claim.get("pid")):
+            return False
+    return any(_match(rel, pattern) for pattern in WRITTEN[writer])
+
+
+def _is_time(name: str, since: float) -> bool:
+    try:
+        return float(name) >= since
+    except ValueError:
+        return False
 
 
 def written(run_dir: Path, since: float) -> list[Path]:

@@ -127,6 +127,13 @@ def record_open(path: str | Path) -> None:
     _record(Path(path), {"open": True})
 
 
+def record_claim(folder: str | Path, claim: dict[str, Any] | None) -> None:
+    """Record ``folder`` as one partialft gives a third-party writer (a tracker's log folder),
+    before that writer starts; ``claim`` describes what it will make there, until its files are
+    recorded one by one (then call again with None)."""
+    _record(Path(folder), {"dir": True, **({"claim": claim} if claim else {})})
+
+
 def record_dir(path: str | Path, kind: str) -> None:
     """Record ``path`` as a sub-directory of kind ``kind`` that partialft creates (a pipeline's
     stage) in the manifest of the marked directory above it; call it before creating it."""
