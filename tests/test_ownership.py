@@ -359,6 +359,7 @@ KILLED = {
                  "--iters", "6", "--chains", "8", "--no-progress"],
     "soup": ["soup", "{run}", "{run2}", "--no-eval"],
     "fapft": ["fapft", *TINY, "--topk", "1", "--mode", "large", "--selector", "grad"],
+    "demo": ["demo", "--epochs", "1", "--max-per-split", "64", "--no-progress"],
 }
 
 
