@@ -165,6 +165,14 @@ def test_writes_outside_a_marked_dir_record_nothing_and_entries_of_gone_files_go
     assert read_marker(out)["files"]["b.bin"]["size"] == 10
 
 
+def test_a_stray_marker_file_above_is_never_rewritten(tmp_path):
+    for text in ('{"kind": "train", "settings": {}}', '{"notes": "mine"}', "not json"):
+        (tmp_path / MARKER).write_text(text)
+        atomic_write_text(tmp_path / "sub" / "a.txt", "a")
+        append_line(tmp_path / "sub" / "m.jsonl", "{}")
+        assert (tmp_path / MARKER).read_text() == text
+
+
 def test_a_dir_from_before_the_manifest_is_never_cleared(tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()

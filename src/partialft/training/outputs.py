@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from partialft.errors import PartialFTError, article
+from partialft.training.logfiles import claims
 from partialft.utils.io import (
+    MANIFEST_VERSION,
     MARKER,
     file_digest,
     is_tmp,
@@ -41,7 +43,6 @@ from partialft.utils.io import (
 
 LOCK = ".lock"
 KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export")
-MANIFEST_VERSION = 1
 # partialft's own bookkeeping, never in a manifest
 _OURS = (MARKER, LOCK)
 
@@ -179,13 +180,11 @@ def _made(rel: str, files: dict[str, Any]) -> bool:
 def _claimed(root: Path, item: Path, files: dict[str, Any]) -> bool:
     """True for a file or folder a tracker made in the folder partialft gave it, recorded as
     claimed before the tracker started (a run killed before the tracker's files were recorded
-    by name, see :mod:`partialft.training.trackers`)."""
+    by name, see :mod:`partialft.training.logfiles`)."""
     parts = item.relative_to(root).parts
     for i in range(1, len(parts)):
         entry = files.get("/".join(parts[:i]))
         if isinstance(entry, dict) and isinstance(entry.get("claim"), dict):
-            from partialft.training.trackers import claims  # trackers imports this module
-
             return claims(entry["claim"], "/".join(parts[i:]), item)
     return False
 

@@ -11,7 +11,6 @@ made since the tracker started) and by their bytes when the tracker closes (:fun
 from __future__ import annotations
 
 import csv
-import fnmatch
 import importlib.util
 import io
 import os
@@ -22,6 +21,7 @@ from typing import Any
 from accelerate.tracking import GeneralTracker
 
 from partialft.errors import PartialFTError
+from partialft.training.logfiles import LOG_DIRS, WRITTEN, match
 from partialft.training.outputs import remove_recorded
 from partialft.utils.io import (
     append_line,
@@ -32,15 +32,7 @@ from partialft.utils.io import (
 )
 
 CSV = "log.csv"
-LOG_DIRS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # tracker -> folder in the run dir
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
-# the names those trackers give their files, relative to their folder ('*' crosses no '/')
-WRITTEN = {"tensorboard": ("events.out.tfevents.*", "*/events.out.tfevents.*", "*/hparams.yml",
-                           "hparams.yml"),
-           "wandb": ("latest-run", "debug.log", "debug-internal.log", "run-*/**",
-                     "offline-run-*/**")}
-
-
 class CSVTracker(GeneralTracker):
     """Appends each logged step as a row of ``RUN/log.csv`` (columns: step, then the metrics)."""
 
@@ -131,35 +123,6 @@ def finish(acc: Any, run_dir: Path, since: float) -> None:
                 record_claim(run_dir / folder, None)  # every file is recorded now
 
 
-def claims(claim: dict[str, Any], rel: str, path: Path) -> bool:
-    """True when ``path`` (``rel`` inside a tracker's folder) is something that tracker makes,
-    made since it started: TensorBoard event files carry the process id, and its folders are
-    named by their creation time; W&B's are its run folders, links and logs."""
-    writer, since = claim.get("writer"), claim.get("since")
-    if writer not in WRITTEN or not isinstance(since, (int, float)):
-        return False
-    try:
-        if path.lstat().st_mtime < since:
-            return False
-    except OSError:
-        return False
-    if path.is_dir() and not path.is_symlink():
-        if writer == "wandb":
-            return fnmatch.fnmatchcase(rel.split("/")[0], "*run-*")
-        return "/" not in rel and _is_time(rel, since)
-    if writer == "tensorboard" and path.name.startswith("events.out.tfevents."):
-        if path.name.rsplit(".", 2)[-2] != str(claim.get("pid")):
-            return False
-    return any(_match(rel, pattern) for pattern in WRITTEN[writer])
-
-
-def _is_time(name: str, since: float) -> bool:
-    try:
-        return float(name) >= since
-    except ValueError:
-        return False
-
-
 def written(run_dir: Path, since: float) -> list[Path]:
     """Files the TensorBoard and W&B trackers made in ``run_dir`` (their names, changed since
     ``since``)."""
@@ -171,13 +134,6 @@ def written(run_dir: Path, since: float) -> list[Path]:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root).as_posix()
             if (path.is_file() or path.is_symlink()) and path.lstat().st_mtime >= since and any(
-                    _match(rel, pattern) for pattern in WRITTEN[tracker]):
+                    match(rel, pattern) for pattern in WRITTEN[tracker]):
                 found.append(path)
     return found
-
-
-def _match(rel: str, pattern: str) -> bool:
-    if pattern.endswith("/**"):
-        head = pattern[:-3]
-        return "/" in rel and fnmatch.fnmatchcase(rel.split("/", 1)[0], head)
-    return rel.count("/") == pattern.count("/") and fnmatch.fnmatchcase(rel, pattern)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = ".partialft"
+MANIFEST_VERSION = 1  # markers without it predate the manifest: nothing is recorded in them
 # partialft's temporary files and folders: '.' + target name + '.pft-' + 8 mkstemp characters +
 # '.tmp'; only names of this form are removed as stale (a user's '.x.abcdefgh.tmp' is not)
 TMP_INFIX, TMP_SUFFIX = ".pft-", ".tmp"
@@ -139,8 +140,8 @@ def record_dir(path: str | Path, kind: str) -> None:
     stage) in the manifest of the marked directory above it; call it before creating it."""
     path = Path(path)
     owner = owner_of(path)
-    marker = read_json_marker(owner) if owner is not None else None
-    if marker is None:
+    marker = _manifest_marker(owner)
+    if owner is None or marker is None:
         return
     rel = path.relative_to(owner).as_posix()
     if marker.setdefault("dirs", {}).get(rel) != kind:
@@ -172,8 +173,8 @@ def _record(path: Path, entry: dict[str, Any]) -> None:
     """Set ``path``'s entry in the manifest of its marked directory (a read-modify-write of the
     marker, itself an atomic write); entries of files no longer there are dropped."""
     owner = owner_of(path)
-    marker = read_json_marker(owner) if owner is not None else None
-    if marker is None:
+    marker = _manifest_marker(owner)
+    if owner is None or marker is None:
         return
     rel = Path(os.path.abspath(path)).relative_to(owner).as_posix()
     files = marker.get("files")
@@ -185,6 +186,15 @@ def _record(path: Path, entry: dict[str, Any]) -> None:
     files[rel] = entry
     marker["files"] = files
     write_json_marker(owner, marker)
+
+
+def _manifest_marker(folder: Path | None) -> dict[str, Any] | None:
+    """The marker of ``folder`` when it is one with a manifest (not a stray '.partialft' file of
+    someone else's, nor a marker from before the manifest)."""
+    marker = read_json_marker(folder) if folder is not None else None
+    if marker is None or marker.get("manifest") != MANIFEST_VERSION or "kind" not in marker:
+        return None
+    return marker
 
 
 def _digest(fh: Any) -> tuple[str, int]:
