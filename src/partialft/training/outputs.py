@@ -66,6 +66,9 @@ def write_marker(path: Path, kind: str, settings: dict[str, Any] | None = None) 
 
 def hold(path: Path, still_held: Callable[[], bool]) -> None:
     """Note that this process holds marked directory ``path`` while ``still_held()``."""
+    for held, check in list(_HELD.items()):  # forget the ones closed since
+        if not check():
+            del _HELD[held]
     _HELD[Path(path).resolve()] = still_held
 
 
