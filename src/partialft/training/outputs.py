@@ -254,7 +254,7 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
     if not entries:
         return marker["kind"] != kind  # nothing in it: remark it with this kind
     if marker["kind"] != kind:
-        raise PartialFTError(_kind_message(flag, out, marker["kind"], kind, overwrite))
+        raise PartialFTError(_kind_message(flag, out, marker["kind"], kind))
     if overwrite:
         _check_replaceable(path, out, flag, marker)
         return True
@@ -263,13 +263,9 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
     raise PartialFTError(_exists_message(flag, out, kind))
 
 
-def _kind_message(flag: str, out: str | Path, found: str, kind: str, overwrite: bool) -> str:
-    if overwrite:
-        return (f"{flag} {out} is a partialft {found} directory, not {article(kind)} {kind} "
-                f"one; --overwrite replaces only an earlier {kind} output, so choose another "
-                "directory.")
+def _kind_message(flag: str, out: str | Path, found: str, kind: str) -> str:
     return (f"{flag} {out} is a partialft {found} directory, not {article(kind)} {kind} one; "
-            "choose another directory.")
+            f"--overwrite replaces only an earlier {kind} output, so choose another directory.")
 
 
 def _check_replaceable(path: Path, out: str | Path, flag: str, marker: dict[str, Any]) -> None:
