@@ -635,6 +635,27 @@ CASES: list[Case] = [
          ["soup", "run4", "--no-eval", "--out", "soup_aside", "--overwrite"],
          "is not a soup partialft set aside", patch=users_folder_where_soup_sets_aside,
          cwd="{d}"),
+    # issue 21: what --overwrite may delete
+    Case("train --out inside a finished run dir", _train("{d}/run4/B"), "outputs do not nest"),
+    Case("train --out deep inside a run dir", _train("{d}/run4/x/y/B"), "outputs do not nest"),
+    Case("report --out inside a run dir", ["report", "{d}/run3", "--out", "{d}/run4/report"],
+         "outputs do not nest"),
+    Case("report --overwrite of a train run dir",
+         ["report", "{d}/run3", "--out", "{d}/run4", "--overwrite"],
+         "replaces only an earlier report output"),
+    Case("export --overwrite of a train run dir",
+         ["export", "{d}/run3", "--out", "{d}/run4", "--overwrite"],
+         "replaces only an earlier export output"),
+    Case("bench --overwrite of a train run dir",
+         ["bench", "--model", "test_vit", "--methods", "linear", "--out", "{d}/run4",
+          "--overwrite"], "replaces only an earlier bench output"),
+    Case("soup --overwrite of a train run dir",
+         ["soup", "{d}/run4", "{d}/damaged_delta", "--out", "{d}/run3", "--overwrite"],
+         "replaces only an earlier soup output"),
+    Case("train --overwrite of a run whose delta was changed after it was written",
+         _train("{d}/damaged_delta", "--overwrite"), "holds delta.safetensors"),
+    Case("train --overwrite of a run whose resume state was changed",
+         _train("{d}/unfinished_trunc", "--overwrite"), "which changed since"),
 ]
 
 

@@ -184,21 +184,26 @@ def test_stale_temporary_files_are_removed_when_a_run_dir_starts(runs, tmp_path)
     out = tmp_path / "r"
     assert main(["train", *TINY, "--no-progress", "--method", "linear", "--epochs", "2",
                  "--max-steps", "1", "--out", str(out)]) == 0
-    stale = [out / ".summary.json.ab12cd_3.tmp", out / "state" / ".state.json.zz9988yy.tmp"]
-    for path in stale:
+    stale = [out / ".summary.json.pft-ab12cd_3.tmp", out / "state" / ".state.json.pft-zz9988yy.tmp",
+             out / ".bench.pft-k2j3h4g5.tmp"]
+    for path in stale[:2]:
         path.write_text("half-written")
-    keep = out / ".my-notes.tmp"  # not a name partialft's atomic writes use
-    keep.write_text("mine")
+    stale[2].mkdir()
+    (stale[2] / "run0").mkdir()
+    # not names partialft's temporary files have (the second one had, before they were tagged)
+    keep = [out / ".my-notes.tmp", out / ".notes.abcdefgh.tmp", out / "state" / ".x.12345678.tmp"]
+    for path in keep:
+        path.write_text("mine")
     assert main(["train", *TINY, "--no-progress", "--method", "linear", "--epochs", "2",
                  "--out", str(out), "--resume"]) == 0
     assert not any(p.exists() for p in stale)
-    assert keep.read_text() == "mine"
+    assert all(p.read_text() == "mine" for p in keep)
 
 
 def test_remove_stale_tmp_leaves_marked_subdirs_alone(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / MARKER).write_text(json.dumps({"kind": "train"}))
-    live = tmp_path / "sub" / ".delta.safetensors.abcd1234.tmp"  # another run's write
+    live = tmp_path / "sub" / ".delta.safetensors.pft-abcd1234.tmp"  # another run's write
     live.write_text("x")
     remove_stale_tmp(tmp_path)
     assert live.exists()
@@ -248,22 +253,30 @@ def test_check_claim_rules(tmp_path, monkeypatch):
     (run / "report.md").write_text("# old")
     with pytest.raises(PartialFTError, match="partialft report directory, not a train one"):
         check_claim(run, "train", reuse=True)
-    assert check_claim(run, "train", overwrite=True) is True  # any partialft dir may be replaced
+    # a verb's --overwrite replaces only its own kind of output
+    with pytest.raises(PartialFTError, match="replaces only an earlier train output"):
+        check_claim(run, "train", overwrite=True)
 
 
-def test_owned_patterns(tmp_path):
+def test_only_recorded_unchanged_files_are_partialfts(tmp_path):
+    from partialft.training.outputs import write_marker
+    from partialft.utils.io import atomic_write_text
+
     run = tmp_path / "run"
-    (run / "state").mkdir(parents=True)
-    (run / "tensorboard" / "123.4").mkdir(parents=True)
+    run.mkdir()
+    write_marker(run, "train")
     for name in ("config.yaml", "summary.json", "state/state.json", "state/tensors-12.safetensors",
-                 "tensorboard/events.out.tfevents.1.vm", "tensorboard/123.4/hparams.yml",
-                 ".delta.safetensors.k2j3h4g5.tmp"):
-        (run / name).write_text("x")
+                 "tensorboard/123.4/hparams.yml"):
+        atomic_write_text(run / name, "x")
+    (run / ".delta.safetensors.pft-k2j3h4g5.tmp").write_text("half")
     assert foreign_entries(run, "train") == []
     (run / "state" / "notes.txt").write_text("mine")
     (run / "summary.json.bak").write_text("mine")
+    (run / "tensorboard" / "events.out.tfevents.1.vm").write_text("mine")  # a name, not a record
+    (run / "config.yaml").write_text("edited")
     assert [p.relative_to(run).as_posix() for p in foreign_entries(run, "train")] == [
-        "state/notes.txt", "summary.json.bak"]
+        "config.yaml", "state/notes.txt", "summary.json.bak",
+        "tensorboard/events.out.tfevents.1.vm"]
 
 
 def test_a_safetensors_file_named_pth_is_read_as_safetensors(tmp_path, capsys):

@@ -47,7 +47,7 @@ from partialft.training.runs import (
     read_summary,
     run_classes,
 )
-from partialft.utils.io import file_mode
+from partialft.utils.io import atomic_write_text, file_mode, record_file
 
 FORMATS = ("timm", "peft", "merged")
 KIND = "export"
@@ -117,6 +117,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm", *,
         try:
             write = _write_peft if fmt == "peft" else _write_timm
             done = write(model, folder.path, fmt, context)
+            for name in done.files:  # written by timm/peft: recorded by their bytes
+                record_file(folder.path / name)
         except BaseException:
             remove_marked(folder.path)  # no half-written export is left behind
             raise
@@ -220,7 +222,7 @@ def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     diff = _compare(_load_timm(out, ctx["method"]), ctx, "timm")
     name = f"hf-hub:{ctx['repo']}" if ctx["repo"] else f"local-dir:{out}"
     load = f'timm.create_model("{name}", pretrained=True)'
-    (out / "README.md").write_text(_timm_card(ctx, load), encoding="utf-8")
+    atomic_write_text(out / "README.md", _timm_card(ctx, load))
     weights = f"{sum(p.numel() for p in model.parameters()):,} parameters"
     if ctx["method"] in MERGEABLE:
         weights += f" ({MERGEABLE[ctx['method']]} merged into the weights)"
@@ -327,7 +329,7 @@ def _write_peft(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     loaded = peft.PeftModel.from_pretrained(fresh, str(out))
     diff = _compare(loaded, ctx, "peft")
     load = f'peft.PeftModel.from_pretrained(base, "{ctx["repo"] or out}")'
-    (out / "README.md").write_text(_peft_card(ctx, load), encoding="utf-8")
+    atomic_write_text(out / "README.md", _peft_card(ctx, load))
     _readable(out)
     lora = sum(v.numel() for k, v in delta.items() if "lora_" in k)
     saved = ", ".join(config.modules_to_save)

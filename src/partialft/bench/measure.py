@@ -35,6 +35,7 @@ from partialft.bench.memory import MB, PeakMemory, saved_tensor_bytes
 from partialft.bench.options import BenchOptions, Variant, plan_variants
 from partialft.bench.steps import PlainStep, median, optimizer_impl, sync, timed
 from partialft.errors import PartialFTError
+from partialft.utils.io import TMP_SUFFIX, tmp_prefix
 
 SYNTHETIC_TRAIN_PER_CLASS = 24  # partialft.data.memory.SYNTHETIC_PER_CLASS["train"]
 STANDIN = ("no --angles given: angles = layer depth (deeper = larger), mode large, so fapft trains "
@@ -265,16 +266,22 @@ def _family(opts: BenchOptions, num_classes: int) -> str:
     return find_layers(model, opts.layer_spec).family
 
 
-def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None
-              ) -> dict[str, Any]:
-    """Measure every row of ``opts`` and return the bench result (what bench.json holds)."""
+def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None,
+              scratch: Path | None = None) -> dict[str, Any]:
+    """Measure every row of ``opts`` and return the bench result (what bench.json holds).
+
+    The runs being measured live in a temporary folder inside ``scratch`` (the bench's own
+    output dir; default: the system's temporary folder), named as partialft's temporary files
+    are, so one a killed bench left behind is removed when that dir is next opened.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     num_classes = max(opts.num_classes, math.ceil(opts.batch_size / SYNTHETIC_TRAIN_PER_CLASS))
     variants, notes = plan_variants(opts, device, _family(opts, num_classes))
     threads = torch.get_num_threads()
     torch.set_num_threads(opts.threads or threads)
     try:
-        with tempfile.TemporaryDirectory(prefix="partialft-bench-") as tmp:
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=tmp_prefix("bench"),
+                                         suffix=TMP_SUFFIX) as tmp:
             ctx = Context(opts, device, PeakMemory(device), Path(tmp), num_classes, notes=notes)
             check_variants(ctx, variants)
             rows = []

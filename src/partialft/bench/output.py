@@ -117,13 +117,16 @@ def check_free(out: Path, overwrite: bool, inputs: Sequence[str | Path | None] =
     check_claim(out, "bench", overwrite=overwrite, inputs=inputs)
 
 
-def write_outputs(result: dict[str, Any], out: str | Path, overwrite: bool = False,
-                  inputs: Sequence[str | Path | None] = ()) -> Sequence[Path]:
-    """Write bench.json, bench.md and bench.png into ``out``; returns their paths."""
-    out = Path(out)
-    paths = [out / name for name in FILES]
-    with RunDir(out, kind="bench", overwrite=overwrite, inputs=inputs):
-        atomic_write_json(paths[0], result)
-        atomic_write_text(paths[1], markdown(result))
-        chart(result, paths[2])
+def open_out(out: str | Path, overwrite: bool = False,
+             inputs: Sequence[str | Path | None] = ()) -> RunDir:
+    """Claim and lock the bench dir for the whole bench: its scratch runs live inside it."""
+    return RunDir(out, kind="bench", overwrite=overwrite, inputs=inputs)
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> Sequence[Path]:
+    """Write bench.json, bench.md and bench.png into ``out`` (held by :func:`open_out`)."""
+    paths = [Path(out) / name for name in FILES]
+    atomic_write_json(paths[0], result)
+    atomic_write_text(paths[1], markdown(result))
+    chart(result, paths[2])
     return paths

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     from partialft.bench.measure import run_bench
     from partialft.bench.options import BenchOptions
-    from partialft.bench.output import check_free, markdown, write_outputs
+    from partialft.bench.output import check_free, markdown, open_out, write_outputs
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     opts = BenchOptions(model=args.model, methods=methods, batch_size=args.batch_size,
@@ -87,8 +87,15 @@ def run(args: argparse.Namespace) -> int:
                         threads=args.threads)
     inputs = [args.angles, args.layer_spec]
     check_free(Path(args.out), args.overwrite, inputs)  # fail before minutes of measuring
-    result = run_bench(opts, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    paths = write_outputs(result, args.out, overwrite=args.overwrite, inputs=inputs)
+    folder = open_out(args.out, args.overwrite, inputs)
+    try:
+        result = run_bench(opts, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                           scratch=folder.path)
+        paths = write_outputs(result, folder.path)
+    except BaseException:
+        folder.abandon()  # a new bench dir is removed again; an earlier one keeps its files
+        raise
+    folder.close()
     if args.json:
         print_json(result)
     else:

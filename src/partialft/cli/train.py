@@ -28,11 +28,13 @@ def check_run_flags(args: argparse.Namespace, out: str) -> None:
     from pathlib import Path
 
     from partialft.errors import PartialFTError
-    from partialft.training.outputs import read_marker
+    from partialft.training.outputs import leftovers_only, read_marker
 
     if args.resume and args.overwrite:
         raise PartialFTError("--resume and --overwrite contradict each other; pass one.")
-    if args.resume and read_marker(out) is None:
+    # a run killed before its marker landed left only partialft's lock and temporary files:
+    # resuming it starts the run
+    if args.resume and read_marker(out) is None and not leftovers_only(Path(out)):
         what = "does not exist" if not Path(out).exists() else "holds no partialft run"
         raise PartialFTError(f"nothing to resume: {out} {what}; drop --resume to start a new "
                              "run there.")

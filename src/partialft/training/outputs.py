@@ -9,64 +9,85 @@ The rules every verb follows (one sentence and exit code 2 when one is broken):
 - ``--out`` is never the current directory or one of its parents, never an input of the
   command (checkpoint, config, layer spec, angles, data dir, ingredient, reference) and never
   inside or above one;
-- an existing ``--out`` is used only when it is empty or carries the marker;
-- ``--overwrite`` clears a marked directory only when everything in it is something partialft
-  writes there (the patterns in :data:`OWNED`); a file of the user's stops it, untouched.
+- ``--out`` is never inside another partialft output, except a pipeline's own stages (a
+  directory opened while the marked directory above it is held by this process, recorded in
+  that directory's manifest as a sub-directory of its kind);
+- an existing ``--out`` is used only when it is empty (partialft's lock and temporary files
+  aside) or carries the marker;
+- ``--overwrite`` replaces only an output of the verb's own kind, and clears it only when every
+  file in it is one partialft recorded writing (the marker's manifest, see
+  :mod:`partialft.utils.io`) with the bytes it wrote, and every sub-directory a recorded stage;
+  anything else stops it, and nothing is deleted.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from partialft.errors import PartialFTError, article
+from partialft.training.logfiles import claims
+from partialft.utils.io import (
+    MANIFEST_VERSION,
+    MARKER,
+    file_digest,
+    is_tmp,
+    owner_of,
+    read_json_marker,
+    record_dir,
+    write_json_marker,
+)
 
-MARKER = ".partialft"
 LOCK = ".lock"
+KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export")
+# partialft's own bookkeeping, never in a manifest
+_OURS = (MARKER, LOCK)
 
-# Files partialft writes, per directory kind, as '/'-separated glob patterns relative to the
-# marked directory; "x/**" is anything under x. Marked subdirectories are checked on their own.
-_RUN = ("config.yaml", "selection.json", "metrics.jsonl", "summary.json", "delta.safetensors",
-        "model.safetensors", "split.json", "eval.json", "wall_s.json", "state/state.json",
-        "state/tensors-*.safetensors", "tensorboard/**", "wandb/**", "log.csv")
-OWNED: dict[str, tuple[str, ...]] = {
-    "train": _RUN,
-    "soup": _RUN,
-    "fapft": ("angles.json", "scores.json", "summary.json", "comparison.md", "selector/*.json"),
-    "select": ("scores.json", "selection.json", "comparison.md", "comparison.json",
-               "auto_mode.json", "*/scores.json", "*/wall_s.json"),
-    "demo": ("demo.md", "fapft-angles.json"),
-    "report": ("report.md", "report.json", "*.png"),
-    "bench": ("bench.json", "bench.md", "bench.png"),
-    "pretrain": ("config.json", "metrics.jsonl", "summary.json", "model.safetensors",
-                 "MODEL_CARD.md", "state/state.json", "state/tensors-*.safetensors"),
-    "export": ("config.json", "model.safetensors", "adapter_config.json",
-               "adapter_model.safetensors"),
-}
-_ALWAYS = (MARKER, LOCK, "README.md")
-# atomic_write's temporary files: '.' + target name + '.' + 8 mkstemp characters + '.tmp'
-_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+# Marked directories this process holds open (RunDir), each with a check that it still does:
+# a directory opened inside one of them is one of its stages (fapft's full/, select's probe/,
+# the demo's runs) and may nest there.
+_HELD: dict[Path, Callable[[], bool]] = {}
 
 
 def read_marker(path: str | Path) -> dict[str, Any] | None:
     """The marker of directory ``path``, or None when it has none (or an unreadable one)."""
-    try:
-        data = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("kind") in OWNED else None
+    data = read_json_marker(Path(path))
+    return data if data is not None and data.get("kind") in KINDS else None
 
 
 def write_marker(path: Path, kind: str, settings: dict[str, Any] | None = None) -> None:
-    from partialft.utils.io import atomic_write_json
+    """Mark ``path`` as a ``kind`` directory with an empty manifest (see :mod:`utils.io`)."""
+    write_json_marker(path, {"kind": kind, "settings": settings or {},
+                             "manifest": MANIFEST_VERSION, "files": {}, "dirs": {}})
 
-    atomic_write_json(path / MARKER, {"kind": kind, "settings": settings or {}})
+
+def hold(path: Path, still_held: Callable[[], bool]) -> None:
+    """Note that this process holds marked directory ``path`` while ``still_held()``."""
+    for held, check in list(_HELD.items()):  # forget the ones closed since
+        if not check():
+            del _HELD[held]
+    _HELD[Path(path).resolve()] = still_held
+
+
+def _held(path: Path) -> bool:
+    check = _HELD.get(path.resolve())
+    if check is not None and not check():
+        del _HELD[path.resolve()]
+        return False
+    return check is not None
+
+
+def own_stage(path: Path, kind: str) -> None:
+    """Record ``path`` as a stage of the held marked directory above it, before creating it."""
+    owner = owner_of(path)
+    if owner is None or not _held(owner):
+        return
+    rel = Path(os.path.abspath(path)).relative_to(owner).parts
+    if not any(is_tmp(part) for part in rel):  # a bench's scratch runs go with their folder
+        record_dir(path, kind)
 
 
 def check_out_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
@@ -111,44 +132,101 @@ def check_out_file(out: str | Path, *, overwrite: bool, inputs: Iterable[str | P
     return path
 
 
-def foreign_entries(path: str | Path, kind: str) -> list[Path]:
-    """Everything under marked directory ``path`` that partialft did not write (sorted)."""
+def foreign_entries(path: str | Path, kind: str | None = None) -> list[Path]:
+    """Everything under marked directory ``path`` that partialft did not record writing, or
+    whose bytes changed since (sorted); ``[path]`` when it is not a marked ``kind`` directory.
+
+    A recorded sub-directory (a pipeline's stage) is checked against its own manifest; a marked
+    sub-directory the manifest does not record, a symlink, or any unrecorded file is foreign.
+    """
     root = Path(path)
+    marker = read_marker(root)
+    if marker is None or (kind is not None and marker["kind"] != kind):
+        return [root]
+    files, dirs = _manifest(marker)
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for name in list(dirnames):
             sub = here / name
-            marker = read_marker(sub)
-            if sub.is_symlink():
+            rel = sub.relative_to(root).as_posix()
+            if sub.is_symlink() or is_tmp(name) or rel in dirs or read_marker(sub) is not None:
+                dirnames.remove(name)
+                found += _foreign_dir(sub, rel, files, dirs)
+            elif not _made(rel, files) and not _claimed(root, sub, files):
+                # a folder of the user's, even an empty one
+                dirnames.remove(name)
                 found.append(sub)
-                dirnames.remove(name)
-            elif marker is not None:  # a run dir of its own (fapft/full, demo/report, ...)
-                found += foreign_entries(sub, marker["kind"])
-                dirnames.remove(name)
         for name in filenames:
-            rel = (here / name).relative_to(root).as_posix()
-            if not _owned(rel, kind):
-                found.append(here / name)
+            item = here / name
+            if here == root and name in _OURS or is_tmp(name):
+                continue
+            rel = item.relative_to(root).as_posix()
+            if not _unchanged(item, files.get(rel)) and not _claimed(root, item, files):
+                found.append(item)
     return sorted(found)
 
 
-def _owned(rel: str, kind: str) -> bool:
-    parts = rel.split("/")
-    if _TMP.match(parts[-1]) or rel in _ALWAYS:
-        return True
-    for pattern in OWNED[kind]:
-        pat = pattern.split("/")
-        if pat[-1] == "**":
-            if len(parts) > len(pat) - 1 and _segments(parts[:len(pat) - 1], pat[:-1]):
-                return True
-        elif len(pat) == len(parts) and _segments(parts, pat):
-            return True
+def _manifest(marker: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    files, dirs = marker.get("files"), marker.get("dirs")
+    return (files if isinstance(files, dict) else {}), (dirs if isinstance(dirs, dict) else {})
+
+
+def _made(rel: str, files: dict[str, Any]) -> bool:
+    """True for a folder partialft recorded making, or one holding a file it recorded (made by
+    a third-party writer such as TensorBoard)."""
+    entry = files.get(rel)
+    return (isinstance(entry, dict) and bool(entry.get("dir"))) or any(
+        key.startswith(rel + "/") for key in files)
+
+
+def _claimed(root: Path, item: Path, files: dict[str, Any]) -> bool:
+    """True for a file or folder a tracker made in the folder partialft gave it, recorded as
+    claimed before the tracker started (a run killed before the tracker's files were recorded
+    by name, see :mod:`partialft.training.logfiles`)."""
+    parts = item.relative_to(root).parts
+    for i in range(1, len(parts)):
+        entry = files.get("/".join(parts[:i]))
+        if isinstance(entry, dict) and isinstance(entry.get("claim"), dict):
+            return claims(entry["claim"], "/".join(parts[i:]), item)
     return False
 
 
-def _segments(parts: list[str], pattern: list[str]) -> bool:
-    return all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern))
+def _foreign_dir(sub: Path, rel: str, files: dict[str, Any], dirs: dict[str, Any]) -> list[Path]:
+    """What is foreign in a sub-directory the walk does not enter."""
+    if sub.is_symlink():
+        return [] if _unchanged(sub, files.get(rel)) else [sub]
+    if is_tmp(sub.name):
+        return []  # partialft's temporary folder (a bench's scratch runs)
+    if rel not in dirs:
+        return [sub]  # a marked directory this one did not create: someone else's
+    if read_marker(sub) is None:  # a stage killed before its marker landed
+        return sorted(p for p in sub.iterdir() if p.name != LOCK and not is_tmp(p.name))
+    return foreign_entries(sub, dirs[rel])
+
+
+def _unchanged(item: Path, entry: Any) -> bool:
+    """True when ``item`` is a file the manifest entry records, with the bytes recorded (or the
+    previous version's: a crash may come between recording a write and its rename)."""
+    if not isinstance(entry, dict):
+        return False
+    if item.is_symlink():
+        return "link" in entry and os.readlink(item) == entry["link"]
+    if entry.get("open"):
+        return True  # created by a tracker partialft ran, killed before it closed
+    size = item.stat().st_size
+    candidates = [c for c in (entry, entry.get("prev")) if isinstance(c, dict)
+                  and c.get("size") == size and c.get("sha256")]
+    return bool(candidates) and file_digest(item)[0] in {c["sha256"] for c in candidates}
+
+
+def leftovers_only(path: Path) -> bool:
+    """True when directory ``path`` holds nothing but partialft's lock and temporary files
+    (a command killed before its marker landed): it may be used as if empty."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    names = [p.name for p in path.iterdir()]
+    return bool(names) and all(name == LOCK or is_tmp(name) for name in names)
 
 
 def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: bool = False,
@@ -158,12 +236,13 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
     Nothing is created or deleted here: a verb calls this before minutes of work.
     """
     path = check_out_path(out, inputs, flag)
+    _check_not_nested(path, out, kind, flag)
     if not path.exists() and not path.is_symlink():
         return False
     if not path.is_dir() or path.is_symlink():
         raise PartialFTError(f"{flag} {out} exists and is not a directory; partialft replaces "
                              "only directories it wrote, so choose another path.")
-    entries = [p for p in path.iterdir() if p.name not in (MARKER, LOCK)]
+    entries = [p for p in path.iterdir() if p.name not in _OURS and not is_tmp(p.name)]
     marker = read_marker(path)
     if marker is None:
         if entries:
@@ -173,22 +252,49 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
                 "with --overwrite, so choose a new directory.")
         return False
     if not entries:
-        return False
-    if overwrite:
-        foreign = foreign_entries(path, marker["kind"])
-        if foreign:
-            raise PartialFTError(
-                f"{flag} {out} holds {foreign[0].relative_to(path)}, which partialft did not "
-                "write; --overwrite replaces only what partialft wrote, so move that file out "
-                "first or choose another directory.")
-        return True
-    if reuse and marker["kind"] == kind:
-        return False
+        return marker["kind"] != kind  # nothing in it: remark it with this kind
     if marker["kind"] != kind:
-        raise PartialFTError(f"{flag} {out} is a partialft {marker['kind']} directory, not "
-                             f"{article(kind)} {kind} one; pass --overwrite to replace it or "
-                             "choose another directory.")
+        raise PartialFTError(_kind_message(flag, out, marker["kind"], kind))
+    if overwrite:
+        _check_replaceable(path, out, flag, marker)
+        return True
+    if reuse:
+        return False
     raise PartialFTError(_exists_message(flag, out, kind))
+
+
+def _kind_message(flag: str, out: str | Path, found: str, kind: str) -> str:
+    return (f"{flag} {out} is a partialft {found} directory, not {article(kind)} {kind} one; "
+            f"--overwrite replaces only an earlier {kind} output, so choose another directory.")
+
+
+def _check_replaceable(path: Path, out: str | Path, flag: str, marker: dict[str, Any]) -> None:
+    if marker.get("manifest") != MANIFEST_VERSION:
+        raise PartialFTError(
+            f"{flag} {out} was written by a partialft older than its file records, so "
+            "--overwrite cannot tell its files from yours; delete the directory yourself or "
+            "choose another one.")
+    foreign = foreign_entries(path)
+    if foreign:
+        raise PartialFTError(
+            f"{flag} {out} holds {foreign[0].relative_to(path)}, which partialft did not "
+            "write (or which changed since); --overwrite replaces only what partialft wrote, "
+            "so move it out first or choose another directory.")
+
+
+def _check_not_nested(path: Path, out: str | Path, kind: str, flag: str) -> None:
+    """Refuse an output inside another partialft output, except a pipeline's own stage."""
+    owner = owner_of(path)
+    if owner is None:
+        return
+    marker = read_marker(owner)
+    if marker is None:
+        return
+    rel = path.relative_to(owner).as_posix()  # both resolved: owner is one of path's parents
+    if _held(owner) or _manifest(marker)[1].get(rel) == kind:
+        return
+    raise PartialFTError(f"{flag} {out} is inside {owner}, a partialft {marker['kind']} "
+                         "directory; outputs do not nest, so choose a directory outside it.")
 
 
 def _exists_message(flag: str, out: str | Path, kind: str) -> str:
@@ -211,25 +317,57 @@ def make_dir(path: Path, flag: str = "--out") -> None:
                              "writable directory.")
 
 
-def clear(path: Path, kind: str) -> None:
-    """Delete what partialft wrote in ``path`` (checked again: nothing else may be there)."""
+def clear(path: Path, kind: str | None = None) -> None:
+    """Delete what partialft wrote in ``path`` (checked again: nothing else may be there); the
+    marker goes last, so a crash midway leaves a marked directory a rerun can still clear."""
     foreign = foreign_entries(path, kind)
     if foreign:
         raise PartialFTError(f"{path} holds {foreign[0].relative_to(path)}, which partialft did "
                              "not write; it was left untouched, move it out first.")
     for child in path.iterdir():
-        if child.name == LOCK:
+        if child.name in _OURS:
             continue
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    (path / MARKER).unlink(missing_ok=True)
+
+
+def remove_recorded(root: Path, rel: str) -> None:
+    """Delete ``root/rel`` (a file, or the files in a folder) where the manifest of marked
+    directory ``root`` records it unchanged; anything else there is left, and so are folders
+    still holding it."""
+    marker = read_marker(root)
+    target = root / rel
+    if marker is None or not os.path.lexists(target):
+        return
+    files = _manifest(marker)[0]
+    items = [target]
+    if target.is_dir() and not target.is_symlink():  # deepest first: folders after their files
+        items = [*sorted(target.rglob("*"), reverse=True), target]
+    emptied: set[Path] = set()  # folders something was deleted from (a user's empty one stays)
+    for item in items:
+        if item.is_dir() and not item.is_symlink():
+            if item in emptied and not any(item.iterdir()):
+                item.rmdir()
+                emptied.add(item.parent)
+        elif _unchanged(item, files.get(item.relative_to(root).as_posix())) or _claimed(
+                root, item, files):
+            item.unlink()
+            emptied.add(item.parent)
 
 
 def remove_stale_tmp(path: Path) -> None:
-    """Remove temporary files a killed write left in ``path`` and its unmarked subfolders."""
+    """Remove partialft's temporary files and folders a killed command left in ``path`` and its
+    unmarked subfolders (only names of :data:`partialft.utils.io.TMP_RE`'s form)."""
     for dirpath, dirnames, filenames in os.walk(path):
         here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if read_marker(here / d) is None]
+        for name in list(dirnames):
+            if is_tmp(name) and not (here / name).is_symlink():
+                shutil.rmtree(here / name, ignore_errors=True)
+                dirnames.remove(name)
+            elif read_marker(here / name) is not None:
+                dirnames.remove(name)
         for name in filenames:
-            if _TMP.match(name):
+            if is_tmp(name):
                 (here / name).unlink(missing_ok=True)
 
 

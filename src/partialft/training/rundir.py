@@ -25,7 +25,9 @@ from partialft.training.outputs import (
     LOCK,
     check_claim,
     clear,
+    hold,
     make_dir,
+    own_stage,
     read_marker,
     remove_stale_tmp,
     write_marker,
@@ -60,11 +62,12 @@ class RunDir:
         claim = dict(overwrite=overwrite, reuse=resume, inputs=inputs)
         check_claim(self.path, kind, **claim)  # before creating anything
         self._created = not self.path.exists()
+        own_stage(self.path, kind)  # a pipeline's stage: recorded in its parent before it exists
         make_dir(self.path)
         self._lock()
         try:
             if check_claim(self.path, kind, **claim):  # again, now that we hold the lock
-                clear(self.path, read_marker(self.path)["kind"])
+                clear(self.path)
             marker = read_marker(self.path)
             if marker is None:
                 write_marker(self.path, kind, settings)
@@ -72,6 +75,7 @@ class RunDir:
             elif settings is not None and marker.get("settings") != settings:
                 raise PartialFTError(_settings_changed(self.path, marker["settings"], settings))
             remove_stale_tmp(self.path)
+            hold(self.path, lambda: self._lock_fh is not None)
         except BaseException:
             self.close()
             raise
@@ -96,7 +100,7 @@ class RunDir:
         """Undo a new run dir whose setup failed (bad settings, missing weights), so the same
         command, corrected, needs no --overwrite; a reused (--resume) run dir is kept."""
         if self.main and self._new and not self.finished:
-            clear(self.path, read_marker(self.path)["kind"])  # what partialft wrote, checked
+            clear(self.path)  # what partialft wrote, checked
             (self.path / LOCK).unlink(missing_ok=True)
             if self._created:
                 self.path.rmdir()

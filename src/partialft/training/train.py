@@ -9,7 +9,6 @@ final metrics as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from partialft.training.checkpoints import (
 )
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.loaders import evaluate
-from partialft.training.outputs import check_claim
-from partialft.training.rundir import STATE_DIR
+from partialft.training.outputs import check_claim, remove_recorded
+from partialft.training.rundir import STATE_DIR, RunDir
 from partialft.training.runs import CONFIG, angles_origin
 from partialft.training.setup import Setup, build
 from partialft.utils.io import atomic_write_json, atomic_write_text
@@ -48,19 +47,22 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     if resume and not overwrite:
         check_claim(cfg.out, "train", reuse=True, inputs=[*config_inputs(cfg), *inputs])
         check_resumable(cfg)
-        if (Path(cfg.out) / SUMMARY).is_file():
-            return json.loads((Path(cfg.out) / SUMMARY).read_text())  # already complete
+        if (Path(cfg.out) / SUMMARY).is_file():  # already complete
+            if not cfg.keep_state and (Path(cfg.out) / STATE_DIR).exists():
+                _drop_leftover_state(cfg, inputs)
+            return json.loads((Path(cfg.out) / SUMMARY).read_text())
     s = build(cfg, overwrite=overwrite, resume=resume, inputs=inputs)
     try:
         from partialft.training.loop import run_loop
 
-        if s.acc.log_with:
-            trackers.start(s.acc, s.run.path, _scalar_config(cfg))
+        since = trackers.start(s.acc, s.run.path, _scalar_config(cfg)) if s.acc.log_with else 0
         finished = run_loop(s, progress=progress)
         summary = _finish(s) if finished else None
         s.acc.end_training()
+        if s.acc.log_with:
+            trackers.finish(s.acc, s.run.path, since)
         if summary is not None and not cfg.keep_state and s.acc.is_main_process:
-            shutil.rmtree(s.run.file(STATE_DIR), ignore_errors=True)  # summary.json is written
+            remove_recorded(s.run.path, STATE_DIR)  # summary.json is written
         return summary
     except torch.cuda.OutOfMemoryError:
         raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
@@ -74,6 +76,19 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                              "--img-size.") from None
     finally:
         s.run.close()
+
+
+def _drop_leftover_state(cfg: TrainConfig, inputs: Sequence[str | Path]) -> None:
+    """A run killed between summary.json and removing its resume state: remove it now (under
+    the run dir's lock, and only the files partialft recorded writing there)."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    with RunDir(cfg.out, kind="train", resume=True,
+                inputs=[*config_inputs(cfg), *inputs]) as run:
+        if run.finished:
+            remove_recorded(run.path, STATE_DIR)
 
 
 # settings that may change between a run and its --resume: they do not change the results
