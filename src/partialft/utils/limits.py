@@ -13,6 +13,7 @@ import os
 from partialft.errors import PartialFTError
 
 THREADS_PER_CPU = 4  # more threads than 4 per logical CPU only wait for each other
+MIN_WORKER_CAP = 64  # worker processes allowed on any machine (see max_workers)
 MAX_IMG_SIZE = 4096  # 4x the largest input of timm's pretrained models (1024 px)
 GIB = 1024 ** 3
 
@@ -40,15 +41,22 @@ def check_threads(threads: int | None, name: str = "--threads") -> None:
                              f"{cap} ({THREADS_PER_CPU} per logical CPU, {cpu_count()} here).")
 
 
+def max_workers() -> int:
+    """Worker processes: the thread cap, but never below :data:`MIN_WORKER_CAP`, so the
+    shipped configs (16 workers, for the GPU machines they describe) run on a laptop too."""
+    return max(MIN_WORKER_CAP, max_threads())
+
+
 def check_workers(workers: int | None, name: str = "--workers") -> None:
-    """DataLoader worker processes: 0 (load in the main process) up to the thread cap."""
+    """DataLoader worker processes: 0 (load in the main process) up to :func:`max_workers`
+    (each is a process holding a copy of the dataset object: thousands exhaust the machine)."""
     if workers is None:
         return
-    cap = max_threads()
+    cap = max_workers()
     if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= cap:
         raise PartialFTError(f"{name} {workers!r} is not valid; use 0 (load in the main "
-                             f"process) to {cap} ({THREADS_PER_CPU} per logical CPU, "
-                             f"{cpu_count()} here).")
+                             f"process) to {cap} (the larger of {MIN_WORKER_CAP} and "
+                             f"{THREADS_PER_CPU} per logical CPU, {cpu_count()} here).")
 
 
 def check_img_size(img_size: int | None, name: str = "--img-size") -> None:
