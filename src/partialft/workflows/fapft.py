@@ -80,7 +80,10 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
         # selection settings do not affect the full run: a rerun with another --topk reuses it
         full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
                                    angles=None, topk=None, mode=None)
-        train(full, resume=True, progress=progress, inputs=inputs)
+        if train(full, resume=True, progress=progress, inputs=inputs) is None:
+            raise PartialFTError(f"the full fine-tuning in {full_dir} stopped at max_steps "
+                                 f"{cfg.max_steps}, before the angles can be measured; rerun "
+                                 "without --max-steps to continue the pipeline.")
     angles_path = out / "angles.json"
     if not angles_path.is_file():
         angles = _angles(cfg, full_dir, reference)
