@@ -129,9 +129,8 @@ def test_a_changed_angles_file_stops_a_fapft_resume(tmp_path):
 
 
 def test_a_changed_checkpoint_layer_spec_or_config_stops_a_resume(tmp_path, capsys):
-    from safetensors.torch import save_file
-
     from conftest import tiny
+    from safetensors.torch import save_file
 
     ckpt, spec, config = tmp_path / "base.safetensors", tmp_path / "spec.yaml", tmp_path / "c.yaml"
     save_file(tiny("vit", 10).state_dict(), str(ckpt))

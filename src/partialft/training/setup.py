@@ -90,8 +90,9 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                       log_with=trackers.make(cfg.log_with, cfg.out),
                       project_config=ProjectConfiguration(project_dir=cfg.out,
                                                           logging_dir=cfg.out))
-    # a new run records the SHA-256 of its input files; a resume checked them (train.resumable)
-    reused = resume and read_marker(cfg.out) is not None
+    # a new run dir records the SHA-256 of its input files (in its marker); a resume checked
+    # them already (train.resumable), and an existing marker is not compared here
+    reused = not overwrite and read_marker(cfg.out) is not None
     run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process,
                  inputs=[*config_inputs(cfg), *inputs],
                  settings=None if reused else {"inputs": input_digests(cfg, inputs)})
