@@ -118,6 +118,8 @@ def check_model_kwargs(model: str, kwargs: dict[str, Any] | None, **create: Any)
     for key, value in kwargs.items():
         if key in RATES:
             check_probability(f"model_kwargs {key}", value)
+    if model.startswith("hf-hub:"):  # its constructor is known only after a download
+        return
     try:
         with torch.device("meta"):
             create_model(model, pretrained=False, **create, **kwargs)
