@@ -96,6 +96,9 @@ def same(key: str, old: Any, new: Any) -> bool:
         return True
     if isinstance(old, str) and isinstance(new, str) and key in PATHS:
         return Path(old).resolve() == Path(new).resolve()
+    if key == "dataset" and isinstance(old, str) and isinstance(new, str) and all(
+            v.startswith("folder:") for v in (old, new)):
+        return Path(old[7:]).resolve() == Path(new[7:]).resolve()
     return False
 
 
