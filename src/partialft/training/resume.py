@@ -147,7 +147,9 @@ def check_inputs(out: str | Path, recorded: dict[str, Any] | None, cfg: TrainCon
         now = sha256_file(path)
         if now != then.get("sha256"):
             what = role.split(" ", 1)[0] if role.startswith("file ") else role.replace("_", " ")
+            mix = ("the base weights differ from the run's" if role == "checkpoint"
+                   else "resuming would mix two inputs in one run")
             raise PartialFTError(f"{what} {path} changed since {out} started (SHA-256 "
                                  f"{str(then.get('sha256'))[:12]}... then, {now[:12]}... now), "
-                                 "so resuming would mix two inputs in one run; restore the file, "
-                                 "or use --overwrite or another --out to start again.")
+                                 f"so {mix}; restore the file, or use --overwrite or another "
+                                 "--out to start again.")
