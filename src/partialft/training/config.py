@@ -366,13 +366,20 @@ def _describe(kinds: list[type]) -> str:
     return " or ".join(_WORDS.get(k, k.__name__) for k in kinds)
 
 
-def config_inputs(cfg: TrainConfig) -> list[str]:
-    """The files and folders a run reads: an output path must not contain or sit inside them."""
-    paths = [cfg.checkpoint, cfg.layer_spec, cfg.angles, cfg.data_dir]
+def input_roles(cfg: TrainConfig) -> dict[str, str]:
+    """The files and folders a run reads, by the setting that names them: the one list that
+    output paths are checked against and whose files' SHA-256 a run records (training.resume)."""
+    paths = {"checkpoint": cfg.checkpoint, "layer_spec": cfg.layer_spec, "angles": cfg.angles,
+             "data_dir": cfg.data_dir}
     base, _, arg = cfg.dataset.partition(":")
     if base == "folder" and arg:
-        paths.append(arg)
-    return [p for p in paths if p]
+        paths["dataset"] = arg
+    return {role: p for role, p in paths.items() if p}
+
+
+def config_inputs(cfg: TrainConfig) -> list[str]:
+    """The files and folders a run reads: an output path must not contain or sit inside them."""
+    return list(input_roles(cfg).values())
 
 
 def write_config(path: str | Path, cfg: TrainConfig | dict[str, Any]) -> None:

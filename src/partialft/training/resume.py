@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from partialft.errors import PartialFTError
-from partialft.training.config import FIELDS, TrainConfig
+from partialft.training.config import FIELDS, TrainConfig, input_roles
 from partialft.utils.parse import load_yaml
 
 CONFIG = "config.yaml"  # partialft.training.runs.CONFIG
@@ -116,11 +116,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def input_files(cfg: TrainConfig, extra: Iterable[str | Path | None] = ()) -> dict[str, str]:
-    """The input FILES of a run by role: its cfg's checkpoint, layer spec and angles file,
-    then ``extra`` (a --config file), as absolute paths. Folders (data) are not hashed."""
-    files = {"checkpoint": cfg.checkpoint, "layer_spec": cfg.layer_spec, "angles": cfg.angles}
-    named = {role: str(Path(p).resolve()) for role, p in files.items()
-             if p and Path(p).is_file()}
+    """The input FILES of a run by role: those of :func:`input_roles` (checkpoint, layer
+    spec, angles file), then ``extra`` (a --config file), as absolute paths. Folders (data)
+    are not hashed."""
+    named = {role: str(Path(p).resolve()) for role, p in input_roles(cfg).items()
+             if Path(p).is_file()}
     for path in extra:
         if path and Path(path).is_file():
             named[f"file {Path(path).resolve()}"] = str(Path(path).resolve())
