@@ -13,10 +13,11 @@ from typing import Any
 
 from partialft.errors import PartialFTError
 
-# A learning rate above 10 makes every optimizer partialft offers diverge in its first steps
-# (AdamW moves each weight by about lr per step; weights are O(0.1)); 1e308 overflowed to inf
-# inside the schedule. The same bound caps weight decay, which multiplies lr in AdamW.
-MAX_LR = 10.0
+# A stated maximum for learning rates (and weight decay, which multiplies lr in AdamW): 1e10 is
+# far above any rate that trains (timm's recipes stay below 10) yet keeps lr times the schedule
+# and update arithmetic well inside float32 (3.4e38); 1e308 overflowed to inf in the schedule.
+# Rates between the two are accepted and diverge, which the loop stops ("non-finite loss").
+MAX_LR = 1e10
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 # timm.create_model arguments that are probabilities: valid in [0, 1)
 RATES = ("drop_rate", "proj_drop_rate", "attn_drop_rate", "pos_drop_rate", "patch_drop_rate",
