@@ -65,6 +65,7 @@ def test_a_resume_without_the_preprocessing_flags_keeps_the_recorded_ones(tmp_pa
     (["--method", "attn"], ("method 'attn'", "method 'full'")),
     (["--img-size", "64"], ("img_size 64", "img_size 32")),
     (["--epochs", "5"], ("epochs 5", "epochs 2")),
+    (["--workers", "2"], ("workers 2", "workers 0")),  # another augmentation stream
 ])
 def test_a_resume_refuses_a_setting_that_differs_from_the_record(tmp_path, capsys, flags,
                                                                   needles):

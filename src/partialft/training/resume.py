@@ -29,11 +29,13 @@ from partialft.training.config import FIELDS, TrainConfig, input_roles
 from partialft.utils.parse import load_yaml
 
 CONFIG = "config.yaml"  # partialft.training.runs.CONFIG
-# settings of one invocation: where the run dir is, when to stop and save, logging, speed knobs
-# that do not change what a step computes (threads/workers/compile change only the order of
-# floating-point sums, which the bitwise resume tests do not see on the CPU)
-RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile", "threads",
-                "log_with", "keep_state")
+# settings of one invocation: where the run dir is, when to stop and save, logging, and speed
+# knobs that do not change which images, augmentations or updates a step uses (threads and
+# compile may change floating-point rounding, as the machine's free cores already do). Not
+# workers: DataLoader workers draw a folder dataset's random crops and flips from their own
+# seeds, so another worker count is another augmentation stream (it is kept, or refused).
+RUNTIME_ONLY = ("out", "max_steps", "checkpoint_every", "compile", "threads", "log_with",
+                "keep_state")
 # settings resolved from the model or the data when a run starts (None = "resolve it")
 RESOLVED = ("img_size", "num_classes", "crop_pct", "interpolation", "mean", "std")
 
