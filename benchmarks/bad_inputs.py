@@ -129,6 +129,7 @@ def make_fixtures(d: Path) -> None:
     _image_folder(d / "one_class", Image, classes=(("a", (200, 30, 30)),), corrupt=False)
     (d / "cwd").mkdir()
     (d / "cwd" / "thesis.tex").write_text("years of work\n")
+    _issue21_cfg_fixtures(d)
 
 
 def _bad_weights(d: Path, sd: dict[str, torch.Tensor]) -> None:
@@ -656,6 +657,56 @@ CASES: list[Case] = [
          _train("{d}/damaged_delta", "--overwrite"), "holds delta.safetensors"),
     Case("train --overwrite of a run whose resume state was changed",
          _train("{d}/unfinished_trunc", "--overwrite"), "which changed since"),
+    # issue 21: settings, resume and machine limits (helper CFG)
+    Case("--resume with a setting other than the recorded one",
+         _train("{d}/cfg21_stopped", "--resume", "--method", "linear", "--max-per-split", "24",
+                "--lr", "0.5"), "but the run was started with lr 0.001"),
+    Case("config nested thousands of levels deep",
+         ["train", "--config", "{d}/cfg21_deep.yaml", "--out", "{d}/r21_deep"], "nests"),
+    Case("config with YAML aliases", ["train", "--config", "{d}/cfg21_alias.yaml", "--out",
+                                      "{d}/r21_alias"], "alias"),
+    Case("layer spec nested too deeply", ["plan", "--model", "test_vit", "--method", "attn",
+                                          "--layer-spec", "{d}/cfg21_deep_spec.json"],
+         "layer spec"),
+    Case("angles file nested too deeply", ["plan", "--model", "test_vit", "--method", "fapft",
+                                           "--angles", "{d}/cfg21_deep_angles.json", "--mode",
+                                           "large"], "angles file"),
+    Case("--device that is not a device", ["eval", "{d}/run4", "--dataset", "synthetic:4",
+                                           "--device", "foo"], "'foo'"),
+    Case("--device meta", ["eval", "{d}/run4", "--dataset", "synthetic:4", "--device", "meta"],
+         "--device meta"),
+    Case("--device naming a GPU this machine lacks",
+         ["eval", "{d}/run4", "--dataset", "synthetic:4", "--device", "cuda:7"], "cuda:7"),
+    Case("negative --workers", ["eval", "{d}/run4", "--dataset", "synthetic:4", "--workers",
+                                "-1"], "workers -1"),
+    Case("model kwarg rate above 1", _train("{d}/r21_drop", "--model-kwargs", "drop_rate=2"),
+         "drop_rate 2"),
+    Case("model kwarg the model does not take", _train("{d}/r21_bogus", "--model-kwargs",
+                                                       "bogus=1"), "bogus"),
+    Case("model kwargs through a YAML alias", ["train", "--config", "{d}/cfg21_kwargs.yaml",
+                                               "--out", "{d}/r21_kw"], "alias"),
+    Case("--lr 1e308", _train("{d}/r21_lr", "--lr", "1e308"), "lr 1e+308"),
+    Case("pretrain --lr 1e308", ["pretrain", "--out", "{d}/pt21_lr", "--lr", "1e308"],
+         "lr 1e+308"),
+    Case("pretrain --min-lr above --lr", ["pretrain", "--out", "{d}/pt21_min", "--min-lr", "1"],
+         "min_lr 1.0 is above lr"),
+    Case("pretrain --label-smoothing 1", ["pretrain", "--out", "{d}/pt21_ls",
+                                          "--label-smoothing", "1"], "label_smoothing 1"),
+    Case("plan --adapter-dim 0", ["plan", "--model", "test_vit", "--method", "adapter",
+                                  "--adapter-dim", "0"], "adapter_dim 0"),
+    Case("--val-fraction that leaves no training images",
+         ["train", *TINY, "--dataset", "digits", "--val-fraction", "0.999", "--out",
+          "{d}/r21_vf"], "val_fraction 0.999"),
+    Case("select --mode auto without a validation split",
+         ["select", *[a for a in TINY if a != "--no-progress"], "--dataset", "digits",
+          "--val-fraction", "0", "--out", "{d}/s21_auto"], "validation split"),
+    Case("--threads 100000", _train("{d}/r21_threads", "--threads", "100000"),
+         "threads 100000"),
+    Case("--img-size 100000", _train("{d}/r21_img", "--img-size", "100000"), "img-size 100000"),
+    Case("batch that cannot fit in memory", _train("{d}/r21_batch", "--img-size", "4096",
+                                                   "--batch-size", "1000000"), "needs at least"),
+    Case("multitask --batch-size too large for memory",
+         ["multitask", "{d}/run4", "--batch-size", "1000000000"], "needs at least"),
 ]
 
 
@@ -703,6 +754,19 @@ def _read_fixtures(d: Path) -> None:
     _image_folder(d / "bomb_images", Image, corrupt=False)
     _image_folder(d / "zero_images", Image, corrupt=False)
     (d / "zero_images" / "train" / "a" / "0.png").write_bytes(b"")
+
+
+def _issue21_cfg_fixtures(d: Path) -> None:
+    """Files for the issue 21 settings cases: deep and aliased YAML/JSON."""
+    (d / "cfg21_deep.yaml").write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    (d / "cfg21_alias.yaml").write_text("a: &a [1, 2]\nb: &b [*a, *a]\nseed: *b\n")
+    (d / "cfg21_kwargs.yaml").write_text("model: test_vit\nx: &r 0.1\n"
+                                         "model_kwargs: {drop_rate: *r}\n")
+    (d / "cfg21_deep_spec.json").write_text("[" * 100000 + "]" * 100000)
+    (d / "cfg21_deep_angles.json").write_text('{"angles": ' + "[" * 100000 + "]" * 100000 + "}")
+
+
+RUNS["cfg21_stopped"] = ["--max-steps", "1"]  # resumed with another --lr
 
 
 def fill(argv: list[str], d: Path) -> list[str]:

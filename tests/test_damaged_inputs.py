@@ -285,10 +285,10 @@ def test_bad_images_in_a_folder_dataset_give_one_sentence(capsys, tmp_path, monk
 # --- memory-sized inputs of multitask ------------------------------------------------------------
 
 def test_multitask_refuses_a_batch_that_does_not_fit_in_memory(capsys, runs, monkeypatch) -> None:
-    import partialft.analysis.multitask as multitask
+    import partialft.utils.limits as limits
 
-    monkeypatch.setattr(multitask, "available_memory", lambda: 64 * 2**20)  # 64 MiB free
+    monkeypatch.setattr(limits, "available_bytes", lambda device=None: 64 * 2**20)  # 64 MiB free
     code, _, err = cli(capsys, "multitask", runs["full"], "--batch-size", "100000", "--iters", "1")
-    assert_user_error(code, err, "--batch-size 100000", "3x32x32")
+    assert_user_error(code, err, "batch of 100000 images of 32x32", "--batch-size")
     code, _, err = cli(capsys, "multitask", runs["full"], "--batch-size", "2", "--iters", "1")
     assert code == 0, err

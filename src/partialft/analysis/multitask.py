@@ -168,35 +168,6 @@ def block_ratio(multi: MultiTaskViT) -> float:
     return round(len(forks) * depth / max(shared, 1), 3)
 
 
-def check_batch_memory(batch_size: int, shape: tuple[int, ...], device: str = "cpu") -> None:
-    """The benchmark's input batch (float32, ``batch_size`` images of ``shape``) must leave room
-    for the passes through it: refuse one over a quarter of the memory available now (on the
-    CPU; a GPU reports its own out-of-memory error), before anything is allocated."""
-    if str(device).startswith("cuda"):
-        return
-    need = 4 * batch_size
-    for dim in shape:
-        need *= int(dim)
-    free = available_memory()
-    if free is not None and need > free // 4:
-        raise PartialFTError(f"--batch-size {batch_size} of {'x'.join(map(str, shape))} images "
-                             f"needs {need / 2**30:.1f} GiB for the input alone, more than a "
-                             f"quarter of the {free / 2**30:.1f} GiB available; use a smaller "
-                             "--batch-size.")
-
-
-def available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes (None where there is no such file)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _timed(fn: Any, x: torch.Tensor) -> float:
     if x.is_cuda:
         torch.cuda.synchronize()

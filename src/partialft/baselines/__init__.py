@@ -38,3 +38,15 @@ def _register() -> None:
 
 
 _register()
+
+
+def check_options(method: str, options: dict[str, Any]) -> None:
+    """Check a baseline's options (names and ranges) without a model: the one rule
+    ``partialft train``, ``plan`` and a config's ``baseline:`` mapping share."""
+    from partialft.baselines._common import resolve_options
+    from partialft.baselines.lora import TARGETS, target_regex
+
+    options = dict(options)
+    if method == "lora":
+        target_regex(options.pop("targets", TARGETS))
+    resolve_options(method, options, BASELINES[method].options)  # type: ignore[attr-defined]

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from partialft.cli.common import check_common_args
+
+        check_common_args(args)  # threads, workers, device, sizes: before any work
         return int(args.func(args) or 0)
     except PartialFTError as exc:
         sys.stderr.write(f"partialft {args.command}: error: {user_message(exc)}\n")

@@ -93,6 +93,63 @@ def apply_threads(args: argparse.Namespace) -> None:
     set_threads(getattr(args, "threads", None))
 
 
+def check_common_args(args: argparse.Namespace) -> None:
+    """The settings many verbs take, checked before any verb does work (one sentence each):
+    --threads and --workers against this machine's CPUs, --device against its devices,
+    --img-size against the stated maximum, --amp fp16 against a GPU, and bench's batch of
+    random images against free memory. TrainConfig applies the same rules to its fields."""
+    from partialft.utils.limits import check_img_size, check_threads, check_workers
+
+    check_threads(getattr(args, "threads", None))
+    check_workers(getattr(args, "workers", None))
+    check_img_size(getattr(args, "img_size", None))
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    if getattr(args, "amp", None) == "fp16":
+        from partialft.training.rules import check_amp_device
+
+        check_amp_device("fp16")
+    if args.command == "bench":
+        from partialft.models import default_input_size
+        from partialft.utils.limits import check_batch_memory
+
+        size = args.img_size or default_input_size(args.model)[-1]
+        check_batch_memory(args.batch_size, size, device=getattr(args, "device", None) or (
+            "cuda" if _cuda() else None))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_device(name: str) -> None:
+    """A torch device this machine has: cpu, cuda / cuda:N with a GPU, mps on a Mac."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise PartialFTError(f"--device {name!r} is not a device; use cpu or cuda (cuda:N for "
+                             "one GPU of several).") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PartialFTError(f"--device {name} needs a CUDA GPU, and this machine has none "
+                                 "that torch can use; use --device cpu.")
+        if device.index is not None and device.index >= count:
+            raise PartialFTError(f"--device {name} names GPU {device.index}, but this machine "
+                                 f"has {count} (cuda:0 to cuda:{count - 1}).")
+        return
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise PartialFTError(f"--device {name} cannot run models here (it is not cpu or an "
+                         "available GPU); use cpu or cuda.")
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from partialft.cli.train import add_run_flags, check_run_flags, main_process
-from partialft.training.config import config_inputs
-from partialft.training.config_files import load_config
+from partialft.training.config import FIELDS, TrainConfig, config_inputs
+from partialft.training.config_files import config_values
 from partialft.training.config_flags import add_config_args, overrides_from_args
 from partialft.training.outputs import check_claim
 
@@ -33,11 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.workflows.fapft import run_fapft
+    from partialft.training.resume import resume_config
+    from partialft.workflows.fapft import pipeline_record, run_fapft
 
     overrides = {**overrides_from_args(args), "method": "fapft"}
-    cfg = load_config(args.config, overrides)
-    out = Path(cfg.out)
+    given = config_values(args.config, overrides)
+    out = Path(given.get("out") or FIELDS["out"].default)
+    # a rerun continues the pipeline with its recorded settings (flags left out keep them)
+    recorded = None if args.overwrite else pipeline_record(out)
+    cfg = (resume_config(out, given, recorded, flag="a rerun") if recorded is not None
+           else TrainConfig(**given))
     check_run_flags(args, cfg.out)
     inputs = [*config_inputs(cfg), args.reference, args.config]
     check_claim(cfg.out, "fapft", overwrite=args.overwrite, reuse=True, inputs=inputs)

@@ -29,12 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from partialft.analysis.multitask import benchmark, check_batch_memory, from_runs
+    from partialft.analysis.multitask import benchmark, from_runs
+    from partialft.utils.limits import check_batch_memory
 
     multi = from_runs(args.runs, device=args.device,
                       allow_base_mismatch=args.allow_base_mismatch)
     embed = multi.base.patch_embed  # the size the base was built for (pretrained_cfg may differ)
-    check_batch_memory(args.batch_size, (embed.proj.in_channels, *embed.img_size), args.device)
+    # the random input batch, and the shared and separate passes over it, must fit in memory
+    check_batch_memory(args.batch_size, max(embed.img_size), channels=embed.proj.in_channels,
+                       device=args.device)
     x = torch.randn(args.batch_size, embed.proj.in_channels, *embed.img_size,
                     generator=torch.Generator().manual_seed(0)).to(args.device)
     result = benchmark(multi, x, args.iters)

@@ -111,8 +111,12 @@ def from_config(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from partialft.methods import prepare
+    from partialft.training.rules import check_baseline_flags
 
     from_config(args)
+    # the rules partialft train applies to the same flags (one rule per setting)
+    check_baseline_flags(args.method, {k: getattr(args, k) for k in (
+        "lora_rank", "lora_alpha", "lora_targets", "adapter_dim", "vpt_tokens")})
     model = model_from_args(args, meta=True)
     baseline = {k: v for k, v in {"rank": args.lora_rank, "alpha": args.lora_alpha,
                                   "targets": args.lora_targets, "dim": args.adapter_dim,

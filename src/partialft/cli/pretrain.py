@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
-from pathlib import Path
 
 from partialft.cli.common import positive_int, print_json
 from partialft.cli.train import check_run_flags
-from partialft.errors import PartialFTError
 
 HELP = {
     "out": "run dir to write (weights, metrics.jsonl, MODEL_CARD.md, resume state)",
@@ -49,13 +46,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             continue
         kind = type(f.default) if f.default is not None else int
         kind = positive_int if kind is int and f.name not in ("seed", "warmup_steps") else kind
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
+        # absent unless given, so a --resume can tell a flag left out from one given
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
                        help=f"{HELP[f.name]} (default: {f.default})")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last resume point, with its saved "
-                   "config (only --max-steps may change)")
+                   help="continue the run in --out from its last resume point with its recorded "
+                   "config: flags left out keep the recorded values, a different value is "
+                   "refused (--max-steps and --checkpoint-every may change)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
     p.add_argument("--no-progress", action="store_true", help="print no progress lines")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -63,19 +62,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):  # -> PretrainConfig
-    """The run's config: the flags, or with --resume the saved config.json (+ --max-steps)."""
-    from partialft.training.pretrain_config import PretrainConfig
+    """The run's config: defaults < flags; with --resume the recorded config.json < flags,
+    where a recipe flag that differs from the record is refused (training.pretrain)."""
+    from partialft.training.pretrain import check_same_run, recorded
+    from partialft.training.pretrain_config import RUNTIME, PretrainConfig
 
-    saved = Path(args.out) / "config.json"
-    if args.resume and saved.is_file():
-        try:
-            values = json.loads(saved.read_text(encoding="utf-8"))
-            values["max_steps"] = args.max_steps
-            return PretrainConfig(**values)
-        except (ValueError, TypeError):
-            raise PartialFTError(f"{saved} is damaged, so the run cannot be resumed; start it "
-                                 "again with --overwrite instead of --resume.") from None
-    return PretrainConfig(**{n: getattr(args, n) for n in _names()}, command=command_line(args))
+    given = {n: getattr(args, n) for n in _names() if hasattr(args, n)}
+    out = given.get("out", PretrainConfig.out)
+    saved = recorded(out) if args.resume and not args.overwrite else None
+    if saved is None:
+        return PretrainConfig(**given, command=command_line(args))
+    runtime = {k: v for k, v in given.items() if k in RUNTIME}
+    check_same_run(PretrainConfig(**{**saved, **given, "max_steps": given.get("max_steps")}))
+    return PretrainConfig(**{**saved, "max_steps": None, **runtime})
 
 
 def _names() -> list[str]:
@@ -91,7 +90,7 @@ def command_line(args: argparse.Namespace) -> str:
     defaults = PretrainConfig()
     words = ["partialft", "pretrain"]
     for name in _names():
-        value = getattr(args, name)
+        value = getattr(args, name, getattr(defaults, name))
         if name == "max_steps":  # an interruption, not part of the recipe
             continue
         if name == "out" or value != getattr(defaults, name):
@@ -105,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from partialft.training.pretrain import pretrain
+    from partialft.training.pretrain_config import PretrainConfig
 
-    check_run_flags(args, args.out)
+    check_run_flags(args, getattr(args, "out", PretrainConfig.out))
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from partialft.training.config_files import load_config
+from partialft.training.config import FIELDS, TrainConfig
+from partialft.training.config_files import config_values
 from partialft.training.config_flags import (
     add_config_args,
     check_method_flags,
@@ -40,17 +41,23 @@ def check_run_flags(args: argparse.Namespace, out: str) -> None:
                              "run there.")
 
 
-def _concrete_mode(cfg, resume: bool):  # -> TrainConfig
-    """--mode auto becomes the mode a linear probe picks; a resumed run keeps the one it got."""
-    import dataclasses
-    from pathlib import Path
+def run_config(args: argparse.Namespace, skip_checks: bool = False):  # -> TrainConfig
+    """The config of this invocation: defaults < --config < flags for a new run; with
+    --resume the run's recorded config.yaml < --config < flags, where a given value that
+    differs from the recorded one is refused (partialft.training.resume)."""
+    from partialft.training.resume import recorded_config, resume_config
 
-    from partialft.selectors.auto import resolve_mode
-    from partialft.training.runs import CONFIG, read_config
-
-    if resume and (Path(cfg.out) / CONFIG).is_file():
-        return dataclasses.replace(cfg, mode=read_config(cfg.out).get("mode"))
-    return resolve_mode(cfg)
+    flags = overrides_from_args(args)
+    given = config_values(args.config, flags)
+    out = given.get("out") or FIELDS["out"].default
+    recorded = recorded_config(out) if args.resume and not args.overwrite else None
+    if recorded is None:
+        cfg = TrainConfig(**given)
+    else:
+        cfg = resume_config(out, given, recorded)
+    if not skip_checks:
+        check_method_flags(flags, cfg.method)
+    return cfg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,21 +75,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from partialft.selectors.auto import resolve_mode
     from partialft.training.train import fmt_pct, train
 
-    given = overrides_from_args(args)
-    cfg = load_config(args.config, given)
-    check_method_flags(given, cfg.method)
+    cfg = run_config(args)
     check_run_flags(args, cfg.out)
-    if cfg.mode == "auto" and cfg.method == "fapft":
-        cfg = _concrete_mode(cfg, args.resume)
+    if cfg.mode == "auto" and cfg.method == "fapft":  # a resumed run has its recorded mode
+        cfg = resolve_mode(cfg)
     summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress,
                     inputs=[args.config] if args.config else [])
     if not main_process():  # under torchrun / accelerate launch, one process reports
         return 0
     if summary is None:
         print(f"stopped after {cfg.max_steps} steps; continue with "
-              f"'partialft train --out {cfg.out} --resume' (same flags).")
+              f"'partialft train --out {cfg.out} --resume' (it keeps the recorded settings).")
         return 0
     print(f"{summary['method']}: best val acc {fmt_pct(summary['best_acc'])}, test acc "
           f"{fmt_pct(summary['test_acc'])}, {summary['trainable_params']:,} trainable parameters, "

@@ -13,6 +13,7 @@ from scipy.stats import kendalltau
 
 from partialft.core.layers import LayerMap
 from partialft.errors import PartialFTError, check_input_file, first_items
+from partialft.utils.parse import load_json
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -106,8 +107,8 @@ def save_angles(path: str | Path, angles: Mapping[str, float], layer_map: LayerM
 def is_angles_file(path: str | Path) -> bool:
     """True for a file :func:`save_angles` wrote (a JSON object with angles and groups)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(Path(path).read_text(encoding="utf-8"), f"angles file {path}")
+    except (OSError, ValueError):  # PartialFTError too: not an angles file
         return False
     return isinstance(data, dict) and isinstance(data.get("angles"), dict) and "groups" in data
 
@@ -118,8 +119,10 @@ def load_angles(path: str | Path, layer_map: LayerMap | None = None) -> dict[str
     check_input_file(path, "angles file", "the JSON file 'partialft angles ... --out FILE' "
                      "writes")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"), f"angles file {path}")
         raw = dict(data["angles"])
+    except PartialFTError:  # malformed or too deeply nested: its own sentence
+        raise
     except (KeyError, TypeError, ValueError, AttributeError, OSError):
         raise PartialFTError(f"angles file {path} is not a JSON object whose key 'angles' maps "
                              "layer ids to degrees.") from None

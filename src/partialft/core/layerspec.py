@@ -3,23 +3,22 @@
 A spec maps layer ids to glob patterns over parameter names and layer ids to homogeneous groups;
 see :func:`load_layer_spec` and docs/layer-spec.md. A ``{name}`` placeholder (``{i}``) in a layer
 id and its patterns stands for a whole number and ranges over the values the model's parameter
-names have, so one entry describes every block. Files are read with ``yaml.safe_load`` or
-``json.loads`` only, so no code runs.
+names have, so one entry describes every block. Files are read with
+:mod:`partialft.utils.parse` (YAML's safe constructors, JSON; no aliases, no deep nesting), so
+no code runs.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from partialft.core.layermap import Layer, LayerMap
 from partialft.errors import PartialFTError, first_items, read_text_file
+from partialft.utils.parse import load_json, load_yaml
 
 SPEC_KEYS = ("layers", "groups", "head")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -40,11 +39,8 @@ def load_layer_spec(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     text = read_text_file(path, "layer spec", "a YAML or JSON file")
-    try:
-        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise PartialFTError(f"layer spec {path} is not valid YAML/JSON ({reason}).") from None
+    what = f"layer spec {path}"  # one safe loader: aliases and deep nesting refused
+    spec = load_json(text, what) if path.suffix == ".json" else load_yaml(text, what)
     return check_layer_spec(spec, f"layer spec {path}")
 
 

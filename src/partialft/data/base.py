@@ -87,9 +87,25 @@ def make_split(num_items: int, val_fraction: float, seed: int,
         out["test"] = sorted(int(i) for i in test)
     if val_fraction == 0:  # no validation split: train on all of it (the paper's protocol)
         return {"train": sorted(int(i) for i in index), "val": [], **out}
+    _check_split_sizes(len(index), val_fraction, strat)
     train, val = train_test_split(index, test_size=val_fraction, random_state=seed,
                                   stratify=strat)
     return {"train": sorted(int(i) for i in train), "val": sorted(int(i) for i in val), **out}
+
+
+def _check_split_sizes(n: int, val_fraction: float, labels: np.ndarray | None) -> None:
+    """Both splits non-empty (and, when stratified, holding every class once): sklearn's
+    own error for a tiny split is a traceback."""
+    import math
+
+    n_val = math.ceil(val_fraction * n)  # train_test_split's rounding of a float test_size
+    need = 1 if labels is None else len(np.unique(labels))
+    if n_val < need or n - n_val < need:
+        what = "image" if need == 1 else f"image of each of the {need} classes"
+        raise PartialFTError(f"val_fraction {val_fraction} splits {n} training images into "
+                             f"{n - n_val} to train and {n_val} to validate, but each split needs "
+                             f"at least one {what}; use a val_fraction between "
+                             f"{need / n:.3g} and {1 - need / n:.3g}, or 0 for no validation.")
 
 
 def load_split(path: Path, num_items: int) -> dict[str, Any]:

@@ -34,14 +34,16 @@ def _features(task: Task, model: nn.Module, split: str, limit: int
 
 
 def linear_probe(task: Task, model: nn.Module, max_images: int = 2000, steps: int = 100
-                 ) -> float:
-    """Fit the model's classifier on frozen features (L-BFGS) in place; return val accuracy."""
+                 ) -> float | None:
+    """Fit the model's classifier on frozen features (L-BFGS) in place; return val accuracy
+    (None when the task has no validation split)."""
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
         raise PartialFTError(f"linear probe needs a linear classifier, but {task.cfg.model}'s "
                              f"is {type(head).__name__}; use --mode large or small.")
     x, y = _features(task, model, "train", max_images)
-    xv, yv = _features(task, model, "val", max_images)
+    empty = len(task.data.val) == 0  # val_fraction 0: the head is fitted, not scored
+    xv, yv = (x[:0], y[:0]) if empty else _features(task, model, "val", max_images)
     with torch.enable_grad():
         head.requires_grad_(True)
         opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps,
@@ -54,6 +56,8 @@ def linear_probe(task: Task, model: nn.Module, max_images: int = 2000, steps: in
             return loss
 
         opt.step(closure)
+    if empty:  # nothing to score on (resolve_auto_mode refuses an empty validation split)
+        return None
     with torch.no_grad():
         return float(100.0 * (head(xv).argmax(-1) == yv).float().mean())
 
@@ -85,6 +89,10 @@ def resolve_auto_mode(cfg: TrainConfig, task: Task | None = None) -> tuple[str, 
     """Linear-probe the base model on ``cfg``'s data: (mode, reason, seconds spent)."""
     start = time.perf_counter()
     task = task or load_task(cfg)
+    if len(task.data.val) == 0:  # the probe's accuracy would be measured on nothing
+        raise PartialFTError(f"mode auto scores a linear probe on the validation split, which is "
+                             f"empty (val_fraction {cfg.val_fraction}); pass --val-fraction 0.1 "
+                             "(or another share above 0), or --mode large or small.")
     acc = linear_probe(task, task.model())
     mode, reason = auto_mode(acc, task.data.num_classes)
     return mode, reason, time.perf_counter() - start

@@ -1,6 +1,9 @@
 """One training run, from a config to a run dir, in pipeline order:
 
-- :mod:`~partialft.training.config`: ``TrainConfig`` (YAML + flags), validated;
+- :mod:`~partialft.training.config`: ``TrainConfig`` (YAML + flags), validated with the
+  one rule per setting of :mod:`~partialft.training.rules` (which pretraining shares);
+- :mod:`~partialft.training.resume`: a resume continues the recorded run (settings, input
+  files) or refuses;
 - :mod:`~partialft.training.outputs`: what an output path may be, and what ``--overwrite``
   may delete (the ``.partialft`` marker);
 - :mod:`~partialft.training.rundir`: the run dir being written (lock, resume points);

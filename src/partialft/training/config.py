@@ -19,13 +19,16 @@ from typing import Any
 import yaml
 
 from partialft.errors import PartialFTError, suggest
+from partialft.training import rules
+from partialft.training.rules import MAX_SEED  # noqa: F401  (re-exported)
+from partialft.utils.limits import check_img_size, check_threads, check_workers
+from partialft.utils.parse import load_yaml
 
 AMP = ("auto", "no", "bf16", "fp16")
 # timm's schedulers that step per optimizer step (plateau needs an epoch metric: not offered)
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "rsqrt", "constant")
 LOGGERS = ("auto", "tensorboard", "wandb", "csv", "none")
 MAX_EPOCHS = 100_000
-MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
 
 def _f(default: Any, help: str) -> Any:
@@ -138,18 +141,11 @@ class TrainConfig:
         return {**(self.baseline or {}), **{k: v for k, v in flags.items() if v is not None}}
 
     def _check_method_options(self) -> None:
-        """A baseline's flags only with that baseline: a flag its method ignores is a mistake."""
-        owners = {"lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora",
-                  "adapter_dim": "adapter", "vpt_tokens": "vpt-deep"}
-        for name, method in owners.items():
-            if getattr(self, name) is not None and self.method != method:
-                flag = "--" + name.replace("_", "-")
-                raise PartialFTError(f"{flag} {getattr(self, name)} is only used by --method "
-                                     f"{method}, not {self.method}; drop it or use --method "
-                                     f"{method}.")
-        for name in ("lora_rank", "adapter_dim", "vpt_tokens"):
-            if getattr(self, name) is not None:
-                self._check_positive(name)
+        """A baseline's flags only with that baseline (a flag its method ignores is a mistake),
+        and its options in range: the rules ``partialft plan`` applies too."""
+        rules.check_baseline_flags(self.method, {n: getattr(self, n) for n in (
+            "lora_rank", "lora_alpha", "lora_targets", "adapter_dim", "vpt_tokens")})
+        rules.check_baseline_options(self.method, self.baseline_options())
 
     def _normalise(self) -> None:
         """Flag and YAML spellings of list fields -> their one form."""
@@ -161,6 +157,10 @@ class TrainConfig:
             setattr(self, name, _floats(name, getattr(self, name)))
         if isinstance(self.model_kwargs, str):
             self.model_kwargs = _keyword_values("model_kwargs", self.model_kwargs)
+        for key, value in (self.model_kwargs or {}).items() if isinstance(
+                self.model_kwargs, dict) else ():
+            if key in rules.RATES:
+                rules.check_probability(f"model_kwargs {key}", value)
         owned = [k for k in self.model_kwargs or {} if k in OWN_SETTINGS]
         if owned:
             own = OWN_SETTINGS[owned[0]]
@@ -177,23 +177,25 @@ class TrainConfig:
         if self.epochs > MAX_EPOCHS:
             raise PartialFTError(f"epochs {self.epochs} is not valid; use a whole number from 1 "
                                  f"to {MAX_EPOCHS:,}.")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise PartialFTError(f"seed {self.seed} is not valid; use a whole number from 0 to "
-                                 f"{MAX_SEED} (2**32 - 1).")
+        rules.check_seed(self.seed)
         if not str(self.out).strip():
             raise PartialFTError("out '' is empty; name a run dir such as runs/my-run.")
         for name in ("num_classes", "img_size"):
             if getattr(self, name) is not None:
                 self._check_positive(name)
-        if self.threads is not None:
-            self._check_positive("threads")
-        for name in ("checkpoint_every", "workers", "max_steps"):  # 0 means off / none
+        check_threads(self.threads, "threads")  # what the machine can run (utils.limits)
+        check_workers(self.workers, "workers")
+        check_img_size(self.img_size, "img_size")
+        for name in ("checkpoint_every", "max_steps"):  # 0 means off / none
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use 0 or more.")
 
     def _check_recipe(self) -> None:
         """Rates, probabilities and shares of the recipe."""
-        self._check_range("label_smoothing", 0.0, 1.0, upper_open=True)
+        rules.check_lr(self.lr)
+        rules.check_min_lr(self.min_lr, self.lr)
+        rules.check_label_smoothing(self.label_smoothing)
+        rules.check_weight_decay(self.weight_decay)
         for name in ("ema", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -208,18 +210,13 @@ class TrainConfig:
         self._check_range("crop_scale", 0.05, 1.0)
         if self.crop_pct is not None:
             self._check_range("crop_pct", 0.05, 1.0)
-        self._check_range("drop_path", 0.0, 1.0, upper_open=True)
-        for name in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "min_lr",
-                     "warmup_epochs", "hflip", "random_erasing"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
-        if self.lr == 0:
-            raise PartialFTError("lr 0 is not valid; use a positive learning rate such as 1e-3.")
-        for name in ("warmup_lr", "color_jitter"):
-            value = getattr(self, name)
-            if value is not None and not (_number(value) and value >= 0):
-                raise PartialFTError(f"{name} {value!r} is not valid; use a finite number >= 0.")
+        rules.check_probability("drop_path", self.drop_path)
+        for name in ("mixup", "cutmix", "warmup_epochs", "hflip", "random_erasing"):
+            rules.check_non_negative(name, getattr(self, name))
+        if self.warmup_lr is not None:
+            rules.check_non_negative("warmup_lr", self.warmup_lr, rules.MAX_LR)
+        if self.color_jitter is not None:
+            rules.check_non_negative("color_jitter", self.color_jitter)
         if self.color_jitter and self.randaugment:
             raise PartialFTError(f"color_jitter {self.color_jitter} has no effect with randaugment "
                                  f"{self.randaugment!r} (timm turns it off too); drop one of them.")
@@ -227,9 +224,6 @@ class TrainConfig:
                                                  and 0 < self.layer_decay <= 1):
             raise PartialFTError(f"layer_decay {self.layer_decay!r} is not valid; use a number in "
                                  "(0, 1], such as 0.75 (or none for off).")
-        if self.min_lr > self.lr:
-            raise PartialFTError(f"min_lr {self.min_lr} is above lr {self.lr}; the cosine decay "
-                                 "ends at min_lr, so use a value <= lr (e.g. lr / 1000).")
 
     def _check_choices(self) -> None:
         """Named choices, and settings that only some methods read."""
@@ -331,7 +325,8 @@ def _keyword_values(name: str, text: str) -> dict[str, Any]:
         if not sep or not key.isidentifier():
             raise PartialFTError(f"{name} {text!r} is not valid; use key=value pairs separated "
                                  "by commas, such as drop_rate=0.1,global_pool=avg.")
-        out[key] = yaml.safe_load(value) if value else None  # numbers, true/false, strings
+        # numbers, true/false, strings; aliases and deep nesting refused (utils.parse)
+        out[key] = load_yaml(value, f"{name} {key}") if value else None
     return out
 
 
@@ -371,13 +366,20 @@ def _describe(kinds: list[type]) -> str:
     return " or ".join(_WORDS.get(k, k.__name__) for k in kinds)
 
 
-def config_inputs(cfg: TrainConfig) -> list[str]:
-    """The files and folders a run reads: an output path must not contain or sit inside them."""
-    paths = [cfg.checkpoint, cfg.layer_spec, cfg.angles, cfg.data_dir]
+def input_roles(cfg: TrainConfig) -> dict[str, str]:
+    """The files and folders a run reads, by the setting that names them: the one list that
+    output paths are checked against and whose files' SHA-256 a run records (training.resume)."""
+    paths = {"checkpoint": cfg.checkpoint, "layer_spec": cfg.layer_spec, "angles": cfg.angles,
+             "data_dir": cfg.data_dir}
     base, _, arg = cfg.dataset.partition(":")
     if base == "folder" and arg:
-        paths.append(arg)
-    return [p for p in paths if p]
+        paths["dataset"] = arg
+    return {role: p for role, p in paths.items() if p}
+
+
+def config_inputs(cfg: TrainConfig) -> list[str]:
+    """The files and folders a run reads: an output path must not contain or sit inside them."""
+    return list(input_roles(cfg).values())
 
 
 def write_config(path: str | Path, cfg: TrainConfig | dict[str, Any]) -> None:

@@ -8,10 +8,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from partialft.errors import PartialFTError, read_text_file, suggest
 from partialft.training.config import FIELDS, TrainConfig
+from partialft.utils.parse import load_yaml
 
 # timm train.py's args.yaml keys (and flags) that mean one of partialft's settings
 TIMM_KEYS = {"smoothing": "label_smoothing", "clip_grad": "grad_clip", "reprob": "random_erasing",
@@ -31,6 +30,13 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """Defaults, then the config file (a path or a shipped config's name), then ``overrides``;
     unknown keys are an error, except in a timm args.yaml, whose extra keys are named in one
     line to ``log`` (stderr by default)."""
+    return TrainConfig(**config_values(path, overrides, log))
+
+
+def config_values(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                  log: Any = None) -> dict[str, Any]:
+    """The settings a config file and ``overrides`` give (not the defaults): what a resume
+    compares with the run's record (see :func:`load_config`)."""
     values: dict[str, Any] = {}
     if path is not None:
         data = read_yaml(path)
@@ -46,7 +52,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         key = unknown[0]
         raise PartialFTError(f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are "
                              "the fields of 'partialft train --help'.")
-    return TrainConfig(**values)
+    return values
 
 
 def _stderr(line: str) -> None:
@@ -79,13 +85,7 @@ def config_path(path: str | Path) -> Path:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = config_path(path)
     text = read_text_file(path, "config", "a YAML file (see 'partialft configs')")
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PartialFTError(f"config {path} is not valid YAML{where}: {problem}.") from None
+    data = load_yaml(text, f"config {path}") or {}  # aliases, deep nesting refused
     if not isinstance(data, dict):
         raise PartialFTError(f"config {path} must be a YAML mapping of TrainConfig fields.")
     return data

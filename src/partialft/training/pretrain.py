@@ -34,12 +34,16 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from partialft.data.fractal import FractalCorpus
+from partialft.errors import PartialFTError
 from partialft.models import input_size
 from partialft.models.backbone import ARCH, NAME
 from partialft.training.checkpoints import SUMMARY, save_tensors
 from partialft.training.pretrain_config import PretrainConfig
+from partialft.training.rules import check_amp_device
 from partialft.training.rundir import RunDir, optimizer_state, optimizer_tensors
 from partialft.utils.io import append_line, atomic_write_json, atomic_write_text
+from partialft.utils.limits import check_batch_memory
+from partialft.utils.parse import load_json
 
 METRICS = "metrics.jsonl"
 WEIGHTS = "model.safetensors"
@@ -62,6 +66,7 @@ class Job:
     step: int = 0
     elapsed_s: float = 0.0
     val_acc: float | None = None
+    sums: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(3))
 
 
 def _seed(*parts: int) -> int:
@@ -71,12 +76,15 @@ def _seed(*parts: int) -> int:
 
 def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False) -> Job:
     """Accelerator, run dir, corpus, model, optimizer and schedule (restored with ``resume``)."""
+    check_amp_device(cfg.amp)  # fp16 on the CPU would run float32 and record fp16
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.amp)
     run = RunDir(cfg.out, kind="pretrain", overwrite=overwrite, resume=resume,
                  main_process=acc.is_main_process)
     torch.manual_seed(cfg.seed)
     model = timm.create_model(cfg.model, num_classes=cfg.categories)
     _, height, _ = input_size(model)
+    # the corpus renders batches at twice the input size: refuse a batch that cannot fit
+    check_batch_memory(cfg.batch_size, 2 * height, device=str(acc.device))
     corpus = FractalCorpus(cfg.categories, cfg.seed, cfg.fractal(height), device=acc.device)
     val = corpus.fixed_set(cfg.val_per_category, _seed(cfg.seed, 2))
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -88,7 +96,7 @@ def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False)
     mean_std = tuple(torch.tensor(pcfg.get(k, (0.5,) * 3), device=acc.device).view(1, -1, 1, 1)
                      for k in ("mean", "std"))
     job = Job(cfg, acc, run, corpus, model, optimizer, scheduler, val, mean_std)  # type: ignore[arg-type]
-    if acc.is_main_process:
+    if acc.is_main_process and not run.file("config.json").is_file():  # never rewritten
         atomic_write_json(run.file("config.json"), dataclasses.asdict(cfg))
     _restore(job)
     return job
@@ -97,6 +105,8 @@ def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False)
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False,
              progress: bool = True) -> dict[str, Any] | None:
     """Run (or continue) pretraining; the summary, or None when stopped by ``max_steps``."""
+    if resume:
+        check_same_run(cfg)
     if resume and (Path(cfg.out) / SUMMARY).is_file():
         return json.loads((Path(cfg.out) / SUMMARY).read_text())
     job = build(cfg, overwrite=overwrite, resume=resume)
@@ -106,10 +116,37 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
         job.run.close()
 
 
+def recorded(out: str | Path) -> dict[str, Any] | None:
+    """The config.json a pretraining run dir recorded, or None when it has none yet."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return None
+    values = load_json(path.read_text(encoding="utf-8"), str(path))
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    if not isinstance(values, dict) or set(values) - names:
+        raise PartialFTError(f"{path} is damaged, so the run cannot be resumed; start it again "
+                             "with --overwrite instead of --resume.")
+    return values
+
+
+def check_same_run(cfg: PretrainConfig) -> None:
+    """A resume continues the recorded run: every setting but :data:`RUNTIME` must match."""
+    saved = recorded(cfg.out)
+    if saved is None:
+        return
+    ours = cfg.recipe()
+    for key, value in PretrainConfig(**saved).recipe().items():
+        if ours[key] != value:
+            raise PartialFTError(f"--resume of {cfg.out} with {key} {ours[key]!r}, but the run "
+                                 f"was started with {key} {value!r}; leave it out (the recorded "
+                                 "value is used) or give the same value, or use --overwrite or "
+                                 "another --out.")
+
+
 def _loop(job: Job, progress: bool) -> dict[str, Any] | None:
     cfg, acc = job.cfg, job.acc
     stop = cfg.steps if cfg.max_steps is None else min(cfg.steps, cfg.max_steps)
-    sums, images = torch.zeros(3, device=acc.device), 0
+    sums, images = job.sums.to(acc.device), 0  # since the last metrics line (kept by resume)
     last = start = time.perf_counter()
     job.model.train()
     while job.step < stop:
@@ -121,10 +158,13 @@ def _loop(job: Job, progress: bool) -> dict[str, Any] | None:
         now = time.perf_counter()
         job.elapsed_s += now - last
         last = now
-        if job.step % cfg.log_every == 0 or job.step == stop:
+        # a line per log interval and at the end; not where max_steps stops, or a resumed run's
+        # metrics.jsonl would differ from an uninterrupted one's
+        if job.step % cfg.log_every == 0 or job.step == cfg.steps:
             _log(job, sums, images / max(now - start, 1e-9), progress)
             sums, images, start = torch.zeros(3, device=acc.device), 0, now
         if job.step % cfg.checkpoint_every == 0 or job.step == stop:
+            job.sums = sums
             _save_state(job)
     if job.step < cfg.steps:
         return None
@@ -188,8 +228,11 @@ def _save_state(job: Job) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_tensors, optim_info = optimizer_tensors(job.optimizer)
     tensors |= optim_tensors
+    # the loss/accuracy sums since the last metrics line, over all processes (a resumed run
+    # continues them on the main process, so its next line equals an uninterrupted run's)
+    sums = job.acc.reduce(job.sums.clone(), reduction="sum").tolist()
     info = {"global_step": job.step, "elapsed_s": job.elapsed_s, "val_acc": job.val_acc,
-            "optimizer": optim_info}
+            "optimizer": optim_info, "metric_sums": sums}
     job.run.save_state(tensors, info)
 
 
@@ -203,6 +246,8 @@ def _restore(job: Job) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     job.optimizer.load_state_dict(optimizer_state(tensors, info["optimizer"]))
     job.step, job.elapsed_s, job.val_acc = info["global_step"], info["elapsed_s"], info["val_acc"]
+    if job.acc.is_main_process and "metric_sums" in info:
+        job.sums = torch.tensor(info["metric_sums"], dtype=torch.float32)
     job.scheduler.step_update(num_updates=job.step)
     if job.acc.is_main_process and job.run.file(METRICS).is_file():  # drop lines past the state
         lines = job.run.file(METRICS).read_text().splitlines()

@@ -3,11 +3,16 @@ of torch and timm so ``partialft pretrain --help`` answers instantly."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from partialft.data.fractal_config import FractalConfig
 from partialft.errors import PartialFTError, suggest
+from partialft.training import rules
 
+# settings of one invocation, which a --resume may change: where, when to stop, when to save,
+# and the command line recorded for the model card
+RUNTIME = ("out", "max_steps", "checkpoint_every", "command")
 BUNDLED = "partialft_vit_tiny"  # partialft.models.backbone.NAME (a test checks they agree)
 
 
@@ -52,10 +57,15 @@ class PretrainConfig:
                                  f"warmup_steps < steps ({self.steps}).")
         if self.amp not in ("no", "bf16", "fp16"):
             raise PartialFTError(f"amp {self.amp!r} is not valid; use no, bf16 or fp16.")
-        for name in ("min_lr", "weight_decay", "label_smoothing", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use a number "
-                                     ">= 0.")
+        # the rules partialft train applies to the same settings (training.rules)
+        rules.check_seed(self.seed)
+        rules.check_lr(self.lr)
+        rules.check_min_lr(self.min_lr, self.lr)
+        rules.check_weight_decay(self.weight_decay)
+        rules.check_label_smoothing(self.label_smoothing)
+        rules.check_non_negative("grad_clip", self.grad_clip)
+        if self.max_steps is not None:
+            rules.check_whole("max_steps", self.max_steps)
         import timm
 
         import partialft.models.backbone  # noqa: F401  (registers the bundled name with timm)
@@ -64,8 +74,10 @@ class PretrainConfig:
             close = suggest(self.model, timm.list_models())
             raise PartialFTError(f"unknown model {self.model!r}{close}; use a timm model name "
                                  f"such as {BUNDLED}.")
-        if not self.lr > 0:
-            raise PartialFTError(f"lr {self.lr} is not valid; use a positive number.")
+
+    def recipe(self) -> dict:
+        """The settings that decide the weights and metrics (all but :data:`RUNTIME`)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME}
 
     def fractal(self, img_size: int) -> FractalConfig:
         return FractalConfig(img_size=img_size, render_size=2 * img_size, chains=self.chains,

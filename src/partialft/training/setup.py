@@ -33,9 +33,13 @@ from partialft.models.create import TRAIN_HINT
 from partialft.training import trackers
 from partialft.training.config import TrainConfig, config_inputs, write_config
 from partialft.training.loaders import Batches
+from partialft.training.outputs import read_marker
+from partialft.training.resume import input_digests
+from partialft.training.rules import check_amp_device, check_model_kwargs
 from partialft.training.rundir import RunDir
 from partialft.training.runs import CONFIG, SELECTION, SPLIT, base_model, weights_sha256
 from partialft.utils.io import atomic_write_json
+from partialft.utils.limits import check_batch_memory
 from partialft.utils.threads import set_threads
 
 
@@ -73,6 +77,7 @@ def _precision(amp: str) -> str:
 def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
           inputs: Sequence[str | Path] = ()) -> Setup:
     """Accelerator, run dir, data, model with its selection, optimizer, schedule and loss."""
+    check_amp_device(cfg.amp)  # fp16 on the CPU would run float32 and record fp16
     set_threads(cfg.threads)  # the free cores, unless --threads or OMP_NUM_THREADS say
     # accelerate keeps one global state per process; clearing it (not the distributed
     # PartialState) lets one process run several trainings with other precision or
@@ -85,8 +90,12 @@ def build(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                       log_with=trackers.make(cfg.log_with, cfg.out),
                       project_config=ProjectConfiguration(project_dir=cfg.out,
                                                           logging_dir=cfg.out))
+    # a new run dir records the SHA-256 of its input files (in its marker); a resume checked
+    # them already (train.resumable), and an existing marker is not compared here
+    reused = not overwrite and read_marker(cfg.out) is not None
     run = RunDir(cfg.out, overwrite=overwrite, resume=resume, main_process=acc.is_main_process,
-                 inputs=[*config_inputs(cfg), *inputs])
+                 inputs=[*config_inputs(cfg), *inputs],
+                 settings=None if reused else {"inputs": input_digests(cfg, inputs)})
     acc.wait_for_everyone()
     try:
         return _assemble(cfg, acc, run)
@@ -137,6 +146,7 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
     from partialft.data import PREPROCESS, build_datasets, resolve_preprocess
 
     img_size = cfg.img_size or default_input_size(cfg.model)[-1]
+    check_resources(cfg, img_size)
     # the model's own crop_pct/interpolation/mean/std unless given; recorded in config.yaml,
     # so eval, soups and reports preprocess exactly as this run validated
     shape = shape_model(cfg.model)
@@ -166,6 +176,18 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
     return data, base
 
 
+def check_resources(cfg: TrainConfig, img_size: int) -> None:
+    """Before any data or weights: model kwargs the model's constructor accepts, and a batch
+    whose images fit the memory free on the training device (utils.limits)."""
+    import os
+
+    check_model_kwargs(cfg.model, cfg.model_kwargs, num_classes=cfg.num_classes,
+                       img_size=img_size)
+    processes = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))  # split_batches=True
+    check_batch_memory(max(1, cfg.batch_size // processes), img_size,
+                       device="cuda" if torch.cuda.is_available() else None)
+
+
 def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared, Any, dict]:
     from partialft.core.angles import load_angles
     from partialft.core.layers import find_layers
@@ -186,7 +208,7 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
                        train_non_residual=cfg.train_non_residual,
                        baseline_options=cfg.baseline_options(), layers=cfg.layers,
                        angles=angles, topk=cfg.topk, mode=cfg.mode)
-    if run.main:
+    if run.main and not run.file(CONFIG).is_file():  # a resume never rewrites the record
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
     return prepared.model, prepared, data, base

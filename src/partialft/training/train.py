@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 
 from partialft.errors import PartialFTError
 from partialft.models import file_digest
@@ -30,9 +29,10 @@ from partialft.training.checkpoints import (
 )
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.loaders import evaluate
-from partialft.training.outputs import check_claim, remove_recorded
+from partialft.training.outputs import check_claim, read_marker, remove_recorded
+from partialft.training.resume import check_inputs, given_by, resume_config
 from partialft.training.rundir import STATE_DIR, RunDir
-from partialft.training.runs import CONFIG, angles_origin
+from partialft.training.runs import angles_origin
 from partialft.training.setup import Setup, build
 from partialft.utils.io import atomic_write_json, atomic_write_text
 
@@ -42,11 +42,13 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     """Train one run; returns its summary, or None when stopped early by ``max_steps``.
 
     ``inputs``: files the caller read besides those ``cfg`` names (a YAML config), which the
-    run dir must not contain or sit inside.
+    run dir must not contain or sit inside; their SHA-256 is recorded with the others'.
+    ``resume``: continue the run in ``cfg.out`` with its recorded settings and inputs, refusing
+    any that differ (see :mod:`partialft.training.resume`).
     """
     if resume and not overwrite:
         check_claim(cfg.out, "train", reuse=True, inputs=[*config_inputs(cfg), *inputs])
-        check_resumable(cfg)
+        cfg = resumable(cfg, inputs)
         if (Path(cfg.out) / SUMMARY).is_file():  # already complete
             if not cfg.keep_state and (Path(cfg.out) / STATE_DIR).exists():
                 _drop_leftover_state(cfg, inputs)
@@ -91,32 +93,13 @@ def _drop_leftover_state(cfg: TrainConfig, inputs: Sequence[str | Path]) -> None
             remove_recorded(run.path, STATE_DIR)
 
 
-# settings that may change between a run and its --resume: they do not change the results
-RUNTIME_ONLY = ("out", "workers", "max_steps", "checkpoint_every", "compile", "threads",
-                "log_with", "keep_state")
-
-
-def ignored_by(method: str) -> tuple[str, ...]:
-    """Settings a method does not read (a full run's ``mode`` changes nothing)."""
-    return () if method == "fapft" else ("mode", "topk", "angles")
-
-
-def check_resumable(cfg: TrainConfig) -> None:
-    """Refuse to --resume a run dir with settings that differ from its config.yaml."""
-    path = Path(cfg.out) / CONFIG
-    if not path.is_file():
-        return
-    saved = yaml.safe_load(path.read_text()) or {}
-    for key, value in cfg.to_dict().items():
-        if key in RUNTIME_ONLY or key not in saved or key in ignored_by(cfg.method):
-            continue
-        if value is None and key in ("img_size", "num_classes", "crop_pct", "interpolation",
-                                     "mean", "std"):
-            continue  # resolved from the model/data when the run started
-        if saved[key] != value:
-            raise PartialFTError(f"--resume of {cfg.out} with {key}={value!r}, but the run was "
-                                 f"started with {key}={saved[key]!r}; resume with the same "
-                                 "settings, or use --overwrite or another --out.")
+def resumable(cfg: TrainConfig, inputs: Sequence[str | Path] = ()) -> TrainConfig:
+    """The config to resume ``cfg.out`` with: its recorded settings (``cfg`` may not change a
+    recipe setting) and unchanged input files; refuses otherwise."""
+    resumed = resume_config(cfg.out, given_by(cfg))
+    marker = read_marker(cfg.out) or {}
+    check_inputs(cfg.out, (marker.get("settings") or {}).get("inputs"), resumed, inputs)
+    return resumed
 
 
 def _scalar_config(cfg: TrainConfig) -> dict[str, Any]:

@@ -51,6 +51,9 @@ def set_threads(threads: int | None) -> int:
     """Use ``threads`` (or, unless OMP_NUM_THREADS says, the free cores); returns the count."""
     import torch
 
+    from partialft.utils.limits import check_threads
+
+    check_threads(threads)  # OpenMP crashes (a segfault) far above the machine's CPUs
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()  # the user chose already
     chosen = threads or auto_threads()

@@ -48,11 +48,26 @@ def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool 
                 "reference": str(Path(reference).resolve()) if reference else None}
     with RunDir(cfg.out, kind="fapft", overwrite=overwrite, resume=True, settings=settings,
                 inputs=[*config_inputs(cfg), reference, *inputs]):
-        return _pipeline(cfg, reference, progress, selector)
+        return _pipeline(cfg, reference, progress, selector,
+                         [p for p in inputs if p and Path(p).is_file()])
 
 
-def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector: str
-              ) -> dict[str, Any]:
+def pipeline_record(out: str | Path) -> dict[str, Any] | None:
+    """The settings a pipeline in ``out`` started with, from its stages' config.yaml (the
+    partial run's, else the full run's), without what each stage sets itself; None before any
+    stage recorded its settings."""
+    from partialft.training.resume import recorded_config
+
+    for stage, own in (("fapft", ("out", "angles", "layers")),
+                       ("full", ("out", "angles", "layers", "topk", "mode"))):
+        recorded = recorded_config(Path(out) / stage)
+        if recorded is not None:
+            return {**{k: v for k, v in recorded.items() if k not in own}, "method": "fapft"}
+    return None
+
+
+def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector: str,
+              inputs: Sequence[str | Path] = ()) -> dict[str, Any]:
     from partialft.training.train import train
 
     out = Path(cfg.out)
@@ -64,7 +79,10 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
         # selection settings do not affect the full run: a rerun with another --topk reuses it
         full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
                                    angles=None, topk=None, mode=None)
-        train(full, resume=True, progress=progress)
+        if train(full, resume=True, progress=progress, inputs=inputs) is None:
+            raise PartialFTError(f"the full fine-tuning in {full_dir} stopped at max_steps "
+                                 f"{cfg.max_steps}, before the angles can be measured; rerun "
+                                 "without --max-steps to continue the pipeline.")
     angles_path = out / "angles.json"
     if not angles_path.is_file():
         angles = _angles(cfg, full_dir, reference)
@@ -73,7 +91,7 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
         save_angles(angles_path, angles[0], angles[1], model=cfg.model, **source)
     partial = dataclasses.replace(cfg, method="fapft", angles=str(angles_path),
                                   out=str(out / "fapft"))
-    fapft_summary = train(partial, resume=True, progress=progress)
+    fapft_summary = train(partial, resume=True, progress=progress, inputs=inputs)
     full_summary = _summary_of(full_dir) if is_run_dir(full_dir) else None
     return _compare(out, full_summary, fapft_summary)
 
