@@ -12,6 +12,7 @@ from partialft import __version__
 from partialft.errors import PartialFTError
 from partialft.models.loading import first_line
 from partialft.training.outputs import LOCK, MARKER
+from partialft.utils.io import TMP_INFIX, TMP_SUFFIX
 
 
 def check_hub(repo: str) -> None:
@@ -43,7 +44,8 @@ def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
     try:
         url = hub.create_repo(repo, exist_ok=True, private=private)
         commit = hub.upload_folder(repo_id=getattr(url, "repo_id", repo),
-                                   folder_path=str(folder), ignore_patterns=[MARKER, LOCK],
+                                   folder_path=str(folder),
+                                   ignore_patterns=[MARKER, LOCK, f"*{TMP_INFIX}*{TMP_SUFFIX}"],
                                    commit_message=f"Upload from partialft {__version__}")
     except HfHubHTTPError as exc:
         raise PartialFTError(f"the Hugging Face Hub refused the upload to {repo} "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from partialft.errors import PartialFTError
 from partialft.training.outputs import MARKER, check_claim, read_marker
 from partialft.training.rundir import RunDir
-from partialft.utils.io import atomic_write_json
+from partialft.utils.io import atomic_write_json, is_tmp, tmp_prefix
 
 
 def normalized(settings: dict[str, Any]) -> dict[str, Any]:
@@ -64,11 +63,13 @@ def finish(run: RunDir) -> None:
 
 def remove_stale_tmp_of(target: str | Path) -> None:
     """Delete the temporary files an atomic write of ``target`` left when killed before its
-    rename (``.NAME.XXXXXXXX.tmp``, or ``.NAME.pft-XXXXXXXX.tmp``). Call it only while holding
-    the lock every writer of ``target`` holds: no other process is writing one then."""
+    rename (``.NAME.pft-XXXXXXXX.tmp``: partialft's own names only, a user's look-alike stays).
+    Call it only while holding the lock every writer of ``target`` holds: no other process is
+    writing one then."""
     target = Path(target)
-    own = re.compile(rf"^\.{re.escape(target.name)}\.(pft-)?[A-Za-z0-9_]{{8}}\.tmp$")
+    prefix = tmp_prefix(target.name)
     with contextlib.suppress(OSError):
         for entry in target.parent.iterdir():
-            if own.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            if (entry.name.startswith(prefix) and is_tmp(entry.name) and entry.is_file()
+                    and not entry.is_symlink()):
                 entry.unlink(missing_ok=True)
