@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [*config_inputs(cfg), args.reference, getattr(args, "config", None)]
     # a select killed half-way is rerun by the same command: --compare reuses every finished
     # training and resumes the interrupted one; a single selector runs again
-    from partialft.training.train import RUNTIME_ONLY
+    from partialft.training.resume import RUNTIME_ONLY
 
     recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_ONLY}
     settings = {"config": recipe, "selector": args.selector,
