@@ -26,6 +26,7 @@ import torch
 
 from partialft.training.outputs import read_marker
 from partialft.training.reruns import finish, open_output, remove_stale_tmp_of, resumable
+from partialft.utils.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("kill_all", ROOT / "benchmarks" / "kill_all.py")
@@ -89,7 +90,7 @@ def test_an_incomplete_output_of_the_same_settings_is_reused_a_complete_one_is_n
 
     out, settings = tmp_path / "out", {"inputs": ["a", "b"], "k": (1, 2)}
     with open_output(out, "report", settings, overwrite=False):
-        (out / "report.md").write_text("half")  # killed here: never finished
+        atomic_write_text(out / "report.md", "half")  # killed here: never finished
     assert resumable(out, "report", settings)
     with pytest.raises(PartialFTError, match="already exists; pass --overwrite"):
         open_output(out, "report", {**settings, "k": (1, 3)}, overwrite=False)
@@ -106,9 +107,10 @@ def test_an_incomplete_output_of_the_same_settings_is_reused_a_complete_one_is_n
 
 def test_only_the_targets_own_stale_temporary_files_are_removed(tmp_path):
     target = tmp_path / "eval.json"
-    stale = [tmp_path / ".eval.json.ab12CD_9.tmp", tmp_path / ".eval.json.pft-ab12CD_9.tmp"]
-    kept = [tmp_path / ".other.json.ab12CD_9.tmp", tmp_path / "eval.json.ab12CD_9.tmp",
-            tmp_path / ".eval.json.mine.tmp"]
+    stale = [tmp_path / ".eval.json.pft-ab12cd_9.tmp", tmp_path / ".eval.json.pft-0000zz_1.tmp"]
+    # a user's look-alikes without partialft's tag survive, as do other targets' temp files
+    kept = [tmp_path / ".other.json.pft-ab12cd_9.tmp", tmp_path / "eval.json.pft-ab12cd_9.tmp",
+            tmp_path / ".eval.json.mine.tmp", tmp_path / ".eval.json.ab12cd_9.tmp"]
     for path in [*stale, *kept]:
         path.write_text("x")
     remove_stale_tmp_of(target)

@@ -418,9 +418,9 @@ def test_spec_file_errors(tmp_path: Path) -> None:
         load_layer_spec(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("layers: [unclosed\n")
-    with pytest.raises(PartialFTError, match="not valid YAML/JSON"):
+    with pytest.raises(PartialFTError, match="is not valid YAML at line"):
         load_layer_spec(bad)
     code = tmp_path / "code.yaml"  # safe_load refuses python tags: no code runs
     code.write_text("layers: !!python/object/apply:os.getcwd []\ngroups: {}\n")
-    with pytest.raises(PartialFTError, match="not valid YAML/JSON"):
+    with pytest.raises(PartialFTError, match="is not valid YAML at line"):
         load_layer_spec(code)

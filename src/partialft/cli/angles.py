@@ -209,9 +209,10 @@ def _write_unchanged(out: str, before: tuple[int, int, int] | None, write: Calla
     SAME` at once: the first to finish writes, the other is refused)."""
     from partialft.training.locks import briefly
     from partialft.training.reruns import remove_stale_tmp_of
+    from partialft.utils.io import make_parents
 
-    parent = Path(out).resolve().parent
-    with briefly(parent):
+    make_parents(Path(out).resolve())  # --out may name a new folder
+    with briefly(Path(out).resolve().parent):
         if _stamp(out) != before:
             raise PartialFTError(f"--out {out} was written by another process while these "
                                  "angles were computed; it is kept as that process wrote it, so "
