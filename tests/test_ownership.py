@@ -444,6 +444,24 @@ def test_a_killed_bench_leaves_its_scratch_inside_its_out_and_a_rerun_removes_it
                                                      "bench.png"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name,when", [("bench.json", "before"), ("bench.md", "after"),
+                                       ("bench.png", "after")])
+def test_a_bench_killed_at_its_writes_is_finished_by_the_same_command(tmp_path, capsys, name,
+                                                                      when):
+    """No --overwrite needed: the marker records the bench's options and says complete only
+    after its last file; a finished bench still needs --overwrite."""
+    out = tmp_path / "b"
+    argv = [*KILLED["bench"], "--out", str(out)]
+    kill_at(argv, name, 1, when)
+    assert main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "bench.json", "bench.md", "bench.png"]
+    assert not any(is_tmp(p.name) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(argv) == 2 and "already exists" in capsys.readouterr().err
+
+
 def test_clear_deletes_the_marker_last(tmp_path, monkeypatch):
     out = _marked(tmp_path / "r")
     for name in ("a", "b", "c/d"):

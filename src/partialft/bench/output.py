@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from partialft.training.outputs import check_claim
+from partialft.training.reruns import check_output, open_output
 from partialft.training.rundir import RunDir
 from partialft.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
@@ -112,15 +112,19 @@ def chart(result: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-def check_free(out: Path, overwrite: bool, inputs: Sequence[str | Path | None] = ()) -> None:
-    """Refuse to replace earlier bench files unless ``overwrite`` (or to write over inputs)."""
-    check_claim(out, "bench", overwrite=overwrite, inputs=inputs)
+def check_free(out: Path, overwrite: bool, inputs: Sequence[str | Path | None] = (),
+               settings: dict[str, Any] | None = None) -> None:
+    """Refuse to replace earlier bench files unless ``overwrite`` (or to write over inputs); a
+    bench killed half-way with the same ``settings`` is simply run again."""
+    check_output(out, "bench", settings or {}, overwrite=overwrite, inputs=inputs)
 
 
 def open_out(out: str | Path, overwrite: bool = False,
-             inputs: Sequence[str | Path | None] = ()) -> RunDir:
-    """Claim and lock the bench dir for the whole bench: its scratch runs live inside it."""
-    return RunDir(out, kind="bench", overwrite=overwrite, inputs=inputs)
+             inputs: Sequence[str | Path | None] = (),
+             settings: dict[str, Any] | None = None) -> RunDir:
+    """Claim and lock the bench dir for the whole bench: its scratch runs live inside it;
+    :func:`partialft.training.reruns.finish` declares it complete after its last file."""
+    return open_output(out, "bench", settings or {}, overwrite=overwrite, inputs=inputs)
 
 
 def write_outputs(result: dict[str, Any], out: str | Path) -> Sequence[Path]:

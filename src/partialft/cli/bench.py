@@ -72,11 +72,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from partialft.bench.measure import run_bench
     from partialft.bench.options import BenchOptions
     from partialft.bench.output import check_free, markdown, open_out, write_outputs
+    from partialft.training.reruns import finish
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     opts = BenchOptions(model=args.model, methods=methods, batch_size=args.batch_size,
@@ -86,12 +88,14 @@ def run(args: argparse.Namespace) -> int:
                         grad_clip=args.grad_clip, ablate=args.ablate,
                         threads=args.threads)
     inputs = [args.angles, args.layer_spec]
-    check_free(Path(args.out), args.overwrite, inputs)  # fail before minutes of measuring
-    folder = open_out(args.out, args.overwrite, inputs)
+    settings = dataclasses.asdict(opts)  # a bench killed half-way reruns with the same ones
+    check_free(Path(args.out), args.overwrite, inputs, settings)  # before minutes of measuring
+    folder = open_out(args.out, args.overwrite, inputs, settings)
     try:
         result = run_bench(opts, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
                            scratch=folder.path)
         paths = write_outputs(result, folder.path)
+        finish(folder)
     except BaseException:
         folder.abandon()  # a new bench dir is removed again; an earlier one keeps its files
         raise
