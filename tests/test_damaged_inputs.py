@@ -87,7 +87,7 @@ READERS = {
     "summary.json": ["eval", "soup", "export", "report", "multitask", "angles", "select"],
     "config.yaml": ["eval", "soup", "export"],
     "selection.json": ["report"],
-    "eval.json": ["report"],
+    "eval.json": ["report", "eval"],
 }
 
 
@@ -112,8 +112,10 @@ def test_damaged_run_dir_file_gives_one_sentence(capsys, tmp_path, runs, file, d
     run = copy_run(runs, "full", tmp_path)
     (run / "eval.json").write_text(json.dumps({"test": {"acc": 50.0}}))
     DAMAGES[file][damage](run / file)
+    damaged = (run / file).read_bytes()
     code, _, err = cli(capsys, *_argv(verb, run, runs["full_s1_threads"], tmp_path))
     assert_user_error(code, err, str(run / file))
+    assert (run / file).read_bytes() == damaged  # named, never rewritten
     for out in ("soup", "export", "report", "sel"):
         assert not (tmp_path / out).exists(), f"{verb} left {out}/ behind"
 

@@ -13,7 +13,6 @@ ones timm ships (``timm/data/_info/imagenet_{a,r}_{indices,synsets}.txt``, ident
 from __future__ import annotations
 
 import hashlib
-import json
 import pkgutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -250,6 +249,7 @@ def save_eval(run_dir: str | Path, key: str, result: dict[str, Any],
     """
     from partialft.training.locks import acquire
     from partialft.training.reruns import remove_stale_tmp_of
+    from partialft.training.runfiles import read_evals
 
     path = Path(run_dir) / EVAL
     with acquire(run_dir, wait=LOCK_WAIT_S, advice="wait for it to finish, then evaluate "
@@ -258,13 +258,7 @@ def save_eval(run_dir: str | Path, key: str, result: dict[str, Any],
             raise PartialFTError(f"run dir {run_dir} was replaced while it was being evaluated "
                                  "(trained again?), so this result is not recorded; evaluate "
                                  "it again.")
-        data: dict[str, Any] = {}
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                raise PartialFTError(f"{path} is not valid JSON; move it away to re-evaluate."
-                                     ) from None
+        data = read_evals(run_dir)  # checked: a damaged eval.json is named, never overwritten
         data[key] = result
         remove_stale_tmp_of(path)  # an evaluation killed in its write left one
         return atomic_write_json(path, data)
