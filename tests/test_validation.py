@@ -240,3 +240,22 @@ def test_thread_and_worker_caps_scale_with_the_cpus(monkeypatch):
     monkeypatch.setattr(limits, "cpu_count", lambda: 64)
     limits.check_threads(256)
     limits.check_workers(256)
+
+
+@pytest.mark.parametrize("verb", ["eval", "soup"])
+def test_eval_and_soup_check_their_batch_against_memory(tmp_path, capsys, run, verb,
+                                                        monkeypatch):
+    """The batch an evaluation really draws (``--batch-size`` images, at most the split's) must
+    fit the free memory: refused in one sentence before any is loaded, accepted otherwise."""
+    import shutil
+
+    argv = _argv(verb, tmp_path, run)
+    if verb == "soup":  # two ingredients: the run and a copy of it
+        argv[2] = shutil.copytree(run, tmp_path / "copy")
+    monkeypatch.setattr(limits, "available_bytes", lambda device=None: 4096)  # 4 KiB free
+    code, _, err = cli(capsys, *argv, "--batch-size", "8")
+    assert_user_error(code, err, "a batch of 8 images of 32x32", "--batch-size")
+    assert not (tmp_path / f"out-{verb}").exists()
+    monkeypatch.setattr(limits, "available_bytes", lambda device=None: 64 * limits.GIB)
+    code, _, err = cli(capsys, *argv, "--batch-size", "100000")
+    assert code == 0, err  # capped by the split: 100000 images are never drawn at once

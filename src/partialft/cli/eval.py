@@ -17,7 +17,7 @@ from partialft.errors import PartialFTError
 
 if TYPE_CHECKING:
     import torch.nn as nn
-    from torch.utils.data import Dataset
+    from torch.utils.data import DataLoader, Dataset
 
 
 FOLDER_SETS = ("imagenet-a", "imagenet-r", "imagenet-c")
@@ -116,11 +116,23 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], str
     return model, summary, identity, device
 
 
+def checked_loader(data: Dataset, batch_size: int, workers: int, run_cfg: dict[str, Any],
+                   device: str) -> DataLoader:
+    """The evaluation loader, once a batch (``batch_size`` images, at most the whole split, at
+    the run's image size) is known to fit the memory free on ``device``."""
+    from torch.utils.data import DataLoader
+
+    from partialft.utils.limits import check_batch_memory
+
+    if len(data) and isinstance(run_cfg.get("img_size"), int):
+        check_batch_memory(min(batch_size, len(data)), run_cfg["img_size"], device=device,
+                           flags="--batch-size")
+    return DataLoader(data, batch_size=batch_size, num_workers=workers)
+
+
 def evaluate_run(args: argparse.Namespace, model: nn.Module, summary: dict[str, Any],
                  device: str) -> dict[str, Any]:
     """Run the evaluation the arguments ask for and return its result."""
-    from torch.utils.data import DataLoader
-
     from partialft.analysis import evaluate as ev
     from partialft.data.corruptions import parse_corruptions, parse_severities
     from partialft.training.runs import read_config
@@ -140,7 +152,7 @@ def evaluate_run(args: argparse.Namespace, model: nn.Module, summary: dict[str, 
         return ev.imagenet_ar_eval(model, args.data_dir, args.dataset, **common)
     cfg = read_config(args.run_dir)
     data = _first(_dataset(args, cfg, int(summary.get("num_classes") or 0)), args.max_images)
-    loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers)
+    loader = checked_loader(data, args.batch_size, args.workers, cfg, device)
     pre = eval_preprocess(model, cfg, device)
     result: dict[str, Any] = {"split": args.split, "images": len(data),
                               "clean_acc": ev.accuracy(model, loader, pre, device)}

@@ -62,10 +62,9 @@ def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
     """``state_dict -> accuracy (%)`` on a split of ``run_dir``'s dataset (its model structure);
     None when the run has no such split (no test/ folder, or val_fraction 0)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from partialft.analysis.evaluate import accuracy
-    from partialft.cli.eval import eval_preprocess
+    from partialft.cli.eval import checked_loader, eval_preprocess
     from partialft.training.checkpoints import apply_delta
     from partialft.training.runs import delta_info, read_config, run_datasets, structured_model
 
@@ -75,9 +74,10 @@ def make_evaluator(run_dir: str, split: str, device: str, batch_size: int,
     data = run_datasets(run_dir, split)
     if data is None or len(data) == 0:
         return None
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
+    run_cfg = read_config(run_dir)
+    loader = checked_loader(data, batch_size, workers, run_cfg, device)
     # img_size, crop_pct, interpolation, mean, std as the run recorded them (config.yaml)
-    preprocess = eval_preprocess(model, read_config(run_dir), device)
+    preprocess = eval_preprocess(model, run_cfg, device)
 
     def evaluate(state: dict[str, torch.Tensor]) -> float:
         apply_delta(model, state)
