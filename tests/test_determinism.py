@@ -46,3 +46,42 @@ def test_canonicalize_keeps_every_tensor_and_key(tmp_path):
     back = load_file(str(path))
     assert back.keys() == tensors.keys()
     assert all(torch.equal(back[k], tensors[k]) for k in tensors)
+
+
+# summary.json keys that measure time (or the machine's load), not the run's result
+TIMINGS = {"wall_s", "images_per_s", "train_s", "eval_s", "elapsed_s", "started", "finished"}
+
+
+def _hashes(run: Path, angles: Path) -> dict[str, str]:
+    import json
+
+    summary = json.loads((run / "summary.json").read_text())
+    timed = sorted(k for k in summary if k in TIMINGS)
+    untimed = {k: v for k, v in summary.items() if k not in TIMINGS}
+    return {"delta.safetensors": _sha(run / "delta.safetensors"),
+            "selection.json": _sha(run / "selection.json"),
+            "metrics.jsonl (lines, timing fields aside)": str(_metrics(run)),
+            "summary.json minus " + ",".join(timed): json.dumps(untimed),
+            "angles.json": _sha(angles)}
+
+
+def _metrics(run: Path) -> list[dict]:
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_same_run_twice_gives_byte_identical_files(tmp_path, capsys):
+    """Train, measure angles, then do both again with --overwrite: the delta, selection and
+    angles files hash the same, the summary differs only in its timing keys."""
+    from conftest import REAL, cli
+
+    run, angles, runs = tmp_path / "run", tmp_path / "angles.json", []
+    for again in ([], ["--overwrite"]):
+        code, _, err = cli(capsys, "train", *REAL, "--method", "attn", "--out", run, *again)
+        assert code == 0, err
+        code, _, err = cli(capsys, "angles", run, "--out", angles, *again)
+        assert code == 0, err
+        runs.append(_hashes(run, angles))
+    assert runs[0] == runs[1]

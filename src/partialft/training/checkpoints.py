@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from partialft.errors import PartialFTError
 from partialft.models import StateDict, load_state_dict_file
+from partialft.utils.canonical import canonicalize
 from partialft.utils.io import atomic_write
 
 DELTA = "delta.safetensors"
@@ -34,10 +35,18 @@ SUMMARY = "summary.json"
 
 
 def save_tensors(path: str | Path, tensors: StateDict, metadata: dict[str, Any]) -> Path:
-    """Atomically write ``tensors`` as safetensors; metadata values are stored as JSON strings."""
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    """Atomically write ``tensors`` as safetensors; metadata values are stored as JSON strings
+    (keys sorted). The same tensors and metadata give the same bytes (see
+    :mod:`partialft.utils.canonical`), so files can be compared by hash."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+            for k, v in metadata.items()}
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    written = atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta))
+
+    def write(tmp: Path) -> None:
+        save_file(flat, str(tmp), metadata=meta)
+        canonicalize(tmp)
+
+    written = atomic_write(path, write)
     # save_file leaves ctypes reference cycles behind (~100 objects per tensor); free them while
     # they are young, or a run writing many resume points grows until a rare full collection
     # (benchmarks/soak.py, docs/reliability.md). A young-generation pass costs microseconds.
