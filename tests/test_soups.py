@@ -50,30 +50,48 @@ def test_identical_values_stay_bit_identical(base):
 
 
 def test_greedy_keeps_only_strict_improvements(base):
-    a = ing("a", {"w": torch.full((2, 2), 1.0)}, acc=70.0)
-    b = ing("b", {"w": torch.full((2, 2), 2.0)}, acc=90.0)
-    c = ing("c", {"w": torch.full((2, 2), 4.0)}, acc=80.0)
-    script = iter([50.0, 60.0, 60.0])  # b alone, b+c (better: kept), b+c+a (equal: rejected)
+    """Ranked by each ingredient's own val accuracy measured on its final weights (not the
+    summary's best epoch, here in the opposite order), then kept only on a strict gain."""
+    a = ing("a", {"w": torch.full((2, 2), 1.0)}, acc=99.0)
+    b = ing("b", {"w": torch.full((2, 2), 2.0)}, acc=1.0)
+    c = ing("c", {"w": torch.full((2, 2), 4.0)}, acc=50.0)
+    # alone: a 70, b 90, c 80 -> order b, c, a; b+c (3.0) better: kept; b+c+a (7/3) equal: not
+    val = {1.0: 70.0, 2.0: 90.0, 4.0: 80.0, 3.0: 95.0, round(7 / 3, 4): 95.0}
     seen = []
 
     def evaluate(state):
-        seen.append(state["w"][0, 0].item())
-        return next(script)
+        seen.append(round(state["w"][0, 0].item(), 4))
+        return val[seen[-1]]
 
     soup = greedy_soup(base, [a, b, c], evaluate)
-    assert seen == pytest.approx([2.0, 3.0, 7 / 3])  # by held-out accuracy: b, c, a
+    assert seen == [1.0, 2.0, 4.0, 3.0, round(7 / 3, 4)]  # each alone, then the candidates
+    assert soup.ranking == {"a": 70.0, "b": 90.0, "c": 80.0}
     assert soup.used == ["b", "c"] and soup.rejected == ["a"]
     assert torch.equal(soup.delta["w"], torch.full((2, 2), 3.0))
-    assert soup.val_acc == 60.0
+    assert soup.val_acc == 95.0
     assert [h["kept"] for h in soup.history] == [True, True, False]
 
 
 def test_greedy_rejects_a_worse_ingredient_then_keeps_a_better_one(base):
-    ings = [ing(n, {"w": torch.full((2, 2), float(i))}, acc=90.0 - i)
-            for i, n in enumerate("xyz")]
-    soup = greedy_soup(base, ings, lambda s: {0.0: 10.0, 0.5: 5.0, 1.0: 11.0}[
-        round(s["w"][0, 0].item(), 4)])
+    ings = [ing(n, {"w": torch.full((2, 2), float(v))}, acc=50.0)
+            for n, v in zip("xyz", (0, 1, 4))]
+    # alone: x 10, y 9, z 8; x+y (0.5) worse: rejected; x+z (2.0) better: kept
+    soup = greedy_soup(base, ings, lambda s: {0.0: 10.0, 1.0: 9.0, 4.0: 8.0, 0.5: 5.0,
+                                              2.0: 11.0}[round(s["w"][0, 0].item(), 4)])
     assert soup.used == ["x", "z"] and soup.rejected == ["y"]
+
+
+def test_the_greedy_rule_is_stated_once():
+    """Code, --help and docs say the same rule."""
+    from partialft.analysis.soups import GREEDY_RULE
+    from partialft.cli import build_parser
+
+    root = Path(__file__).resolve().parent.parent
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["soup"]
+                         .description.split())
+    assert GREEDY_RULE in help_text
+    doc = " ".join((root / "docs" / "soups-eval-report.md").read_text().split())
+    assert GREEDY_RULE in doc
 
 
 def test_different_bases_are_refused(base):
@@ -132,9 +150,8 @@ def test_cli_greedy_soup_with_scripted_evaluator(tmp_path, two_runs, monkeypatch
     import partialft.cli.soup as soup_cmd
 
     r1, r2 = two_runs
-    first = max((r1, r2), key=lambda r: json.loads((r / "summary.json").read_text())["best_acc"])
-    second = r2 if first == r1 else r1
-    scores = {"val": iter([80.0, 79.0]), "test": iter([77.0])}
+    first, second = r2, r1  # ranked by the scripted val accuracies alone: r1 70, r2 80
+    scores = {"val": iter([70.0, 80.0, 79.0]), "test": iter([77.0])}
     monkeypatch.setattr(soup_cmd, "make_evaluator",
                         lambda run, split, *a, **k: lambda state: next(scores[split]))
     out = tmp_path / "greedy"
@@ -166,8 +183,10 @@ def test_cli_greedy_soup_evaluates_on_the_val_split(tmp_path, real_runs):
                  "--batch-size", "32"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     history = summary["greedy_history"]
-    by_val = sorted(runs, key=lambda r: -json.loads((Path(r) / "summary.json").read_text())[
-        "best_acc"])
+    ranking = summary["ingredient_val_acc"]  # each run's final weights on the val split
+    assert sorted(ranking) == sorted(runs)
+    by_val = sorted(runs, key=lambda r: -ranking[r])
     assert [h["ingredient"] for h in history] == by_val  # by held-out accuracy, best first
+    assert history[0]["val_acc"] == ranking[by_val[0]]
     assert summary["best_acc"] == max(h["val_acc"] for h in history if h["kept"])
     assert 0.0 <= summary["test_acc"] <= 100.0

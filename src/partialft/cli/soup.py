@@ -30,8 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soup", help="average fine-tuned runs into a model soup",
                        description="Average runs fine-tuned from the same base (full or partial, "
                        "paper Sec. 3.3 / Table 3) into a new run dir. Uniform by default; "
-                       "--greedy adds ingredients by held-out (val) accuracy, each only if it "
-                       "strictly improves it.")
+                       "--greedy: ingredients ranked by the val accuracy of each ingredient's "
+                       "final weights, each next one added only if the soup's val accuracy "
+                       "strictly increases (the official Model Soups code's rule; the paper's "
+                       "Algorithm 1 also keeps ties).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="ingredient run dirs")
     p.add_argument("--out", required=True, metavar="DIR", help="run dir to write the soup to")
     p.add_argument("--greedy", action="store_true",
