@@ -13,9 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from partialft.errors import PartialFTError
+from partialft.utils.parse import load_json, load_yaml
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -71,29 +70,16 @@ def _text(path: Path, what: str) -> str:
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:
-    """Parsed JSON of a run-dir file, or one sentence saying it is truncated or not JSON."""
+    """Parsed JSON of a run-dir file, or one sentence saying it is truncated, not JSON or nested
+    too deeply (partialft's one loader for user JSON, :mod:`partialft.utils.parse`)."""
     path = Path(path)
-    text = _text(path, what)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise damaged(path, f"it is not valid JSON ({exc.msg} at line {exc.lineno}; "
-                      "truncated?)") from None
-    except RecursionError:
-        raise damaged(path, "its JSON is nested too deeply") from None
+    return load_json(_text(path, what), str(path))
 
 
 def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """Parsed YAML of a run-dir file (safe constructors, no aliases, bounded nesting)."""
     path = Path(path)
-    text = _text(path, what)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise damaged(path, f"it is not valid YAML{where} (truncated?)") from None
-    except RecursionError:
-        raise damaged(path, "its YAML is nested too deeply") from None
+    return load_yaml(_text(path, what), str(path))
 
 
 def check_mapping(data: Any, path: Path, fields: dict[str, tuple[type, ...]],
