@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from partialft.training.outputs import read_marker
-from partialft.training.reruns import finish, open_output, remove_stale_tmp_of, resumable
-from partialft.utils.io import atomic_write_text
+from partialft.training.reruns import finish, open_output, resumable
+from partialft.utils.io import atomic_write_text, remove_stale_tmp_of
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("kill_all", ROOT / "benchmarks" / "kill_all.py")
@@ -77,9 +77,10 @@ def test_a_verb_killed_at_its_writes_reruns_to_the_uninterrupted_result(verb, in
 
 
 @pytest.mark.parametrize("verb", _params(["train", "fapft", "select", "select-compare", "soup",
-                                          "report", "export", "pretrain"]))
+                                          "report", "export", "pretrain", "eval"]))
 def test_a_verb_killed_just_before_its_marker_lands_reruns(verb, inputs, tmp_path):
-    """Killed with the .partialft marker's temporary file written, not yet renamed."""
+    """Killed with the .partialft marker's temporary file written, not yet renamed (eval: the
+    run dir's marker, rewritten to record eval.json)."""
     _sweep(verb, inputs, tmp_path, ["first:before"])
 
 

@@ -248,8 +248,8 @@ def save_eval(run_dir: str | Path, key: str, result: dict[str, Any],
     loaded) it refuses a run that was replaced in the meantime.
     """
     from partialft.training.locks import acquire
-    from partialft.training.reruns import remove_stale_tmp_of
     from partialft.training.runfiles import read_evals
+    from partialft.utils.io import remove_stale_tmp_of
 
     path = Path(run_dir) / EVAL
     with acquire(run_dir, wait=LOCK_WAIT_S, advice="wait for it to finish, then evaluate "

@@ -208,8 +208,7 @@ def _write_unchanged(out: str, before: tuple[int, int, int] | None, write: Calla
     """Write --out only if no other process wrote it since it was checked (two `angles --out
     SAME` at once: the first to finish writes, the other is refused)."""
     from partialft.training.locks import briefly
-    from partialft.training.reruns import remove_stale_tmp_of
-    from partialft.utils.io import make_parents
+    from partialft.utils.io import make_parents, remove_stale_tmp_of
 
     make_parents(Path(out).resolve())  # --out may name a new folder
     with briefly(Path(out).resolve().parent):

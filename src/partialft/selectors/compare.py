@@ -24,8 +24,8 @@ from partialft.utils.io import atomic_write_json, atomic_write_text
 
 def timed_train(cfg: TrainConfig) -> tuple[dict[str, Any], float]:
     """Train (or reuse a finished) run; the wall seconds are stored beside it for reruns."""
-    from partialft.training.reruns import remove_stale_tmp_of
     from partialft.training.train import train
+    from partialft.utils.io import remove_stale_tmp_of
 
     stamp = Path(cfg.out) / "wall_s.json"
     done_before = (Path(cfg.out) / "summary.json").is_file()

@@ -9,7 +9,6 @@ made with other settings, needs ``--overwrite`` as before.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from partialft.errors import PartialFTError
 from partialft.training.outputs import MARKER, check_claim, read_marker
 from partialft.training.rundir import RunDir
-from partialft.utils.io import atomic_write_json, is_tmp, tmp_prefix
+from partialft.utils.io import atomic_write_json
 
 
 def normalized(settings: dict[str, Any]) -> dict[str, Any]:
@@ -59,17 +58,3 @@ def finish(run: RunDir) -> None:
     marker = read_marker(run.path)
     if marker is not None:
         atomic_write_json(run.path / MARKER, {**marker, "complete": True})
-
-
-def remove_stale_tmp_of(target: str | Path) -> None:
-    """Delete the temporary files an atomic write of ``target`` left when killed before its
-    rename (``.NAME.pft-XXXXXXXX.tmp``: partialft's own names only, a user's look-alike stays).
-    Call it only while holding the lock every writer of ``target`` holds: no other process is
-    writing one then."""
-    target = Path(target)
-    prefix = tmp_prefix(target.name)
-    with contextlib.suppress(OSError):
-        for entry in target.parent.iterdir():
-            if (entry.name.startswith(prefix) and is_tmp(entry.name) and entry.is_file()
-                    and not entry.is_symlink()):
-                entry.unlink(missing_ok=True)

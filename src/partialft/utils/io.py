@@ -47,6 +47,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` atomically (recorded first)."""
     path = Path(path)
     make_parents(path)
+    if path.name == MARKER:  # only the directory's lock holder writes its marker, so a temporary
+        remove_stale_tmp_of(path)  # marker file beside it is one a killed write left: remove it
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path.name), suffix=TMP_SUFFIX)
     os.close(fd)
     try:
@@ -64,6 +66,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_tmp_of(target: str | Path) -> None:
+    """Delete the temporary files an atomic write of ``target`` left when killed before its
+    rename (``.NAME.pft-XXXXXXXX.tmp``: partialft's own names only, a user's look-alike stays).
+    Call it only while holding the lock every writer of ``target`` holds: no other process is
+    writing one then."""
+    target = Path(target)
+    prefix = tmp_prefix(target.name)
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if (entry.name.startswith(prefix) and is_tmp(entry.name) and entry.is_file()
+                and not entry.is_symlink()):
+            entry.unlink(missing_ok=True)
 
 
 def make_parents(path: Path) -> None:
