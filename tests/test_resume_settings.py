@@ -211,18 +211,24 @@ def test_a_stopped_pretrain_resumes_to_the_same_metrics(tmp_path, pretrained, ca
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_killed_pretrain_resumes_to_the_same_metrics(tmp_path, pretrained):
+@pytest.mark.parametrize("kill_at", ["state.json:3:after", "state.json:1:before",
+                                     "MODEL_CARD.md:1:before"])
+def test_a_killed_pretrain_resumes_to_the_same_metrics(tmp_path, pretrained, kill_at):
+    """Killed after a resume point, before the first one (metrics logged since are logged
+    again, never twice) and while finishing (the card lands before the summary)."""
     from test_crash import ENV, KILLER
 
     out = tmp_path / "k"
     argv = ["pretrain", "--out", str(out), *PT_FLAGS]
     done = subprocess.run([sys.executable, "-c", KILLER, *argv], capture_output=True, text=True,
-                          env={**ENV, "KILL_AT": "state.json:3:after"}, timeout=300)
+                          env={**ENV, "KILL_AT": kill_at}, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     resumed = subprocess.run([sys.executable, "-m", "partialft", *argv, "--resume"], env=ENV,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _metrics(out) == _metrics(pretrained)
+    assert (out / "MODEL_CARD.md").is_file()
+    assert not [p for p in out.rglob("*.tmp")]
 
 
 @pytest.mark.parametrize(("flags", "needle"), [

@@ -239,17 +239,19 @@ def _save_state(job: Job) -> None:
 def _restore(job: Job) -> None:
     """Continue from the last resume point in the run dir, if there is one."""
     loaded = job.run.load_state()
-    if loaded is None:
-        return
-    tensors, info = loaded
-    model = job.acc.unwrap_model(job.model)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    job.optimizer.load_state_dict(optimizer_state(tensors, info["optimizer"]))
-    job.step, job.elapsed_s, job.val_acc = info["global_step"], info["elapsed_s"], info["val_acc"]
-    if job.acc.is_main_process and "metric_sums" in info:
-        job.sums = torch.tensor(info["metric_sums"], dtype=torch.float32)
-    job.scheduler.step_update(num_updates=job.step)
-    if job.acc.is_main_process and job.run.file(METRICS).is_file():  # drop lines past the state
+    if loaded is not None:
+        tensors, info = loaded
+        model = job.acc.unwrap_model(job.model)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        job.optimizer.load_state_dict(optimizer_state(tensors, info["optimizer"]))
+        job.step, job.elapsed_s = info["global_step"], info["elapsed_s"]
+        job.val_acc = info["val_acc"]
+        if job.acc.is_main_process and "metric_sums" in info:
+            job.sums = torch.tensor(info["metric_sums"], dtype=torch.float32)
+        job.scheduler.step_update(num_updates=job.step)
+    # lines a killed run logged after its last resume point (all of them when it had none yet)
+    # are logged again from there: drop them
+    if job.acc.is_main_process and job.run.file(METRICS).is_file():
         lines = job.run.file(METRICS).read_text().splitlines()
         kept = [ln for ln in lines if json.loads(ln)["step"] <= job.step]
         atomic_write_text(job.run.file(METRICS), "".join(ln + "\n" for ln in kept))
@@ -279,8 +281,8 @@ def _finish(job: Job) -> dict[str, Any]:
                 for k, v in model.state_dict().items()}
         meta = {k: summary[k] for k in ("model", "categories", "seed", "steps", "val_acc", "date")}
         save_tensors(job.run.file(WEIGHTS), half, {"format": "partialft-backbone", **meta})
-        atomic_write_json(job.run.file(SUMMARY), summary)
         atomic_write_text(job.run.file(CARD), model_card(summary))
+        atomic_write_json(job.run.file(SUMMARY), summary)  # last: its presence means finished
     acc.wait_for_everyone()
     return summary
 
