@@ -462,6 +462,26 @@ def test_a_bench_killed_at_its_writes_is_finished_by_the_same_command(tmp_path, 
     assert main(argv) == 2 and "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", sorted(set(KILLED) | {"select-compare"}))
+def test_every_verb_takes_a_relative_out_and_replaces_it(verb, run, run2, tmp_path, capsys,
+                                                         monkeypatch):
+    """`make demo` writes to the relative runs/demo: every verb records its files and stages
+    (fapft's, select --compare's and the demo's runs) under a relative --out as under an
+    absolute one, and --overwrite then replaces exactly what it wrote."""
+    if verb == "demo":
+        pytest.importorskip("matplotlib")
+    argv = KILLED["select"][:-4] + ["--compare", "grad,angle", "--batches", "1"] \
+        if verb == "select-compare" else KILLED[verb]
+    argv = [a.replace("{run}", str(run)).replace("{run2}", str(run2)) for a in argv]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([*argv, "--out", "runs/x"]) == 0, capsys.readouterr().err
+    assert foreign_entries(tmp_path / "runs" / "x") == []  # all of it recorded
+    assert main([*argv, "--out", "runs/x", "--overwrite"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_clear_deletes_the_marker_last(tmp_path, monkeypatch):
     out = _marked(tmp_path / "r")
     for name in ("a", "b", "c/d"):

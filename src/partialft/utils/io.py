@@ -157,7 +157,7 @@ def record_claim(folder: str | Path, claim: dict[str, Any] | None) -> None:
 def record_dir(path: str | Path, kind: str) -> None:
     """Record ``path`` as a sub-directory of kind ``kind`` that partialft creates (a pipeline's
     stage) in the manifest of the marked directory above it; call it before creating it."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # owner_of answers with an absolute path
     owner = owner_of(path)
     marker = _manifest_marker(owner)
     if owner is None or marker is None:
