@@ -707,6 +707,8 @@ CASES: list[Case] = [
                                                    "--batch-size", "1000000"), "needs at least"),
     Case("multitask --batch-size too large for memory",
          ["multitask", "{d}/run4", "--batch-size", "1000000000"], "needs at least"),
+    Case("--out a symbolic link to an empty folder", _train("{d}/link_out"),
+         "is a symbolic link"),
 ]
 
 
@@ -763,6 +765,9 @@ def _issue21_cfg_fixtures(d: Path) -> None:
     (d / "cfg21_kwargs.yaml").write_text("model: test_vit\nx: &r 0.1\n"
                                          "model_kwargs: {drop_rate: *r}\n")
     (d / "cfg21_deep_spec.json").write_text("[" * 100000 + "]" * 100000)
+    (d / "empty_target").mkdir(exist_ok=True)  # --out given as a link to it
+    if not (d / "link_out").is_symlink():
+        (d / "link_out").symlink_to(d / "empty_target")
     (d / "cfg21_deep_angles.json").write_text('{"angles": ' + "[" * 100000 + "]" * 100000 + "}")
 
 

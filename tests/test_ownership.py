@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_user_error, cli
 from test_crash import kill_at
 
 from partialft.cli import main
@@ -480,6 +481,22 @@ def test_every_verb_takes_a_relative_out_and_replaces_it(verb, run, run2, tmp_pa
     assert foreign_entries(tmp_path / "runs" / "x") == []  # all of it recorded
     assert main([*argv, "--out", "runs/x", "--overwrite"]) == 0, capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("verb", sorted(KILLED))
+@pytest.mark.parametrize("target", ["empty dir", "nowhere"])
+def test_a_symlinked_out_is_refused_before_any_work(verb, target, run, run2, tmp_path, capsys):
+    """--out resolved through a link would be written (and later cleared) somewhere else: every
+    verb refuses a link, to an empty folder or dangling, and leaves its target as it was."""
+    argv = [a.replace("{run}", str(run)).replace("{run2}", str(run2)) for a in KILLED[verb]]
+    dest = tmp_path / "dest"
+    if target == "empty dir":
+        dest.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(dest)
+    code, _, err = cli(capsys, *argv, "--out", link)
+    assert_user_error(code, err, f"--out {link} is a symbolic link")
+    assert link.is_symlink() and (sorted(dest.iterdir()) == [] if dest.exists() else True)
 
 
 def test_clear_deletes_the_marker_last(tmp_path, monkeypatch):

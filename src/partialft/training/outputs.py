@@ -235,6 +235,10 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
 
     Nothing is created or deleted here: a verb calls this before minutes of work.
     """
+    if str(out).strip() and Path(out).expanduser().is_symlink():  # resolved below: look first
+        raise PartialFTError(f"{flag} {out} is a symbolic link; partialft writes only into a "
+                             "real directory it can own, so name one (such as the link's "
+                             "target) instead.")
     path = check_out_path(out, inputs, flag)
     _check_not_nested(path, out, kind, flag)
     if not path.exists() and not path.is_symlink():
