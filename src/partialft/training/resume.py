@@ -19,12 +19,12 @@ a field resolved at the start (:data:`RESOLVED`) means "the recorded value".
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from partialft.errors import PartialFTError
+from partialft.models import file_digest
 from partialft.training.config import FIELDS, TrainConfig, input_roles
 from partialft.utils.parse import load_yaml
 
@@ -109,14 +109,6 @@ PATHS = ("checkpoint", "layer_spec", "angles", "data_dir")
 
 # --- input files ----------------------------------------------------------------------------
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def input_files(cfg: TrainConfig, extra: Iterable[str | Path | None] = ()) -> dict[str, str]:
     """The input FILES of a run by role: those of :func:`input_roles` (checkpoint, layer
     spec, angles file), then ``extra`` (a --config file), as absolute paths. Folders (data)
@@ -133,7 +125,7 @@ def input_digests(cfg: TrainConfig, extra: Iterable[str | Path | None] = ()
                   ) -> dict[str, dict[str, str]]:
     """``{role: {"path": ..., "sha256": ...}}`` for :func:`input_files`, recorded when a run
     starts."""
-    return {role: {"path": path, "sha256": sha256_file(path)}
+    return {role: {"path": path, "sha256": file_digest(path)["sha256"]}
             for role, path in input_files(cfg, extra).items()}
 
 
@@ -146,7 +138,7 @@ def check_inputs(out: str | Path, recorded: dict[str, Any] | None, cfg: TrainCon
         then = recorded.get(role)
         if not isinstance(then, dict) or then.get("path") != path:
             continue  # not an input of the run when it started (a path change is a setting)
-        now = sha256_file(path)
+        now = file_digest(path)["sha256"]
         if now != then.get("sha256"):
             what = role.split(" ", 1)[0] if role.startswith("file ") else role.replace("_", " ")
             mix = ("the base weights differ from the run's" if role == "checkpoint"
