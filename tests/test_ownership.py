@@ -30,10 +30,10 @@ from partialft.utils.io import (
     atomic_write,
     atomic_write_json,
     atomic_write_text,
-    file_digest,
     is_tmp,
     record_dir,
     record_open,
+    sha256_and_size,
 )
 
 TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "--img-size", "32",
@@ -76,7 +76,7 @@ def test_every_file_a_run_wrote_is_recorded_with_its_bytes(run):
     assert on_disk <= set(files)  # README.md, log.csv, metrics.jsonl, delta, summary, ...
     assert {"README.md", "log.csv", "metrics.jsonl", "delta.safetensors"} <= on_disk
     for rel in on_disk:
-        sha, size = file_digest(run / rel)
+        sha, size = sha256_and_size(run / rel)
         assert (files[rel]["sha256"], files[rel]["size"]) == (sha, size), rel
     assert foreign_entries(run, "train") == []
 
@@ -135,7 +135,7 @@ def test_a_crash_between_recording_and_renaming_leaves_either_version_recognised
     assert (out / "a.txt").read_text() == "one"
     assert foreign_entries(out) == []  # the old bytes are the previous record
     entry = read_marker(out)["files"]["a.txt"]
-    assert entry["prev"]["sha256"] == file_digest(out / "a.txt")[0]
+    assert entry["prev"]["sha256"] == sha256_and_size(out / "a.txt")[0]
     (out / "a.txt").write_text("three")
     assert foreign_entries(out) == [out / "a.txt"]
 

@@ -33,11 +33,11 @@ from partialft.training.logfiles import claims
 from partialft.utils.io import (
     MANIFEST_VERSION,
     MARKER,
-    file_digest,
     is_tmp,
     owner_of,
     read_json_marker,
     record_dir,
+    sha256_and_size,
     write_json_marker,
 )
 
@@ -217,7 +217,7 @@ def _unchanged(item: Path, entry: Any) -> bool:
     size = item.stat().st_size
     candidates = [c for c in (entry, entry.get("prev")) if isinstance(c, dict)
                   and c.get("size") == size and c.get("sha256")]
-    return bool(candidates) and file_digest(item)[0] in {c["sha256"] for c in candidates}
+    return bool(candidates) and sha256_and_size(item)[0] in {c["sha256"] for c in candidates}
 
 
 def leftovers_only(path: Path) -> bool:

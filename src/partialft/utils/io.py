@@ -224,7 +224,7 @@ def _digest(fh: Any) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def file_digest(path: str | Path) -> tuple[str, int]:
+def sha256_and_size(path: str | Path) -> tuple[str, int]:
     """SHA-256 and size of a file's bytes."""
     with open(path, "rb") as fh:
         return _digest(fh)
