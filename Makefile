@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint
+.PHONY: demo test lint test-min
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,15 @@ test: $(BIN)/.test-installed
 
 lint: $(BIN)/.test-installed
 	$(BIN)/ruff check src tests benchmarks
+
+# Not in CI (it downloads a second torch): the lowest versions pyproject.toml allows, pinned in
+# tests/lowest-versions.txt, in their own venv, running the tests not marked slow.
+MIN_VENV ?= .venv-min
+$(MIN_VENV)/.installed: pyproject.toml tests/lowest-versions.txt
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c tests/lowest-versions.txt -e ".[test]"
+	touch $@
+
+test-min: $(MIN_VENV)/.installed
+	OMP_NUM_THREADS=1 $(MIN_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow"

@@ -71,7 +71,7 @@ class Job:
 
 def _seed(*parts: int) -> int:
     """A 63-bit seed from integers (NumPy's SeedSequence mixes them)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0]) >> 1
 
 
 def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False) -> Job:
