@@ -128,12 +128,13 @@ def local_pretrained(name: str, offline_hint: str = TRAIN_HINT) -> str | None:
 
 
 def _hub_cache(repo: str, filename: str | None) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
 
     names = [filename] if filename else ["model.safetensors", "pytorch_model.bin",
                                           "open_clip_pytorch_model.bin"]
     for candidate in names:
-        found = try_to_load_from_cache(repo, candidate)
+        # the cache folder read now (older huggingface_hub bind it when imported)
+        found = try_to_load_from_cache(repo, candidate, cache_dir=constants.HF_HUB_CACHE)
         if isinstance(found, str):
             return found
     return None
