@@ -1,4 +1,5 @@
-"""Every number docs/RESULTS.md's study conclusions quote, recomputed from its stored tables.
+"""Every number docs/RESULTS.md's study conclusions (and the demos' paragraphs) quote,
+recomputed from its stored tables.
 
 ``python benchmarks/study_tables.py --check`` runs :func:`check`: each claim below computes, from
 the tables (study_stored.py) and the stored Fig. 4a ranks (docs/study/fig4a_ranks.json), the
@@ -25,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from study_stored import RESULTS, ROOT, Cell, Study, load, section, tau_cell
+from study_stored import RESULTS, ROOT, Cell, Study, Table, load, section, table, tau_cell
 
 CONCLUSIONS = "What holds here and what does not"
 DEMO = "The offline demo (digits)"
@@ -249,6 +250,42 @@ def fig4a_seed0(s: Study) -> list[str]:
         out.append(f"{group}: {sum(taus) / len(taus):.3f} over the {len(taus)} pairs of seed 0, "
                    f"{table:.3f} over the 30 pairs of 3 seeds")
     return out
+
+
+# --- the demos (one seed each: no spread; the text says they are within noise) ---------------
+
+DEMO_FM = "Fashion-MNIST demo (a 5,000-image subset; AMD EPYC, 2026-11-23)"
+
+
+def demo_table(s: Study, heading: str) -> Table:
+    """A demo's table: run | test acc | best val acc | trainable params | train time (s)."""
+    return Table(table(s.text, heading))
+
+
+@claim(DEMO)
+def demo_digits(s: Study) -> list[str]:
+    t = demo_table(s, DEMO)
+    acc = {r[0].split(" ")[0]: t.get(r[0], 1).mean for r in t.rows}
+    params = {r[0].split(" ")[0]: t.get(r[0], 3).mean for r in t.rows}
+    time = {r[0].split(" ")[0]: t.get(r[0], 4).mean for r in t.rows}
+    gaps = [acc["full"] - acc[m] for m in ("attn", "ffn", "fapft")]
+    assert acc["full"] == max(acc.values())
+    assert round(params["full"] / params["fapft"]) == 3
+    return [f"worth {acc['full'] - acc['scratch']:.1f} points over training from scratch",
+            f"full fine-tuning is best by {min(gaps):.1f}-{max(gaps):.1f} points",
+            f"FAPFT and FFN-only come within {max(gaps[1:]):.1f} points",
+            f"a third of the trainable parameters and about "
+            f"{100 * (1 - time['fapft'] / time['full']):.0f}% less training time"]
+
+
+@claim(DEMO_FM)
+def demo_fashion(s: Study) -> list[str]:
+    t = demo_table(s, DEMO_FM)
+    acc = {r[0].split(" ")[0]: t.get(r[0], 1).mean for r in t.rows}
+    assert acc["full"] - acc["attn"] < 1.0
+    return [f"beats training from scratch here too, by {acc['full'] - acc['scratch']:.1f} points",
+            "ATTN-only is within 1 point of full fine-tuning",
+            f"is {acc['full'] - acc['fapft']:.1f} points behind"]
 
 
 def normal(text: str) -> str:

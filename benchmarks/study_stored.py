@@ -80,13 +80,14 @@ class Table:
 
 @dataclass
 class Study:
-    """The study's tables in docs/RESULTS.md."""
+    """The study's tables in docs/RESULTS.md (and the page, for the demos' tables)."""
 
     methods: Table  # method | params | digits | fashion | time (s) | x full
     fig6: Table  # top-k | params | digits large | digits small | fashion large | fashion small
     taus: Table  # dataset | what varies | attn mean (min-max) | ffn mean (min-max)
     soups: Table  # dataset | ingredients | params | best | uniform | greedy | kept
     robust: Table  # run | d clean | d mCE | d rel | f clean | f mCE | f rel
+    text: str  # the whole page (for tables outside the study)
 
 
 def load(path: Path = RESULTS) -> Study:
@@ -97,7 +98,7 @@ def load(path: Path = RESULTS) -> Study:
                  Table(table(text, "Fig. 4: is the angle ranking a property of the task?")),
                  Table(table(text, "Table 3: model soups")),
                  Table(table(text, "Robustness: the 15 corruptions x 5 severities "
-                             "(Table 4 style)")))
+                             "(Table 4 style)")), text)
 
 
 def tau_cell(text: str) -> tuple[float, float, float]:

@@ -103,3 +103,12 @@ def test_the_most_robust_row_is_recomputed(tmp_path: Path, check) -> None:
     proc = check("--results", path)
     assert proc.returncode == 1
     assert "robustness: the tables no longer support it" in proc.stdout
+
+
+def test_the_demo_paragraph_is_checked_too(tmp_path: Path, check) -> None:
+    """The demo's full fine-tuning row 95.00 -> 96.00: its 'worth 20.3 points' must change."""
+    path = edited(tmp_path, "| full | 95.00 | 94.44 |", "| full | 96.00 | 94.44 |")
+    proc = check("--results", path)
+    assert proc.returncode == 1
+    assert "demo_digits: 'The offline demo (digits)' should say: worth 21.3 points over " in (
+        proc.stdout)
