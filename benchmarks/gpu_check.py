@@ -1,4 +1,4 @@
-"""Everything in partialft that needs a GPU, in one command that fits a 9-minute device call.
+"""Everything in partialft that needs a GPU in 8 minutes, then a backbone pretrained until 570 s.
 
     PYTHONPATH=src python benchmarks/gpu_check.py [--out DIR] [--cpu-smoke] [--only STEPS]
 
@@ -15,19 +15,27 @@ budget, run in this order and are all attempted even when one fails:
                 digits), bf16, --compile, fused AdamW, data resident on the device
     pretrain    partialft pretrain, 100 steps on fractals rendered on the device
     torchrun    python -m torch.distributed.run (torchrun) --nproc_per_node 1 -m partialft train
+    backbone    partialft pretrain on 1,000 fractal categories with the time left until the
+                deadline (gpu_check_backbone.py), killed there if still running; its weights
+                are exported either way
 
-Writes gpu_check.json, gpu_check.md and gpu_check.log (the tail of every step's output) and the
-two bench tables (bench_vit.*, bench_swin.*) into --out (default $OUT, else runs/gpu_check),
-rewriting the json after each step; exit code 0 when every step passed, 1 otherwise.
+Writes gpu_check.json, gpu_check.md and gpu_check.log (the tail of every step's output), the
+two bench tables (bench_vit.json, bench_swin.json) and the backbone (backbone.safetensors,
+backbone.md, backbone_metrics.jsonl) into --out (default $OUT, else runs/gpu_check): 8 files,
+what a device call brings back at most. The json is rewritten after each step; exit code 0 when
+every step passed, 1 otherwise.
 
-Budget (GPU mode): the step budgets (BUDGETS) add up to 520 s and the whole check stops starting
-steps at 530 s (TOTAL_S), so it ends inside 9 minutes; a step past its budget is killed and
-fails. ``--cpu-smoke`` runs the same steps with tiny sizes on the CPU (test_vit, digits, a few
-steps) in about a minute; ``tests/test_gpu_check.py`` runs it.
+Budget (GPU mode): the step budgets (BUDGETS) add up to 475 s and no check step starts after
+480 s (TOTAL_S), so the check is at most 8 minutes of commands; a step past its budget is killed
+and fails. The backbone then runs until DEADLINE_S (570 s, ``--deadline``) minus 30 s kept for
+its export, so the command ends inside the device call's 600 s and, with the machine's start,
+inside a 15-minute device budget. ``--cpu-smoke`` runs the same steps with tiny sizes on the CPU
+(test_vit, digits, a few steps; a backbone of at most 32 steps on 2 categories) in a few minutes;
+``tests/test_gpu_check.py`` runs it.
 
 Code: this file (running the steps, preflight, the outputs, main), ``gpu_check_steps.py``
 (sizes, budgets, data and each step's command), ``gpu_check_judge.py`` (what a finished
-step must show to pass).
+step must show to pass), ``gpu_check_backbone.py`` (the backbone's size, export and judge).
 
 Forcing a failure (to check the failure path): ``--fail STEP[,STEP]`` or the environment
 variable ``GPU_CHECK_FAIL=STEP[,STEP]`` replaces those steps' commands by one that exits 1.
@@ -40,7 +48,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -49,10 +56,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from gpu_check_backbone import DEADLINE_S, EXPORT_S, MARK, MIN_BACKBONE_S, judge, plan_size
+from gpu_check_report import report, tail, write
 from gpu_check_steps import (
     BUDGETS,
     CORE,
@@ -68,8 +76,12 @@ from gpu_check_steps import (
     Result,
     Step,
     choose_data,
+    partialft,
     plan,
 )
+
+SMOKE_DEADLINE_S = 1200.0  # --cpu-smoke: the backbone phase ends by then
+SMOKE_MIN_BACKBONE_S = 15.0
 
 # --- running ---------------------------------------------------------------------------------
 
@@ -100,12 +112,6 @@ def run_command(argv: list[str], log: Path, timeout: float, cwd: Path,
             proc.wait()
             code = None
     return code, round(time.perf_counter() - start, 2)
-
-
-def tail(path: Path, chars: int = 2500) -> str:
-    """The last ``chars`` characters of a log file."""
-    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-    return text[-chars:]
 
 
 def display(argv: Sequence[str]) -> str:
@@ -201,63 +207,6 @@ def skipped(step: Step, reason: str) -> Result:
                   reason)
 
 
-# --- outputs ---------------------------------------------------------------------------------
-
-def report(ctx: Ctx, results: list[Result], started: str, seconds: float) -> dict[str, Any]:
-    """What gpu_check.json holds."""
-    return {"mode": "cpu-smoke" if ctx.smoke else "gpu",
-            "passed": all(r.status == "pass" for r in results), "started": started,
-            "seconds": round(seconds, 1), "total_budget_s": SMOKE_TOTAL_S if ctx.smoke
-            else TOTAL_S, "host": platform.node(), "python": sys.executable,
-            "env": "PYTHONPATH=src" + (" CUDA_VISIBLE_DEVICES=" if ctx.smoke else ""),
-            "device": ctx.facts.get("device"), "data": asdict(ctx.data),
-            "steps": [asdict(r) for r in results]}
-
-
-def markdown(rep: dict[str, Any]) -> str:
-    """gpu_check.md: a table with one row per step, then each step's command and numbers."""
-    verdict = "PASSED" if rep["passed"] else "FAILED"
-    lines = [f"# partialft GPU check ({rep['mode']}): {verdict}", "",
-             f"{rep['started']}, host {rep['host']}, device {rep['device'] or 'none'}, "
-             f"{rep['seconds']} s of a {rep['total_budget_s']:.0f} s budget; data: "
-             f"{rep['data']['note']}.", "",
-             "| step | result | seconds (budget) | exit | measured | why |",
-             "|---|---|---:|---:|---|---|"]
-    for s in rep["steps"]:
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} ({s['budget_s']:.0f})"
-                     f" | {s['exit_code']} | {s['numbers'].get('summary', '')} | "
-                     f"{s['reason'].replace('|', '/')} |")
-    for s in rep["steps"]:
-        lines += ["", f"## {s['name']}: {s['title']}", "", "```", s["command"], "```"]
-        lines += bench_table(s["numbers"]) if "rows" in s["numbers"] else [
-            f"- {k}: {v}" for k, v in s["numbers"].items() if k != "summary"]
-        if s["log_tail"]:
-            lines += ["", "Output (tail):", "", "```", s["log_tail"].rstrip(), "```"]
-    return "\n".join(lines) + "\n"
-
-
-def bench_table(numbers: dict[str, Any]) -> list[str]:
-    """The bench rows as a short Markdown table."""
-    lines = [f"- device {numbers['device']}, memory {numbers['memory']}, options "
-             f"{numbers['options']}; full tables: {', '.join(numbers['tables'])}", "",
-             "| method | train ms/step | img/s | train peak MiB | test ms | partialft / plain |"
-             " optimizer |", "|---|---:|---:|---:|---:|---:|---|"]
-    for r in numbers["rows"]:
-        lines.append(f"| {r['label']} | {r['train_ms']} | {r['train_images_per_s']} | "
-                     f"{r['train_peak_mb']} | {r['infer_ms']} | {r['overhead']} | "
-                     f"{r['optimizer']} |")
-    return lines
-
-
-def write(ctx: Ctx, rep: dict[str, Any]) -> None:
-    """Write gpu_check.json, gpu_check.md and gpu_check.log into the output folder."""
-    (ctx.out / "gpu_check.json").write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
-    (ctx.out / "gpu_check.md").write_text(markdown(rep), encoding="utf-8")
-    logs = sorted((ctx.work / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime)
-    (ctx.out / "gpu_check.log").write_text(
-        "".join(f"===== {p.stem} =====\n{tail(p, 20_000)}\n" for p in logs), encoding="utf-8")
-
-
 # --- main ------------------------------------------------------------------------------------
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -279,22 +228,28 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    "(default: a temporary folder, removed afterwards)")
     p.add_argument("--dry-run", action="store_true", help="print the steps, their budgets and "
                    "commands, and run nothing")
+    p.add_argument("--deadline", type=float, default=None, help="seconds after the start by "
+                   f"which the backbone pretraining is stopped and exported (default "
+                   f"{DEADLINE_S:.0f}, inside a 600 s device call; --cpu-smoke "
+                   f"{SMOKE_DEADLINE_S:.0f})")
     return p.parse_args(argv)
 
 
 def names(text: str | None) -> set[str]:
     """The step names in a comma-separated list; unknown ones are an error (exit 2)."""
     chosen = {n.strip() for n in (text or "").split(",") if n.strip()}
-    bad = sorted(chosen - set(BUDGETS))
+    bad = sorted(chosen - {*BUDGETS, "backbone"})
     if bad:
         sys.stderr.write(f"gpu_check: unknown step(s) {', '.join(bad)}; steps are "
-                         f"{', '.join(BUDGETS)}.\n")
+                         f"{', '.join(BUDGETS)}, backbone.\n")
         raise SystemExit(2)
     return chosen
 
 
-def run_all(ctx: Ctx, steps: list[Step], started: str) -> dict[str, Any]:
-    """Preflight, then every step inside the total budget; writes the outputs after each."""
+def run_all(ctx: Ctx, steps: list[Step], started: str, backbone: bool = True,
+            deadline: float = DEADLINE_S) -> dict[str, Any]:
+    """Preflight, then every step inside the total budget (writing the outputs after each),
+    then the backbone until the deadline."""
     t0, total = time.perf_counter(), SMOKE_TOTAL_S if ctx.smoke else TOTAL_S
     results = [preflight(ctx)]
     if "preflight" in ctx.forced:
@@ -311,7 +266,59 @@ def run_all(ctx: Ctx, steps: list[Step], started: str) -> dict[str, Any]:
         print(f"[gpu_check] {r.name}: {r.status} ({r.seconds:.1f} s) {r.reason}",
               file=sys.stderr, flush=True)
         write(ctx, report(ctx, results, started, time.perf_counter() - t0))
-    return report(ctx, results, started, time.perf_counter() - t0)
+    if backbone:
+        results.append(run_backbone(ctx, results, t0, deadline))
+        r = results[-1]
+        print(f"[gpu_check] {r.name}: {r.status} ({r.seconds:.1f} s) {r.reason}",
+              file=sys.stderr, flush=True)
+    rep = report(ctx, results, started, time.perf_counter() - t0)
+    write(ctx, rep)
+    return rep
+
+
+# --- the backbone: the rest of the call (gpu_check_backbone.py) --------------------------------
+
+def backbone_step(ctx: Ctx, seconds: float, results: Sequence[Result]) -> Step:
+    """``partialft pretrain`` sized for ``seconds`` by the check's own pretrain step."""
+    measured = next(({**r.numbers, "seconds": r.seconds} for r in results
+                     if r.name == "pretrain" and r.status == "pass"), {})
+    size = plan_size(seconds, measured, ctx.smoke)
+    title = (f"pretrain a stronger backbone: {size.categories} fractal categories, "
+             f"{size.steps} steps x batch {size.batch} (sized for {seconds:.0f} s)")
+    return Step("backbone", title, partialft("pretrain", *size.argv(), "--no-progress", "--out",
+                                             str(ctx.work / "backbone")), seconds)
+
+
+def run_backbone(ctx: Ctx, results: Sequence[Result], t0: float, deadline: float) -> Result:
+    """Pretrain until done or the deadline (then killed), export its weights into the output."""
+    left = deadline - (time.perf_counter() - t0) - EXPORT_S
+    step = backbone_step(ctx, max(left, 0.0), results)
+    least = SMOKE_MIN_BACKBONE_S if ctx.smoke else MIN_BACKBONE_S
+    why = blocked(ctx, step) or (f"not run: {max(left, 0):.0f} s left before the "
+                                 f"{deadline:.0f} s deadline" if left < least else None)
+    if why:
+        return skipped(step, why)
+    log, env = ctx.work / "logs" / "backbone.log", step_env(ctx.smoke)
+    code, seconds = run_command(step.argv, log, left, ctx.work, env)
+    export = [sys.executable, str(Path(__file__).with_name("gpu_check_backbone.py")), "export",
+              str(ctx.work / "backbone"), str(ctx.out)]
+    ex_log = ctx.work / "logs" / "backbone-export.log"
+    ex_code, ex_seconds = run_command(export, ex_log, EXPORT_S - 5, ROOT, env)
+    line = next((ln for ln in tail(ex_log, 100_000).splitlines() if ln.startswith(MARK)), "")
+    facts = json.loads(line.removeprefix(MARK)) if line else {}
+    problems = judge(facts, ctx.smoke) if line else [f"export failed (exit code {ex_code})"]
+    if code not in (0, None):
+        problems.insert(0, f"exit code {code}")
+    facts["stopped_at_deadline"] = code is None
+    facts["summary"] = (f"{facts.get('steps_done')} of {facts.get('planned_steps')} steps, "
+                        f"loss {facts.get('loss_first')} -> {facts.get('loss_last')}, "
+                        f"{facts.get('weights_mb')} MB" + (
+                            ", killed at the deadline: weights of its last resume point"
+                            if code is None else ""))
+    ok = "stopped at the deadline, last resume point exported" if code is None else "ok"
+    return Result(step.name, step.title, display(step.argv), code, round(seconds + ex_seconds, 2),
+                  step.budget_s, "fail" if problems else "pass", "; ".join(problems) or ok,
+                  facts, (tail(log) + tail(ex_log)) if problems else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,15 +329,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Ctx(args.cpu_smoke, out, work if args.dry_run else work.resolve(),
               choose_data(args.data_dir, args.cpu_smoke), forced)
     steps = [s for s in plan(ctx) if not only or s.name in only]
+    deadline = args.deadline or (SMOKE_DEADLINE_S if ctx.smoke else DEADLINE_S)
+    backbone = not only or "backbone" in only
     if args.dry_run:
         for s in steps:
             print(f"{s.name:<11} {s.budget_s:5.0f} s  {display(s.argv)}")
+        if backbone:
+            s = backbone_step(ctx, deadline - TOTAL_S - EXPORT_S, [])
+            print(f"{s.name:<11} {'rest':>5} s  {display(s.argv)}  (at least "
+                  f"{s.budget_s:.0f} s; steps sized at run time, killed at {deadline:.0f} s)")
         return 0
     out.mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     try:
-        rep = run_all(ctx, steps, started)
+        rep = run_all(ctx, steps, started, backbone, deadline)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -68,8 +68,8 @@ def judge_bench(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
     folder = ctx.work / step.name
     result = read_json(folder / "bench.json")
     stem = step.name.replace("-", "_")
-    for ext in ("json", "md"):
-        shutil.copyfile(folder / f"bench.{ext}", ctx.out / f"{stem}.{ext}")
+    # json only: a device call brings back at most 8 files (gpu_check.md has the table)
+    shutil.copyfile(folder / "bench.json", ctx.out / f"{stem}.json")
     rows = [{k: r.get(k) for k in ROW_KEYS} for r in result["rows"]]
     ratios = [r["overhead"] for r in rows if r["overhead"] is not None]
     numbers = {"device": result["device"], "memory": result["memory"]["kind"],
@@ -77,7 +77,7 @@ def judge_bench(ctx: Ctx, step: Step) -> tuple[dict[str, Any], list[str]]:
                                                             "img_size", "steps", "warmup")},
                "rows": rows, "max_overhead": max(ratios, default=None),
                "loader_images_per_s": (result.get("loader") or {}).get("images_per_s"),
-               "tables": [f"{stem}.md", f"{stem}.json"]}
+               "tables": [f"{stem}.json"]}
     numbers["summary"] = f"rows: {len(rows)}" + (
         f", partialft/plain {min(ratios):.3f}-{max(ratios):.3f}x" if ratios else "")
     wanted = result["options"]["methods"]

@@ -339,7 +339,7 @@ def fig4_sets(p: Protocol, out: Path) -> dict[str, list[Path]]:
     for ds in p.datasets:
         sets[f"fig4-{ds}-seeds"] = [angles_file(out, ds, s, p.lr, p.epochs) for s in p.seeds]
         sets[f"fig4-{ds}-lr-s{s0}"] = [angles_file(out, ds, s0, lr, p.epochs)
-                                       for lr in dict.fromkeys((p.lr, *p.soup_lrs))]
+                                       for lr in sorted({p.lr, *p.soup_lrs})]  # columns in lr order
         sets[f"fig4-{ds}-epochs-s{s0}"] = [angles_file(out, ds, s0, p.lr, e)
                                            for e in sorted({p.epochs, *p.epoch_variants})]
     if len(p.datasets) > 1:

@@ -277,3 +277,29 @@ def invocation_md(status: dict[str, str], wall: float) -> str:
              f"{counts['failed']} failed, {counts['blocked']} blocked; wall {hms(wall)}."]
     lines += [f"- not done: {n} ({status[n]})" for n in failed]
     return "\n".join(lines) + "\n"
+
+
+# --- --check: the numbers docs/RESULTS.md's conclusions quote ---------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``--check``: recompute every number RESULTS.md's study conclusions quote (study_claims)."""
+    import argparse
+
+    from study_claims import check
+
+    parser = argparse.ArgumentParser(description=(
+        "Check that every number docs/RESULTS.md's study conclusions quote is recomputed from "
+        "its stored tables (study.md itself is written by benchmarks/study.py)."))
+    parser.add_argument("--check", action="store_true", required=True,
+                        help="recompute the quoted numbers; exit 1 and print each mismatch")
+    parser.add_argument("--results", help="the RESULTS.md to check (default docs/RESULTS.md)")
+    args = parser.parse_args(argv)
+    problems = check(args.results)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s)" if problems else "every quoted number matches the tables")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

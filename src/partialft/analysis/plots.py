@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,30 +57,44 @@ def _acc_name(rows: Sequence[Row]) -> str:
 def accuracy_vs_params(rows: Sequence[Row], path: Path) -> str:
     """Fig. 1: accuracy against trainable parameters (log scale), one point per configuration.
 
-    A point that would hide under an earlier one is drawn as a larger hollow ring around it.
+    Points whose parameter counts lie within 5% of each other (e.g. ATTN-only, first-half-FFN
+    and FAPFT top-4 near 0.8 M) are spread sideways, in parameter order, so that none hides
+    another; the x label says so.
     """
     tasks = _by_task([r for r in rows if r.acc is not None and r.trainable_params])
     fig, axes = _panels(len(tasks), width=7.0)
     colors = [cm.tab20(i % 20) for i in range(20)]
     for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
-        placed: list[tuple[float, float]] = []
-        span = _span([r.acc for r in task_rows])
-        for i, r in enumerate(task_rows):
-            x, y = r.trainable_params / 1e6, r.acc
-            hidden = any(abs(math.log10(x / px)) < 0.02 and abs(y - py) < 0.01 * span
-                         for px, py in placed)
-            placed.append((x, y))
-            style = dict(mfc="none", ms=15, mew=2) if hidden else dict(ms=8)
-            ax.errorbar(x, y, yerr=r.acc_std or 0.0, fmt=MARKERS[i % len(MARKERS)], capsize=3,
-                        color=colors[i % 20], label=r.label + (" (ring: overlaps a point)" if hidden
-                                                               else ""), **style)
-        _log_axis(ax.xaxis, [p[0] for p in placed])
-        ax.set_xlabel("trainable parameters (millions, log scale)")
+        xs = dodge([r.trainable_params / 1e6 for r in task_rows])
+        for i, (r, x) in enumerate(zip(task_rows, xs)):
+            ax.errorbar(x, r.acc, yerr=r.acc_std or 0.0, fmt=MARKERS[i % len(MARKERS)], ms=8,
+                        capsize=3, color=colors[i % 20], label=r.label)
+        _log_axis(ax.xaxis, xs)
+        moved = any(abs(x - r.trainable_params / 1e6) > 1e-12 for x, r in zip(xs, task_rows))
+        ax.set_xlabel("trainable parameters (millions, log scale)" + (
+            "\npoints within 5% of each other's count are spread sideways" if moved else ""))
         ax.set_ylabel(f"top-1 {_acc_name(task_rows)} accuracy (%)")
         ax.set_title(f"Accuracy vs trainable parameters\n{model} on {dataset}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path)
+
+
+def dodge(xs: Sequence[float], close: float = 0.021, step: float = 0.045) -> list[float]:
+    """x positions on a log axis: runs of values within ``close`` decades of the next (5%) are
+    spread ``step`` decades apart around their middle, keeping their order."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = list(xs)
+    cluster: list[int] = []
+    for i in [*order, None]:
+        if i is not None and cluster and math.log10(xs[i] / xs[cluster[-1]]) < close:
+            cluster.append(i)
+            continue
+        centre = statistics.fmean(math.log10(xs[j]) for j in cluster) if cluster else 0.0
+        for pos, j in enumerate(cluster if len(cluster) > 1 else []):
+            out[j] = 10 ** (centre + (pos - (len(cluster) - 1) / 2) * step)
+        cluster = [i] if i is not None else []
+    return out
 
 
 def _span(values: Sequence[float]) -> float:
@@ -99,31 +114,56 @@ def _log_axis(axis: Any, values: Sequence[float]) -> None:
 
 def manual_strategies(rows: Sequence[Row], path: Path) -> str:
     """Fig. 3 as a dot plot: each manual strategy's accuracy (± std) beside full fine-tuning
-    (dashed line); a dot plot, because bars would need an axis starting at zero."""
+    (dashed line, its std shaded); a dot plot, because bars would need an axis starting at zero.
+    Each label gives the trainable parameters and the difference to full fine-tuning; the x axis
+    spans at least MIN_SPAN points so that small gaps are not drawn large."""
     tasks = {k: v for k, v in _by_task(rows).items() if _has_manual(v)}
     fig, axes = _panels(len(tasks), width=7.5)
     for ax, ((model, dataset), task_rows) in zip(axes, tasks.items()):
         chosen = sorted((r for r in task_rows
                          if r.method in MANUAL and r.acc is not None and not r.scratch),
                         key=lambda r: MANUAL.index(r.method))
+        partial = next(r for r in chosen if r.method != "full")
+        fulls = [r for r in chosen if r.method == "full"]
+        full = next((r for r in fulls if r.same_recipe(partial)), fulls[0])
         ys = range(len(chosen))
         for y, r in zip(ys, chosen):
             color = "black" if r.method == "full" else "tab:blue"
             ax.errorbar(r.acc, y, xerr=r.acc_std or 0, fmt="o", ms=7, capsize=3, color=color)
-            ax.annotate(f"{r.trainable_params / 1e6:.2f} M params", (r.acc, y),
-                        xytext=(8, 6), textcoords="offset points", fontsize=7)
-        partial = next(r for r in chosen if r.method != "full")
-        fulls = [r for r in chosen if r.method == "full"]
-        full = next((r for r in fulls if r.same_recipe(partial)), fulls[0])
-        ax.axvline(full.acc, ls="--", color="black", lw=1, label=full.label.replace(
-            "full", "full fine-tuning", 1))
-        ax.set_yticks(list(ys), [r.label for r in chosen])
+        _full_line(ax, full, vertical=True)
+        ax.set_yticks(list(ys), [_strategy_label(r, full) for r in chosen], fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel(f"top-1 {_acc_name(chosen)} accuracy (%)")
+        ends = [v for r in chosen for v in (r.acc - (r.acc_std or 0), r.acc + (r.acc_std or 0))]
+        low, high = min(ends), max(ends)
+        pad = max(0.0, MIN_SPAN - (high - low))
+        ax.set_xlim(low - pad - 0.5, high + 0.5)
+        ax.set_xlabel(f"top-1 {_acc_name(chosen)} accuracy (%); labels: trainable "
+                      "parameters, Δ to full fine-tuning (points)")
         ax.set_title(f"Manual partial fine-tuning vs full\n{model} on {dataset}")
         ax.grid(True, axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     return _save(fig, path)
+
+
+MIN_SPAN = 10.0  # Fig. 3's narrowest x axis, in accuracy points
+
+
+def _strategy_label(r: Row, full: Row) -> str:
+    """'first-half-blocks, 1.19 M, Δ -0.38' (full fine-tuning: its parameters only)."""
+    params = f"{(r.trainable_params or 0) / 1e6:.2f} M"
+    if r is full:
+        return f"{r.label}, {params}"
+    return f"{r.label}, {params}, Δ {r.acc - full.acc:+.2f}"  # type: ignore[operator]
+
+
+def _full_line(ax: Any, full: Row, vertical: bool) -> None:
+    """Full fine-tuning's mean as a dashed line and its std (over seeds) as a shaded band."""
+    label = full.label.replace("full", "full fine-tuning", 1)
+    line, span = (ax.axvline, ax.axvspan) if vertical else (ax.axhline, ax.axhspan)
+    line(full.acc, ls="--", color="black", lw=1, label=label)
+    if full.acc_std:
+        span(full.acc - full.acc_std, full.acc + full.acc_std, color="black", alpha=0.12, lw=0,
+             label=f"{label} ± std over {full.n} seeds")
 
 
 def _has_manual(rows: Sequence[Row]) -> bool:
@@ -154,7 +194,9 @@ def angle_ranks(sets: Sequence[AngleSet], path: Path) -> str:
         ax.set_xlabel("angle set (the run dir or angles file it was read from)")
         ax.set_ylabel("layer (depth increases downward)")
         tau = mean_tau(sets, ids)
-        tau_text = (f"mean Kendall tau between sets {tau:.3f}" if tau is not None
+        pairs = len(sets) * (len(sets) - 1) // 2
+        tau_text = (f"mean Kendall tau over the {pairs} pair{'s' if pairs > 1 else ''} of "
+                    f"these {len(sets)} sets: {tau:.3f}" if tau is not None
                     else f"one angle set: {sets[0].label}")
         ax.set_title(f"Fine-tuned angle rank of each {group} layer\n{tau_text}")
         bar = fig.colorbar(im, ax=ax, label="rank (1 = largest angle)")
@@ -187,8 +229,7 @@ def topk_mode(rows: Sequence[Row], path: Path) -> str:
         full = [r for r in task_rows if r.method == "full" and r.acc is not None
                 and not r.scratch and r.same_recipe(points[0][1])]
         if full:
-            ax.axhline(full[0].acc, ls="--", color="black", lw=1,
-                       label=full[0].label.replace("full", "full fine-tuning", 1))
+            _full_line(ax, full[0], vertical=False)
         ks = sorted({k for k, _ in points})
         ax.set_xticks(ks, [f"k={k}" for k in ks])
         ax.set_xlabel("top-k (layers fine-tuned per homogeneous group)")
