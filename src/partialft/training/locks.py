@@ -118,8 +118,8 @@ def acquire(directory: str | Path, *, shared: bool = False, wait: float = 0.0,
     while True:
         try:
             slot, holders = _attempt(path, READER if shared else WRITER, deadline)
-        except PermissionError:
-            if shared:  # a read-only run dir: nobody can be writing it
+        except OSError:
+            if shared:  # a read-only run dir (or file system): nobody can be writing it
                 return Lock(path, None, shared)
             raise
         if slot is not None:
