@@ -139,6 +139,26 @@ def test_a_lock_waits_for_its_holder_and_reads_unmarked_dirs_without_creating_on
     assert list(plain.iterdir()) == []
 
 
+def test_a_holder_that_removes_its_directory_does_not_bring_it_back(tmp_path):
+    """A failed export removes its own folder while holding it: releasing the lock afterwards
+    must not create the folder again (filelock creates a lock file's parents)."""
+    import shutil
+
+    from partialft.errors import PartialFTError
+    from partialft.training.locks import acquire
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = acquire(out)
+    shutil.rmtree(out)
+    held.release()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PartialFTError, match="not a directory"):
+        acquire(out)  # a writer never creates the directory it locks
+    acquire(out, shared=True).release()  # a reader of nothing: nothing to lock
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_killed_holder_releases_its_lock(tmp_path):
     from partialft.training.locks import acquire
 

@@ -67,6 +67,11 @@ def test_train_from_an_export_records_it_and_its_readers_check_it(export, tmp_pa
         assert code == 0, (argv[0], err)
     assert cli(capsys, "train", "--model", f"local-dir:{folder}", *TINY, "--method", "attn",
                "--out", run, "--resume")[0] == 0  # the same run: nothing left to do
+    code, _, err = cli(capsys, "export", run, "--out", tmp_path / "export2")  # and on again
+    assert code == 0, err
+    card = (tmp_path / "export2" / "README.md").read_text()
+    assert f"model folder {folder.resolve()} (weights SHA-256 {base['model_file']['sha256']})" \
+        in card
 
     # the export changes afterwards: each reader refuses in one sentence, nothing mixes
     tensors = load_file(str(folder / "model.safetensors"))

@@ -92,6 +92,8 @@ class Lock:
             return
         (path, lock), self._slot = self._slot, None
         _drop(path, lock)
+        if not self._dir.is_dir():  # the holder removed the directory (a failed export)
+            return  # and filelock would create it again for the gate
         gate = _lock_file(self._dir / LOCK)
         if _take(gate):  # else its holder removes it when it finds no slot left
             _release_gate(self._dir, gate)
@@ -114,6 +116,9 @@ def acquire(directory: str | Path, *, shared: bool = False, wait: float = 0.0,
     path = Path(directory)
     if shared and not _lockable(path):
         return Lock(path, None, shared)
+    if not path.is_dir():  # filelock would create it
+        raise PartialFTError(f"cannot lock {path}: it is not a directory; name an existing "
+                             "folder.")
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
         try:

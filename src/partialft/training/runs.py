@@ -193,6 +193,9 @@ def base_source(base: dict[str, Any]) -> str:
     if base.get("checkpoint"):
         sha = (base.get("checkpoint_file") or {}).get("sha256")
         return f"checkpoint {base['checkpoint']}" + (f" (SHA-256 {sha})" if sha else "")
+    if base.get("pretrained") and isinstance(base.get("model_file"), dict):
+        folder = base["model"].removeprefix("local-dir:")
+        return f"model folder {folder} (weights SHA-256 {base['model_file'].get('sha256')})"
     if base.get("pretrained"):
         return f"timm pretrained weights {base.get('pretrained_tag') or base['model']}"
     return f"{base['model']} initialised from seed {base.get('init_seed', 0)} (no pretraining)"
