@@ -134,6 +134,12 @@ def _damage(kind: str, folder: Path) -> None:
         (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
 
 
+def test_a_local_dir_name_without_a_folder_is_one_sentence(tmp_path, capsys):
+    code, _, err = _train(capsys, "local-dir:", tmp_path / "run")
+    assert_user_error(code, err, "model 'local-dir:' names no folder")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("kind,needle", [
     ("missing", "does not exist"), ("no-config", "has no config.json"),
     ("bad-json", "damaged config.json"), ("unknown-arch", "'no_such_net' is not a timm model"),

@@ -106,6 +106,8 @@ def local_dir(name: str) -> Path:
     naming a timm architecture (what ``partialft export`` and timm's ``save_for_hf`` write)."""
     folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
     hint = "use local-dir:DIR with a folder written by partialft export or timm's save_for_hf."
+    if not name.removeprefix(LOCAL_DIR).strip():
+        raise PartialFTError(f"model {name!r} names no folder; {hint}")
     if not folder.is_dir():
         why = "is not a folder" if folder.exists() else "does not exist"
         raise PartialFTError(f"model {name!r}: {folder} {why}; {hint}")
@@ -115,6 +117,23 @@ def local_dir(name: str) -> Path:
         raise PartialFTError(f"model folder {folder} has a config.json whose architecture "
                              f"{arch!r} is not a timm model; {hint}")
     return folder.resolve()
+
+
+def absolute_local_dir(name: str) -> str:
+    """``local-dir:DIR`` with DIR made absolute (a run is read back from any directory)."""
+    folder = name.removeprefix(LOCAL_DIR)
+    return f"{LOCAL_DIR}{Path(folder).expanduser().resolve()}" if folder.strip() else name
+
+
+def local_dir_inputs(name: str, pretrained: bool) -> dict[str, str | None]:
+    """What a ``local-dir:`` model reads, by role: the folder (no output may sit inside it) and,
+    for pretrained weights, its weights file (hashed when a run starts, checked on resume)."""
+    if not name.removeprefix(LOCAL_DIR).strip():
+        return {}
+    folder = Path(name.removeprefix(LOCAL_DIR))
+    weights = [folder / n for n in LOCAL_WEIGHTS if (folder / n).is_file()]
+    return {"model": str(folder), "model_weights": str(weights[0]) if weights and pretrained
+            else None}
 
 
 def local_config(folder: Path) -> dict:

@@ -150,10 +150,10 @@ class TrainConfig:
     def _normalise(self) -> None:
         """Flag and YAML spellings of list fields -> their one form; a ``local-dir:`` model
         folder as an absolute path (a run is read back from any directory)."""
-        if isinstance(self.model, str) and self.model.startswith("local-dir:") and \
-                self.model.removeprefix("local-dir:").strip():
-            folder = Path(self.model.removeprefix("local-dir:")).expanduser().resolve()
-            self.model = f"local-dir:{folder}"
+        if isinstance(self.model, str) and self.model.startswith("local-dir:"):
+            from partialft.models.create import absolute_local_dir
+
+            self.model = absolute_local_dir(self.model)
         if isinstance(self.layers, str):
             self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
         if isinstance(self.layers, list):
@@ -379,13 +379,10 @@ def input_roles(cfg: TrainConfig) -> dict[str, str]:
     base, _, arg = cfg.dataset.partition(":")
     if base == "folder" and arg:
         paths["dataset"] = arg
-    source, _, folder = cfg.model.partition(":")
-    if source == "local-dir" and folder:  # a model folder (an export) and its weights file
-        from partialft.models.create import LOCAL_WEIGHTS
+    if cfg.model.startswith("local-dir:"):  # a model folder (an export) and its weights file
+        from partialft.models.create import local_dir_inputs
 
-        paths["model"] = folder
-        weights = [Path(folder) / n for n in LOCAL_WEIGHTS if (Path(folder) / n).is_file()]
-        paths["model_weights"] = str(weights[0]) if weights and cfg.pretrained else None
+        paths.update(local_dir_inputs(cfg.model, cfg.pretrained))
     return {role: p for role, p in paths.items() if p}
 
 
