@@ -3,7 +3,7 @@
     python benchmarks/soak.py --epochs 60 --checkpoint-every 2 --json soak.json
 
 Trains test_vit (32 px) on synthetic:4 in this process and reads the resident set size (RSS)
-after every epoch (psutil if installed, else VmRSS from /proc/self/status). Reports the RSS per
+after every epoch (psutil). Reports the RSS per
 epoch and the least-squares slope after the warm-up epochs; a leak shows as a steady positive
 slope (e.g. resume points, metrics or tqdm state kept alive each epoch).
 """
@@ -29,14 +29,9 @@ MIB = 1024 * 1024
 
 
 def rss_bytes() -> int:
-    """Resident set size of this process."""
-    try:
-        import psutil
-    except ImportError:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-        raise RuntimeError("no psutil and no /proc/self/status: cannot read RSS") from None
+    """Resident set size of this process (psutil, a partialft dependency)."""
+    import psutil
+
     return psutil.Process().memory_info().rss
 
 

@@ -119,7 +119,7 @@ def test_readers_share_a_lock_that_excludes_writers(tmp_path):
     with acquire(tmp_path):  # a writer excludes readers and names itself
         with pytest.raises(PartialFTError, match=f"in use by pid {os.getpid()}; then"):
             acquire(tmp_path, shared=True, advice="then.")
-    assert (tmp_path / ".lock").read_text() == ""  # released: it names nobody
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".partialft"]  # released: no lock file
 
 
 def test_a_lock_waits_for_its_holder_and_reads_unmarked_dirs_without_creating_one(tmp_path):
@@ -137,6 +137,26 @@ def test_a_lock_waits_for_its_holder_and_reads_unmarked_dirs_without_creating_on
     plain.mkdir()
     acquire(plain, shared=True).release()  # a reader writes nothing into a foreign folder
     assert list(plain.iterdir()) == []
+
+
+def test_a_holder_that_removes_its_directory_does_not_bring_it_back(tmp_path):
+    """A failed export removes its own folder while holding it: releasing the lock afterwards
+    must not create the folder again (filelock creates a lock file's parents)."""
+    import shutil
+
+    from partialft.errors import PartialFTError
+    from partialft.training.locks import acquire
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = acquire(out)
+    shutil.rmtree(out)
+    held.release()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PartialFTError, match="not a directory"):
+        acquire(out)  # a writer never creates the directory it locks
+    acquire(out, shared=True).release()  # a reader of nothing: nothing to lock
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_killed_holder_releases_its_lock(tmp_path):

@@ -126,7 +126,7 @@ def test_timm_and_merged_exports_load_in_plain_timm(capsys, runs, tmp_path: Path
         code, text, err = cli(capsys, "export", runs[name], "--out", out, "--format", fmt)
         assert code == 0, err
         assert f"as {fmt} to {out}" in text and "checked: loaded back" in text
-        assert sorted(p.name for p in out.iterdir()) == [".lock", ".partialft", "README.md",
+        assert sorted(p.name for p in out.iterdir()) == [".partialft", "README.md",
                                                          "config.json", "model.safetensors"]
         labels = [str(i) for i in range(10)] if name == "tiny" else synthetic
         checks.append({"kind": "timm", "dir": str(out), "atol": atol, "labels": labels,

@@ -86,6 +86,28 @@ def test_a_user_file_beside_or_inside_an_output_survives(verb, runs, tmp_path, c
     assert inside.read_text() == "notes" and sorted(p.name for p in out.iterdir()) == before
 
 
+# readers of the module's runs, beside the writers above: none may leave a lock file behind
+READERS: dict[str, list[str]] = {
+    "eval": ["eval", "{r}/a", "--dataset", "synthetic:4", "--max-images", "8", "--no-progress"],
+    "export": ["export", "{r}/a", "--out", "OUT"],
+    "angles": ["angles", "{r}/full", "--out", "OUT"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", [*sorted(VERBS), *sorted(READERS)])
+def test_no_lock_file_is_left_in_outputs_or_inputs(verb, runs, tmp_path, capsys):
+    """Finished outputs hold no lock file (an upload of the folder would publish it), and
+    neither do the run dirs a verb read."""
+    out = tmp_path / ("angles.json" if verb == "angles" else "out")
+    argv = READERS[verb] if verb in READERS else VERBS[verb][0]
+    argv = [str(out) if a == "OUT" else a.replace("{r}", str(runs)) for a in argv]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert out.exists() or verb == "eval"
+    left = [p for root in (tmp_path, runs) for p in root.rglob(".lock*")]
+    assert left == []
+
+
 @pytest.mark.parametrize("verb", [*sorted(VERBS), "demo"])
 def test_a_folder_partialft_did_not_write_is_never_used(verb, runs, tmp_path, capsys):
     out = tmp_path / "mine"

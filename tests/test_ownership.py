@@ -441,7 +441,7 @@ def test_a_killed_bench_leaves_its_scratch_inside_its_out_and_a_rerun_removes_it
     assert list(tmp_path.iterdir()) == [out]
     assert main(argv) == 0, capsys.readouterr().err
     assert not any(p.exists() for p in scratch)
-    assert sorted(p.name for p in out.iterdir()) == [".lock", MARKER, "bench.json", "bench.md",
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "bench.json", "bench.md",
                                                      "bench.png"]
 
 

@@ -35,7 +35,7 @@ from partialft.errors import PartialFTError, article
 from partialft.models import input_size
 from partialft.models.loading import first_line
 from partialft.training.checkpoints import DELTA
-from partialft.training.outputs import LOCK, MARKER, remove_marked
+from partialft.training.outputs import MARKER, is_lock, remove_marked
 from partialft.training.reruns import check_output, finish, open_output
 from partialft.training.rundir import RunDir
 from partialft.training.runs import (
@@ -279,7 +279,7 @@ def _readable(out: Path) -> None:
     """Give the written files the user's usual permissions (safetensors writes 0600)."""
     mode = file_mode()
     for path in out.iterdir():
-        if path.is_file() and path.name not in (MARKER, LOCK):
+        if path.is_file() and path.name != MARKER and not is_lock(path.name):
             path.chmod(mode)
 
 

@@ -45,7 +45,8 @@ def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
         url = hub.create_repo(repo, exist_ok=True, private=private)
         commit = hub.upload_folder(repo_id=getattr(url, "repo_id", repo),
                                    folder_path=str(folder),
-                                   ignore_patterns=[MARKER, LOCK, f"*{TMP_INFIX}*{TMP_SUFFIX}"],
+                                   ignore_patterns=[MARKER, LOCK, f"{LOCK}.*",
+                                                    f"*{TMP_INFIX}*{TMP_SUFFIX}"],
                                    commit_message=f"Upload from partialft {__version__}")
     except HfHubHTTPError as exc:
         raise PartialFTError(f"the Hugging Face Hub refused the upload to {repo} "

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import gc
 import re
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,10 @@ class PeakMemory:
         self.kind = "cuda" if device.type == "cuda" else "rss"
         self.base_mb: float | None = None
         self.note = ""
-        if self.kind == "rss" and (_status_kb("VmHWM") is None or not _reset_rss_peak()):
+        if self.kind == "rss" and not sys.platform.startswith("linux"):
+            self.note = (f"CPU peak memory is measured only on Linux (its VmHWM), not on "
+                         f"{sys.platform}, so CPU memory is not reported")
+        elif self.kind == "rss" and (_status_kb("VmHWM") is None or not _reset_rss_peak()):
             self.note = ("peak RSS could not be reset on this system (no writable "
                          "/proc/self/clear_refs), so CPU memory is not reported")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from partialft.errors import PartialFTError, user_message
@@ -46,6 +47,9 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # where Python has no fcntl, filelock locks with marker files and warns at import (from
+    # whichever library imports it first); partialft's locks are built for that (locks.py)
+    warnings.filterwarnings("ignore", message="only soft file lock is available")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,7 +1,7 @@
 """timm models by name and their weights, in pipeline order:
 
-- :mod:`~partialft.models.create`: ``create_model`` (timm names, cached hub weights, a local
-  checkpoint), input sizes;
+- :mod:`~partialft.models.create`: ``create_model`` (timm names, ``hf-hub:`` names with cached
+  hub weights, ``local-dir:`` folders such as exports, a local checkpoint), input sizes;
 - :mod:`~partialft.models.loading`: reading weights safely (safetensors, ``weights_only``),
   checking they fit a model, file digests;
 - :mod:`~partialft.models.backbone`: the bundled ``partialft_vit_tiny``, registered with timm.
@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # the same names as _API, seen by type checkers as real attri
         create_model as create_model,
         default_input_size as default_input_size,
         input_size as input_size,
+        local_dir as local_dir,
         local_pretrained as local_pretrained,
+        local_weights as local_weights,
         shape_model as shape_model,
     )
     from partialft.models.loading import (
@@ -45,7 +47,9 @@ _API = {
     "input_size": "partialft.models.create",
     "load_into": "partialft.models.loading",
     "load_state_dict_file": "partialft.models.loading",
+    "local_dir": "partialft.models.create",
     "local_pretrained": "partialft.models.create",
+    "local_weights": "partialft.models.create",
     "shape_model": "partialft.models.create",
 }
 

@@ -29,6 +29,10 @@ def _register_bundled() -> None:
         pass
 
 
+LOCAL_DIR = "local-dir:"
+# the weights files timm reads from a local-dir: folder, in its order of preference
+LOCAL_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
 TRAIN_HINT = ("without network, pass --checkpoint FILE (weights on disk) or --no-pretrained, "
               "or copy the weights into the Hugging Face cache timm reads (HF_HOME) and set "
               "HF_HUB_OFFLINE=1 so nothing tries the network.")
@@ -44,9 +48,12 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     ``offline_hint`` ends the error when pretrained weights can be neither found nor fetched.
     """
     _register_bundled()
+    if name.startswith(LOCAL_DIR):
+        return _create_local(name, num_classes, pretrained, checkpoint, img_size, kwargs)
     if not timm.is_model(name) and not name.startswith("hf-hub:"):
         raise PartialFTError(f"unknown model {name!r}{suggest(name, _known_models())}; use a "
-                             "timm model name (see timm.list_models()).")
+                             "timm model name, hf-hub:ORG/NAME or local-dir:DIR (see "
+                             "timm.list_models()).")
     if name.startswith("hf-hub:"):
         check_hub_name(name)
     if num_classes is not None:
@@ -67,6 +74,95 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if checkpoint is not None:
         load_into(model, load_state_dict_file(checkpoint), source=str(checkpoint))
     return model
+
+
+def _create_local(name: str, num_classes: int | None, pretrained: bool,
+                  checkpoint: str | Path | None, img_size: int | None, kwargs: dict
+                  ) -> nn.Module:
+    """A ``local-dir:DIR`` model: timm builds it from DIR's config.json, and partialft loads
+    DIR's weights itself (safetensors, or ``torch.load(weights_only=True)``), so a new head
+    size is reset as for any pretrained weights and a damaged file is one sentence."""
+    folder = local_dir(name)
+    weights = local_weights(folder) if pretrained and checkpoint is None else None
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        model = _timm_create(f"{LOCAL_DIR}{folder}", False, kwargs)
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise PartialFTError(f"model folder {folder} holds a config.json timm cannot build a "
+                             f"model from ({first_line(exc)}); use a folder written by "
+                             "partialft export or timm's save_for_hf.") from None
+    source = checkpoint if checkpoint is not None else weights
+    if source is not None:
+        what = str(checkpoint) if checkpoint is not None else f"model folder weights {weights}"
+        load_into(model, load_state_dict_file(source), source=what)
+    return model
+
+
+def local_dir(name: str) -> Path:
+    """The folder of a ``local-dir:DIR`` model, checked: it exists and holds a config.json
+    naming a timm architecture (what ``partialft export`` and timm's ``save_for_hf`` write)."""
+    folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
+    hint = "use local-dir:DIR with a folder written by partialft export or timm's save_for_hf."
+    if not name.removeprefix(LOCAL_DIR).strip():
+        raise PartialFTError(f"model {name!r} names no folder; {hint}")
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise PartialFTError(f"model {name!r}: {folder} {why}; {hint}")
+    config = local_config(folder)
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        raise PartialFTError(f"model folder {folder} has a config.json whose architecture "
+                             f"{arch!r} is not a timm model; {hint}")
+    return folder.resolve()
+
+
+def absolute_local_dir(name: str) -> str:
+    """``local-dir:DIR`` with DIR made absolute (a run is read back from any directory)."""
+    folder = name.removeprefix(LOCAL_DIR)
+    return f"{LOCAL_DIR}{Path(folder).expanduser().resolve()}" if folder.strip() else name
+
+
+def local_dir_inputs(name: str, pretrained: bool) -> dict[str, str | None]:
+    """What a ``local-dir:`` model reads, by role: the folder (no output may sit inside it) and,
+    for pretrained weights, its weights file (hashed when a run starts, checked on resume)."""
+    if not name.removeprefix(LOCAL_DIR).strip():
+        return {}
+    folder = Path(name.removeprefix(LOCAL_DIR))
+    weights = [folder / n for n in LOCAL_WEIGHTS if (folder / n).is_file()]
+    return {"model": str(folder), "model_weights": str(weights[0]) if weights and pretrained
+            else None}
+
+
+def local_config(folder: Path) -> dict:
+    """DIR/config.json of a ``local-dir:`` model, as a mapping (one sentence when it is not)."""
+    import json
+
+    path = folder / "config.json"
+    hint = "use a folder written by partialft export or timm's save_for_hf."
+    if not path.is_file():
+        raise PartialFTError(f"model folder {folder} has no config.json; {hint}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PartialFTError(f"model folder {folder} has a damaged config.json "
+                             f"({first_line(exc)}); {hint}") from None
+    if not isinstance(config, dict):
+        raise PartialFTError(f"model folder {folder} has a config.json that is not a JSON "
+                             f"object; {hint}")
+    return config
+
+
+def local_weights(folder: Path) -> Path:
+    """The weights file of a ``local-dir:`` folder, in timm's order of preference."""
+    for name in LOCAL_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    raise PartialFTError(f"model folder {folder} holds no weights file ({', '.join(LOCAL_WEIGHTS)})"
+                         "; export the run again, or pass --no-pretrained to start from "
+                         "random weights.")
 
 
 def check_hub_name(name: str) -> None:
@@ -160,6 +256,10 @@ def shape_model(name: str) -> nn.Module:
 def default_input_size(name: str) -> tuple[int, int, int]:
     """The (channels, height, width) timm's pretrained config gives model ``name``."""
     _register_bundled()
+    if name.startswith(LOCAL_DIR):
+        size = local_config(local_dir(name)).get("pretrained_cfg", {}).get("input_size")
+        ok = isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) for v in size)
+        return tuple(size) if ok else (3, 224, 224)  # type: ignore[return-value]
     cfg = timm.models.get_pretrained_cfg(name)
     return tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
 

@@ -148,7 +148,12 @@ class TrainConfig:
         rules.check_baseline_options(self.method, self.baseline_options())
 
     def _normalise(self) -> None:
-        """Flag and YAML spellings of list fields -> their one form."""
+        """Flag and YAML spellings of list fields -> their one form; a ``local-dir:`` model
+        folder as an absolute path (a run is read back from any directory)."""
+        if isinstance(self.model, str) and self.model.startswith("local-dir:"):
+            from partialft.models.create import absolute_local_dir
+
+            self.model = absolute_local_dir(self.model)
         if isinstance(self.layers, str):
             self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
         if isinstance(self.layers, list):
@@ -374,6 +379,10 @@ def input_roles(cfg: TrainConfig) -> dict[str, str]:
     base, _, arg = cfg.dataset.partition(":")
     if base == "folder" and arg:
         paths["dataset"] = arg
+    if cfg.model.startswith("local-dir:"):  # a model folder (an export) and its weights file
+        from partialft.models.create import local_dir_inputs
+
+        paths.update(local_dir_inputs(cfg.model, cfg.pretrained))
     return {role: p for role, p in paths.items() if p}
 
 

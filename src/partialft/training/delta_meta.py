@@ -19,6 +19,7 @@ BASE_TYPES: dict[str, tuple[type, ...]] = {
     "checkpoint": (str, type(None)), "img_size": (int, type(None)),
     "layer_spec": (str, type(None)), "init_seed": (int,), "checkpoint_file": (dict,),
     "model_kwargs": (dict,), "pretrained_tag": (str, type(None)), "weights_sha256": (str,),
+    "model_file": (dict,),
 }
 # sizes a delta may ask a model to be built with (beyond them a model does not fit in memory)
 MAX_IMG_SIZE = 4096
@@ -60,6 +61,7 @@ def check_base(base: Any, path: Path) -> None:
         raise _bad(path, f"base weights_sha256 {_show(base['weights_sha256'])} is not a SHA-256")
     check_model_kwargs(base.get("model_kwargs") or {}, path)
     _check_checkpoint(base, path)
+    _check_local_dir(base, path)
 
 
 def _check_range(base: dict[str, Any], key: str, low: int, high: int, path: Path) -> None:
@@ -100,6 +102,24 @@ def _check_checkpoint(base: dict[str, Any], path: Path) -> None:
     if not checkpoint.lower().endswith(CHECKPOINT_SUFFIXES):
         raise _bad(path, f"base checkpoint {_show(checkpoint)} is not a weights file "
                    f"({', '.join(CHECKPOINT_SUFFIXES)})")
+
+
+def _check_local_dir(base: dict[str, Any], path: Path) -> None:
+    """A ``local-dir:`` base with pretrained weights is read only with the SHA-256 and size its
+    weights file had (checked before the file is read), at an absolute path."""
+    model = base["model"]
+    if not model.startswith("local-dir:") or not base.get("pretrained") or base.get("checkpoint"):
+        return
+    if not Path(model.removeprefix("local-dir:")).is_absolute():
+        raise _bad(path, f"base model {_show(model)} is not an absolute folder path")
+    if not _digest_record(base.get("model_file")):
+        raise _bad(path, f"base model {_show(model)} comes without the SHA-256 of its weights "
+                   "file that partialft records with it")
+
+
+def _digest_record(record: Any) -> bool:
+    return (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+            and bool(_SHA.fullmatch(record["sha256"])) and isinstance(record.get("bytes"), int))
 
 
 def check_selection(selection: Any, path: Path) -> dict[str, Any]:

@@ -41,10 +41,19 @@ from partialft.utils.io import (
     write_json_marker,
 )
 
-LOCK = ".lock"
+LOCK = ".lock"  # the gate; holders' slots are LOCK.<kind>.<pid>.<hex> (training/locks.py)
 KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export")
 # partialft's own bookkeeping, never in a manifest
-_OURS = (MARKER, LOCK)
+
+
+def is_lock(name: str) -> bool:
+    """True for partialft's lock files (the gate and the holders' slots)."""
+    return name == LOCK or name.startswith(LOCK + ".")
+
+
+def _ours(name: str) -> bool:
+    return name == MARKER or is_lock(name)
+
 
 # Marked directories this process holds open (RunDir), each with a check that it still does:
 # a directory opened inside one of them is one of its stages (fapft's full/, select's probe/,
@@ -159,7 +168,7 @@ def foreign_entries(path: str | Path, kind: str | None = None) -> list[Path]:
                 found.append(sub)
         for name in filenames:
             item = here / name
-            if here == root and name in _OURS or is_tmp(name):
+            if here == root and _ours(name) or is_tmp(name):
                 continue
             rel = item.relative_to(root).as_posix()
             if not _unchanged(item, files.get(rel)) and not _claimed(root, item, files):
@@ -201,7 +210,7 @@ def _foreign_dir(sub: Path, rel: str, files: dict[str, Any], dirs: dict[str, Any
     if rel not in dirs:
         return [sub]  # a marked directory this one did not create: someone else's
     if read_marker(sub) is None:  # a stage killed before its marker landed
-        return sorted(p for p in sub.iterdir() if p.name != LOCK and not is_tmp(p.name))
+        return sorted(p for p in sub.iterdir() if not is_lock(p.name) and not is_tmp(p.name))
     return foreign_entries(sub, dirs[rel])
 
 
@@ -226,7 +235,7 @@ def leftovers_only(path: Path) -> bool:
     if not path.is_dir() or path.is_symlink():
         return False
     names = [p.name for p in path.iterdir()]
-    return bool(names) and all(name == LOCK or is_tmp(name) for name in names)
+    return bool(names) and all(is_lock(name) or is_tmp(name) for name in names)
 
 
 def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: bool = False,
@@ -246,7 +255,7 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
     if not path.is_dir() or path.is_symlink():
         raise PartialFTError(f"{flag} {out} exists and is not a directory; partialft replaces "
                              "only directories it wrote, so choose another path.")
-    entries = [p for p in path.iterdir() if p.name not in _OURS and not is_tmp(p.name)]
+    entries = [p for p in path.iterdir() if not _ours(p.name) and not is_tmp(p.name)]
     marker = read_marker(path)
     if marker is None:
         if entries:
@@ -329,7 +338,7 @@ def clear(path: Path, kind: str | None = None) -> None:
         raise PartialFTError(f"{path} holds {foreign[0].relative_to(path)}, which partialft did "
                              "not write; it was left untouched, move it out first.")
     for child in path.iterdir():
-        if child.name in _OURS:
+        if _ours(child.name):
             continue
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     (path / MARKER).unlink(missing_ok=True)

@@ -296,14 +296,14 @@ def _last_metric(job: Job, key: str) -> float | None:
 
 
 def device_name(device: torch.device) -> str:
-    """'cuda (NVIDIA H100 ...)' or 'cpu (model name from /proc/cpuinfo)'."""
+    """'cuda (NVIDIA H100 ...)' or 'cpu (AMD EPYC ...)' (the CPU's model name where the system
+    tells it, else its architecture)."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return f"cpu ({line.split(':', 1)[1].strip()})"
+    if device.type == "cpu":
+        from partialft.utils.limits import cpu_name
+
+        return f"cpu ({cpu_name()})"
     return device.type
 
 

@@ -8,6 +8,7 @@ complete state in force.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Iterable
@@ -22,7 +23,6 @@ from safetensors.torch import load_file
 from partialft.errors import PartialFTError
 from partialft.training.checkpoints import SUMMARY, save_tensors
 from partialft.training.outputs import (
-    LOCK,
     check_claim,
     clear,
     hold,
@@ -101,9 +101,10 @@ class RunDir:
         command, corrected, needs no --overwrite; a reused (--resume) run dir is kept."""
         if self.main and self._new and not self.finished:
             clear(self.path)  # what partialft wrote, checked
-            (self.path / LOCK).unlink(missing_ok=True)
+            self.close()  # removes the lock files
             if self._created:
-                self.path.rmdir()
+                with contextlib.suppress(OSError):  # another process got in meanwhile
+                    self.path.rmdir()
         self.close()
 
     @property

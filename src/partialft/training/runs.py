@@ -151,10 +151,26 @@ def _create(base: dict[str, Any], model_kwargs: dict[str, Any], hint: str,
                 raise
             print(f"warning: {str(exc).split('; restore')[0]}; it is used anyway "
                   "(--allow-base-mismatch).", file=sys.stderr)
+    elif base.get("pretrained") and base.get("model_file") and not base.get("checkpoint"):
+        _check_model_file(base, allow_mismatch)
     return create_model(base["model"], num_classes=base.get("num_classes"),
                         pretrained=bool(base.get("pretrained")), checkpoint=base.get("checkpoint"),
                         img_size=base.get("img_size"), offline_hint=hint,
                         **{**(base.get("model_kwargs") or {}), **model_kwargs})
+
+
+def _check_model_file(base: dict[str, Any], allow_mismatch: bool) -> None:
+    """A ``local-dir:`` base (an export): its folder and the weights file the run recorded."""
+    from partialft.models import local_dir, local_weights
+
+    weights = local_weights(local_dir(base["model"]))
+    try:
+        check_digest(weights, base["model_file"], "base model weights")
+    except PartialFTError as exc:
+        if not allow_mismatch:
+            raise
+        print(f"warning: {str(exc).split('; restore')[0]}; it is used anyway "
+              "(--allow-base-mismatch).", file=sys.stderr)
 
 
 # reading a run needs its base weights; no flag can replace them
@@ -177,6 +193,9 @@ def base_source(base: dict[str, Any]) -> str:
     if base.get("checkpoint"):
         sha = (base.get("checkpoint_file") or {}).get("sha256")
         return f"checkpoint {base['checkpoint']}" + (f" (SHA-256 {sha})" if sha else "")
+    if base.get("pretrained") and isinstance(base.get("model_file"), dict):
+        folder = base["model"].removeprefix("local-dir:")
+        return f"model folder {folder} (weights SHA-256 {base['model_file'].get('sha256')})"
     if base.get("pretrained"):
         return f"timm pretrained weights {base.get('pretrained_tag') or base['model']}"
     return f"{base['model']} initialised from seed {base.get('init_seed', 0)} (no pretraining)"

@@ -28,8 +28,8 @@ from timm.utils import ModelEmaV3
 
 from partialft.errors import PartialFTError
 from partialft.methods import Prepared, prepare
-from partialft.models import default_input_size, file_digest, shape_model
-from partialft.models.create import TRAIN_HINT
+from partialft.models import default_input_size, file_digest, local_dir, local_weights, shape_model
+from partialft.models.create import LOCAL_DIR, TRAIN_HINT
 from partialft.training import trackers
 from partialft.training.config import TrainConfig, config_inputs, write_config
 from partialft.training.loaders import Batches
@@ -167,6 +167,9 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
             "layer_spec": _absolute(cfg.layer_spec), "init_seed": init_seed(cfg)}
     if cfg.checkpoint:
         base["checkpoint_file"] = file_digest(cfg.checkpoint)
+    elif cfg.pretrained and cfg.model.startswith(LOCAL_DIR):  # a folder (an export): its file
+        base["pretrained_tag"] = cfg.model
+        base["model_file"] = file_digest(local_weights(local_dir(cfg.model)))
     elif cfg.pretrained:  # the weights timm resolved the name to: architecture.tag
         tag = shape.pretrained_cfg.get("tag")
         base["pretrained_tag"] = (cfg.model if cfg.model.startswith("hf-hub:") or not tag

@@ -76,17 +76,26 @@ def available_bytes(device: str | None = None) -> int | None:
 
         if torch.cuda.is_available():
             return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    import psutil
+
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError):
         return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 7B13"), else its architecture ("x86_64")."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:  # Linux: platform.processor() says only "x86_64"
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 # float32 copies of one batch of images that are alive together at the least: the decoded

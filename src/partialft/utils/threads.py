@@ -13,15 +13,15 @@ import os
 import time
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (None off Linux)."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+def _cpu_ticks() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all CPUs since boot (psutil: /proc/stat on Linux, the
+    kernel's counters on macOS and Windows); idle and I/O wait count as not busy."""
+    import psutil
+
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    total = sum(times)
+    return total - idle, total
 
 
 def busy_cores(window: float = 0.25) -> float | None:
@@ -29,7 +29,7 @@ def busy_cores(window: float = 0.25) -> float | None:
     first, own_first = _cpu_ticks(), os.times()
     time.sleep(window)
     second, own_second = _cpu_ticks(), os.times()
-    if first is None or second is None or second[1] == first[1]:
+    if second[1] <= first[1]:
         return None
     cores = os.cpu_count() or 1
     busy = cores * (second[0] - first[0]) / (second[1] - first[1])
