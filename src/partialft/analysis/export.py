@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from partialft import __version__
+from partialft.analysis.export_cards import MERGEABLE, base_name, native, peft_card, timm_card
 from partialft.errors import PartialFTError, article
 from partialft.models import input_size
 from partialft.models.loading import first_line
@@ -40,7 +40,6 @@ from partialft.training.reruns import check_output, finish, open_output
 from partialft.training.rundir import RunDir
 from partialft.training.runs import (
     base_model,
-    base_source,
     delta_info,
     load_run_model,
     read_config,
@@ -51,7 +50,6 @@ from partialft.utils.io import atomic_write_text, file_mode, record_file
 
 FORMATS = ("timm", "peft", "merged")
 KIND = "export"
-MERGEABLE = {"ssf": "SSF", "lora": "LoRA"}  # methods whose modules fold into the weights
 NEW_ARCHITECTURE = ("adapter", "vpt-deep")  # modules no timm architecture has, not mergeable
 # largest |difference| of logits between the export, loaded back, and partialft's model
 TOLERANCE = 1e-4
@@ -191,15 +189,6 @@ def _compare(exported: nn.Module, ctx: dict[str, Any], what: str) -> float:
 
 # --- timm ------------------------------------------------------------------------------------
 
-def _native(base: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pretrained_cfg overrides, model_args) that plain timm (without partialft) can build."""
-    from partialft.models import backbone
-
-    if base["model"] == backbone.NAME:  # registered by partialft: a plain timm ViT with ARCH
-        return {"architecture": "vit_tiny_patch16_224"}, dict(backbone.ARCH)
-    return {}, {}
-
-
 def _merge(model: nn.Module, method: str) -> nn.Module:
     """Fold SSF or LoRA into the weights they modulate (no-op for layer methods)."""
     if method == "ssf":
@@ -222,7 +211,7 @@ def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     diff = _compare(_load_timm(out, ctx["method"]), ctx, "timm")
     name = f"hf-hub:{ctx['repo']}" if ctx["repo"] else f"local-dir:{out}"
     load = f'timm.create_model("{name}", pretrained=True)'
-    atomic_write_text(out / "README.md", _timm_card(ctx, load))
+    atomic_write_text(out / "README.md", timm_card(ctx, load))
     weights = f"{sum(p.numel() for p in model.parameters()):,} parameters"
     if ctx["method"] in MERGEABLE:
         weights += f" ({MERGEABLE[ctx['method']]} merged into the weights)"
@@ -238,7 +227,7 @@ def _save_for_hf(model: nn.Module, out: Path, ctx: dict[str, Any], labels: list[
     """timm's own save_for_hf, with the run's preprocessing and class names."""
     from timm.models import save_for_hf
 
-    cfg_over, model_args = _native(ctx["base"])
+    cfg_over, model_args = native(ctx["base"])
     data = dict(ctx["data"])
     # the run's preprocessing also as the source config: timm before data_config reads only it
     model.pretrained_cfg = {**model.pretrained_cfg, **data, **cfg_over}
@@ -323,13 +312,13 @@ def _write_peft(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     fresh = copy.deepcopy(base)
     wrapped = peft.get_peft_model(base, config)
     wrapped.load_state_dict(_peft_keys(delta, wrapped), strict=False)
-    wrapped.peft_config["default"].base_model_name_or_path = _base_name(ctx)
+    wrapped.peft_config["default"].base_model_name_or_path = base_name(ctx)
     wrapped.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookups
     _readable(out)
     loaded = peft.PeftModel.from_pretrained(fresh, str(out))
     diff = _compare(loaded, ctx, "peft")
     load = f'peft.PeftModel.from_pretrained(base, "{ctx["repo"] or out}")'
-    atomic_write_text(out / "README.md", _peft_card(ctx, load))
+    atomic_write_text(out / "README.md", peft_card(ctx, load))
     _readable(out)
     lora = sum(v.numel() for k, v in delta.items() if "lora_" in k)
     saved = ", ".join(config.modules_to_save)
@@ -361,83 +350,3 @@ def _peft_keys(delta: dict[str, torch.Tensor], wrapped: nn.Module) -> dict[str, 
                                  "the run cannot be written as a peft adapter.")
         out[name] = value
     return out
-
-
-def _base_name(ctx: dict[str, Any]) -> str:
-    """The base model as the Hub or timm names it (for peft's base_model_name_or_path)."""
-    base = ctx["base"]
-    if ctx["hub_id"]:
-        return str(ctx["hub_id"])
-    if base.get("pretrained") and not base.get("checkpoint") and base.get("pretrained_tag"):
-        return str(base["pretrained_tag"])
-    return str(base["model"])
-
-
-# --- model cards -----------------------------------------------------------------------------
-
-def _details(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Model-card facts: base, method, layers, trainable parameters, dataset, accuracy."""
-    s, base = ctx["summary"], ctx["base"]
-    total, trained = s.get("total_params") or 0, s.get("trainable_params") or 0
-    share = f" ({100 * trained / total:.2f}%)" if total else ""
-    acc = s.get("test_acc")
-    return {
-        "Model Type": "Image classification (partial fine-tuning, partialft)",
-        "Base model": base_source(base),
-        "Base weights SHA-256": base.get("weights_sha256") or "not recorded (older run)",
-        "Method": ctx["method"],
-        "Selected layers": ", ".join(s.get("layers") or []) or (
-            f"none (the {ctx['method']} modules and the head train)"
-            if ctx["method"] in MERGEABLE else "none (only the head trains)"),
-        "Trainable parameters": f"{trained:,} of {total:,}{share}",
-        "Fine-tuning dataset": s.get("dataset"),
-        "Test accuracy": "n/a" if acc is None else f"{acc:.2f}%",
-        "Classes": len(ctx["classes"]) if ctx["classes"] else s.get("num_classes"),
-        "Exported by": f"partialft {__version__} (partialft export)",
-    }
-
-
-def _card(ctx: dict[str, Any], usage: str, library: str, tags: list[str]) -> str:
-    """README.md by timm's generate_readme, with the base's Hub repo as ``base_model``."""
-    from timm.models._hub import generate_readme
-
-    card = {"tags": tags, "library_name": library, "details": _details(ctx), "usage": usage,
-            "license": ctx.get("license") or "other",
-            "description": f"A {ctx['method']} fine-tune of {_base_name(ctx)} on "
-            f"{ctx['summary'].get('dataset')}, exported by partialft."}
-    name = ctx["repo"].split("/")[-1] if ctx["repo"] else Path(ctx["run"]).name
-    text = generate_readme(card, name)
-    hub_id = ctx["hub_id"]
-    return text.replace("---\n", f"---\nbase_model: {hub_id}\n", 1) if hub_id else text
-
-
-def _timm_card(ctx: dict[str, Any], load: str) -> str:
-    """The model card of a timm folder."""
-    usage = ("```python\nimport timm\n\n"
-             f"model = {load}.eval()\n"
-             "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, "
-             "model=model))\n```\n")
-    return _card(ctx, usage, "timm", ["image-classification", "timm", "partialft",
-                                      ctx["method"]])
-
-
-def _peft_card(ctx: dict[str, Any], load: str) -> str:
-    """The model card of a peft adapter: how to build its base model with timm alone."""
-    base = ctx["base"]
-    _, args = _native(base)
-    hub = base.get("pretrained") and not base.get("checkpoint") and base.get("pretrained_tag")
-    name = "vit_tiny_patch16_224" if args else str(hub or base["model"])
-    kwargs = "".join(f", {k}={v!r}" for k, v in {**args, "img_size": base.get("img_size"),
-                                                  **(base.get("model_kwargs") or {})}.items())
-    weights = ("pretrained=True" if base.get("pretrained") and not base.get("checkpoint")
-               and not args else "pretrained=False")
-    source = base_source(base) + (" (the file bundled with partialft)" if args else "")
-    usage = ("```python\nimport peft\nimport timm\n\n"
-             f"base = timm.create_model(\"{name}\", {weights}, "
-             f"num_classes={base.get('num_classes')}{kwargs})\n"
-             f"# the base weights must be {source} (the adapter replaces the head); partialft's "
-             f"base, head drawn from seed {base.get('init_seed', 0)}, had SHA-256 "
-             f"{base.get('weights_sha256') or 'not recorded'}\n"
-             f"model = {load}.eval()\n```\n")
-    return _card(ctx, usage, "peft", ["image-classification", "timm", "peft", "lora",
-                                      "partialft"])
