@@ -1,5 +1,5 @@
-"""Export a finished run for the ecosystem: a timm folder or a peft LoRA adapter (the Hub
-upload is :mod:`partialft.analysis.hub`).
+"""Export a finished run for the ecosystem: a timm folder, a peft LoRA adapter or an ONNX file
+(the Hub upload is :mod:`partialft.analysis.hub`; model cards :mod:`.export_cards`).
 
 Formats (``partialft export RUN --out DIR --format F``, see docs/cli.md):
 
@@ -7,15 +7,17 @@ Formats (``partialft export RUN --out DIR --format F``, see docs/cli.md):
   ``save_for_hf``, so ``timm.create_model("local-dir:DIR", pretrained=True)`` (or
   ``"hf-hub:REPO"`` once pushed) builds the fine-tuned model with the run's preprocessing and
   class names. SSF and LoRA are folded into the weights (plain timm has no place for them);
-  adapter and VPT-Deep add modules timm's architectures lack, so they cannot be exported.
+  adapter and VPT-Deep add modules timm's architectures lack: only ``onnx`` exports them.
 - ``merged``: the same folder, named for what it does to SSF and LoRA runs (for a layer method
   the two formats write the same files).
 - ``peft``: for LoRA runs, ``adapter_config.json`` + ``adapter_model.safetensors`` that
   ``peft.PeftModel.from_pretrained(timm_base_model, DIR)`` loads (the head as
   ``modules_to_save``), written by peft's own ``save_pretrained``.
+- ``onnx``: ``model.onnx`` with a dynamic batch axis, for every method (see
+  :mod:`.export_onnx`; the ``onnx`` extra).
 
-Every export is loaded back (timm or peft) and its outputs compared with partialft's own model
-before the verb reports success.
+Every export is loaded back (timm, peft or ONNX Runtime) and its outputs compared with
+partialft's own model before the verb reports success.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from partialft.training.runs import (
 )
 from partialft.utils.io import atomic_write_text, file_mode, record_file
 
-FORMATS = ("timm", "peft", "merged")
+FORMATS = ("timm", "peft", "merged", "onnx")
 KIND = "export"
 NEW_ARCHITECTURE = ("adapter", "vpt-deep")  # modules no timm architecture has, not mergeable
 # largest |difference| of logits between the export, loaded back, and partialft's model
@@ -72,13 +74,19 @@ class Export:
 def check_format(fmt: str, method: str) -> None:
     """Refuse a format the run's method cannot be written in, naming those that work."""
     if fmt not in FORMATS:
-        raise PartialFTError(f"format {fmt!r} is not valid; use timm, peft or merged.")
+        raise PartialFTError(f"format {fmt!r} is not valid; use timm, peft, merged or onnx.")
     works = ("--format timm and merged work for layer methods, ssf and lora runs, --format "
-             "peft for lora runs")
+             "peft for lora runs, --format onnx for every run")
+    if fmt == "onnx":
+        from partialft.analysis.export_onnx import check_onnx
+
+        check_onnx()  # the extra, before any work
+        return
     if method in NEW_ARCHITECTURE:
         raise PartialFTError(f"{article(method)} {method} run adds modules that no timm "
                              "architecture has and that cannot be merged into its weights, so it "
-                             f"cannot be exported (read it with partialft instead); {works}.")
+                             f"cannot be exported as --format {fmt} (export it with --format "
+                             f"onnx, or read it with partialft); {works}.")
     if fmt == "peft" and method != "lora":
         raise PartialFTError(f"--format peft writes a peft LoRA adapter but this is "
                              f"{article(method)} {method} run; {works}.")
@@ -113,7 +121,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm", *,
     context["allow_base_mismatch"] = allow_base_mismatch  # the base is rebuilt for peft
     with open_output(out, KIND, settings, **claim) as folder:
         try:
-            write = _write_peft if fmt == "peft" else _write_timm
+            write = {"peft": _write_peft, "onnx": _write_onnx}.get(fmt, _write_timm)
             done = write(model, folder.path, fmt, context)
             for name in done.files:  # written by timm/peft: recorded by their bytes
                 record_file(folder.path / name)
@@ -179,7 +187,11 @@ def _compare(exported: nn.Module, ctx: dict[str, Any], what: str) -> float:
     """Largest |difference| of the loaded export's outputs from partialft's; refuse a miss."""
     with torch.no_grad():
         got = exported.eval()(ctx["expected"]["x"])
-    diff = float((got - ctx["expected"]["y"]).abs().max())
+    return _check_diff(float((got - ctx["expected"]["y"]).abs().max()), what)
+
+
+def _check_diff(diff: float, what: str) -> float:
+    """Refuse an export whose outputs are more than :data:`TOLERANCE` from partialft's."""
     if not diff <= TOLERANCE:
         raise PartialFTError(f"the {what} export, loaded back, gives outputs up to {diff:.3g} "
                              f"away from the run's model (allowed {TOLERANCE:g}); this is a "
@@ -218,6 +230,18 @@ def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     files = {"config.json": _config_line(out), "model.safetensors": weights,
              "README.md": "model card"}
     _readable(out)
+    return Export(out, fmt, ctx["method"], files, load, diff, len(labels) if labels else None,
+                  _notes(ctx))
+
+
+def _write_onnx(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> Export:
+    """model.onnx (dynamic batch) + config.json + README.md, checked in ONNX Runtime."""
+    from partialft.analysis.export_onnx import write_onnx
+
+    files, load, diff = write_onnx(_merge(model, ctx["method"]), out, ctx)
+    _check_diff(diff, "onnx")
+    _readable(out)
+    labels = json.loads((out / "config.json").read_text()).get("label_names")
     return Export(out, fmt, ctx["method"], files, load, diff, len(labels) if labels else None,
                   _notes(ctx))
 

@@ -98,3 +98,14 @@ def peft_card(ctx: dict[str, Any], load: str) -> str:
              f"model = {load}.eval()\n```\n")
     return _card(ctx, usage, "peft", ["image-classification", "timm", "peft", "lora",
                                       "partialft"])
+
+
+def onnx_card(ctx: dict[str, Any], load: str) -> str:
+    """The model card of an ONNX export: how to run it with ONNX Runtime."""
+    usage = ("```python\nimport json\n\nimport numpy as np\nimport onnxruntime\n\n"
+             f"session = {load}\n"
+             "config = json.load(open(\"config.json\"))  # input size, mean, std, labels\n"
+             "x = np.zeros([2, *config[\"input_size\"]], dtype=np.float32)  # normalised images\n"
+             "logits = session.run([\"logits\"], {\"pixel_values\": x})[0]\n```\n")
+    return _card(ctx, usage, "onnx", ["image-classification", "onnx", "partialft",
+                                      ctx["method"]])
