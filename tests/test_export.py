@@ -126,8 +126,8 @@ def test_timm_and_merged_exports_load_in_plain_timm(capsys, runs, tmp_path: Path
         code, text, err = cli(capsys, "export", runs[name], "--out", out, "--format", fmt)
         assert code == 0, err
         assert f"as {fmt} to {out}" in text and "checked: loaded back" in text
-        assert sorted(p.name for p in out.iterdir()) == [".partialft", "README.md",
-                                                         "config.json", "model.safetensors"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "README.md", "config.json", "model.safetensors"]  # no partialft marker, no lock
         labels = [str(i) for i in range(10)] if name == "tiny" else synthetic
         checks.append({"kind": "timm", "dir": str(out), "atol": atol, "labels": labels,
                        "expected": str(expected(runs[name], tmp_path, name)),
@@ -205,15 +205,17 @@ def test_formats_a_method_cannot_use_are_refused(capsys, runs, tmp_path: Path) -
     for run, fmt, needles in (
             ("adapter", "timm", ["adapter run adds modules", "--format timm and merged work",
                                  "--format peft for lora"]),
-            ("adapter", "merged", ["cannot be exported"]),
+            ("adapter", "merged", ["cannot be exported as --format merged",
+                                   "export it with --format onnx"]),
             ("ssf", "peft", ["--format peft writes a peft LoRA adapter but this is a ssf run",
                              "--format timm"]),
             ("attn", "peft", ["this is an attn run"])):
         code, _, err = cli(capsys, "export", runs[run], "--out", tmp_path / "x", "--format", fmt)
         assert_user_error(code, err, *needles)
         assert not (tmp_path / "x").exists()
-    code, _, err = cli(capsys, "export", runs["attn"], "--out", tmp_path / "x", "--format", "onnx")
-    assert code == 2 and "invalid choice: 'onnx'" in err
+    code, _, err = cli(capsys, "export", runs["attn"], "--out", tmp_path / "x", "--format",
+                       "tflite")
+    assert code == 2 and "invalid choice: 'tflite'" in err
 
 
 def test_out_follows_the_output_rules(capsys, runs, tmp_path: Path) -> None:
@@ -234,6 +236,39 @@ def test_out_follows_the_output_rules(capsys, runs, tmp_path: Path) -> None:
                       "not a finished partialft run")
     assert_user_error(*cli(capsys, "export", runs["attn"], "--out", runs["ssf"])[::2],
                       "is a partialft train directory, not an export one", "--overwrite")
+
+
+def test_a_finished_export_carries_its_marker_in_its_card(capsys, runs, tmp_path: Path) -> None:
+    """No .partialft in the folder people upload; --overwrite still deletes only partialft's
+    own, unchanged files: an edited card or config, or a file of the user's, stops it."""
+    from partialft.training.outputs import read_marker
+
+    for fmt, run, other in (("timm", "attn", "config.json"),
+                            ("peft", "lora", "adapter_config.json")):
+        out = tmp_path / fmt
+        assert cli(capsys, "export", runs[run], "--out", out, "--format", fmt)[0] == 0
+        assert not (out / ".partialft").exists()
+        marker = read_marker(out)
+        assert marker["kind"] == "export" and marker["complete"] and "settings" not in marker
+        assert {other, "README.md"} <= set(marker["files"])
+        card = (out / "README.md").read_text()
+        assert card.splitlines()[-1].startswith("<!-- partialft {")
+        assert str(tmp_path) not in card.splitlines()[-1]  # no local paths published
+        assert_user_error(*cli(capsys, "export", runs[run], "--out", out, "--format",
+                               fmt)[::2], "already exists", "--overwrite")
+        (out / "README.md").write_text(card.replace("partialft", "my model", 1))
+        assert_user_error(*cli(capsys, "export", runs[run], "--out", out, "--format", fmt,
+                               "--overwrite")[::2], "README.md", "did not write")
+        (out / "README.md").write_text(card)
+        (out / other).write_text((out / other).read_text() + " ")
+        assert_user_error(*cli(capsys, "export", runs[run], "--out", out, "--format", fmt,
+                               "--overwrite")[::2], other, "did not write")
+        (out / other).write_text((out / other).read_text()[:-1])
+        assert cli(capsys, "export", runs[run], "--out", out, "--format", fmt,
+                   "--overwrite")[0] == 0
+        assert not (out / ".partialft").exists() and read_marker(out)["complete"]
+    assert_user_error(*cli(capsys, "export", runs["attn"], "--out", tmp_path / "timm" / "in")[::2],
+                      "is inside", "partialft export directory")
 
 
 class FakeHub:
@@ -273,6 +308,7 @@ def test_push_to_hub_uploads_the_folder(capsys, monkeypatch, runs, tmp_path: Pat
     assert {".partialft", ".lock"} <= set(upload["ignore_patterns"])
     assert {"config.json", "model.safetensors", "README.md"} <= set(upload["files"])
     assert 'timm.create_model("hf-hub:me/test-vit-lora"' in (out / "README.md").read_text()
+    assert not (out / ".partialft").exists()  # complete once pushed: the card holds the marker
 
 
 def test_push_to_hub_failures_are_one_sentence(capsys, monkeypatch, runs, tmp_path: Path) -> None:

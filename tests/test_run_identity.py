@@ -179,8 +179,8 @@ def test_not_recipe_names_every_setting_that_cannot_change_a_result() -> None:
     from partialft.training.runs import NOT_RECIPE
 
     fields = set(TrainConfig.__dataclass_fields__)
-    result_free = {"seed", "out", "max_steps", "checkpoint_every", "log_with", "keep_state",
-                   "threads", "workers", "save_full"}
+    result_free = {"seed", "out", "max_steps", "checkpoint_every", "log_with", "wandb_project",
+                   "run_name", "keep_state", "threads", "workers", "save_full"}
     assert result_free <= fields and set(NOT_RECIPE) == result_free
 
 

@@ -71,7 +71,9 @@ def corruption_eval(model: nn.Module, loader: Iterable, names: list[str],
 
     errors: dict[str, dict[int, float]] = {}
     cells = [(ci, name, sev) for ci, name in enumerate(names) for sev in severities]
-    for ci, name, sev in tqdm(cells, desc="corruptions", unit="pass", disable=not progress):
+    # disable=None: a bar only on a terminal, nothing in a redirected log
+    for ci, name, sev in tqdm(cells, desc="corruptions", unit="pass",
+                              disable=None if progress else True):
         base_seed = seed + 100_003 * ci + 1009 * sev
 
         def corrupt(images: torch.Tensor, i: int, name: str = name, sev: int = sev,

@@ -1,5 +1,5 @@
-"""Export a finished run for the ecosystem: a timm folder or a peft LoRA adapter (the Hub
-upload is :mod:`partialft.analysis.hub`).
+"""Export a finished run for the ecosystem: a timm folder, a peft LoRA adapter or an ONNX file
+(the Hub upload is :mod:`partialft.analysis.hub`; model cards :mod:`.export_cards`).
 
 Formats (``partialft export RUN --out DIR --format F``, see docs/cli.md):
 
@@ -7,15 +7,17 @@ Formats (``partialft export RUN --out DIR --format F``, see docs/cli.md):
   ``save_for_hf``, so ``timm.create_model("local-dir:DIR", pretrained=True)`` (or
   ``"hf-hub:REPO"`` once pushed) builds the fine-tuned model with the run's preprocessing and
   class names. SSF and LoRA are folded into the weights (plain timm has no place for them);
-  adapter and VPT-Deep add modules timm's architectures lack, so they cannot be exported.
+  adapter and VPT-Deep add modules timm's architectures lack: only ``onnx`` exports them.
 - ``merged``: the same folder, named for what it does to SSF and LoRA runs (for a layer method
   the two formats write the same files).
 - ``peft``: for LoRA runs, ``adapter_config.json`` + ``adapter_model.safetensors`` that
   ``peft.PeftModel.from_pretrained(timm_base_model, DIR)`` loads (the head as
   ``modules_to_save``), written by peft's own ``save_pretrained``.
+- ``onnx``: ``model.onnx`` with a dynamic batch axis, for every method (see
+  :mod:`.export_onnx`; the ``onnx`` extra).
 
-Every export is loaded back (timm or peft) and its outputs compared with partialft's own model
-before the verb reports success.
+Every export is loaded back (timm, peft or ONNX Runtime) and its outputs compared with
+partialft's own model before the verb reports success.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from partialft import __version__
+from partialft.analysis.export_cards import MERGEABLE, base_name, native, peft_card, timm_card
 from partialft.errors import PartialFTError, article
 from partialft.models import input_size
 from partialft.models.loading import first_line
@@ -40,7 +42,6 @@ from partialft.training.reruns import check_output, finish, open_output
 from partialft.training.rundir import RunDir
 from partialft.training.runs import (
     base_model,
-    base_source,
     delta_info,
     load_run_model,
     read_config,
@@ -49,9 +50,8 @@ from partialft.training.runs import (
 )
 from partialft.utils.io import atomic_write_text, file_mode, record_file
 
-FORMATS = ("timm", "peft", "merged")
+FORMATS = ("timm", "peft", "merged", "onnx")
 KIND = "export"
-MERGEABLE = {"ssf": "SSF", "lora": "LoRA"}  # methods whose modules fold into the weights
 NEW_ARCHITECTURE = ("adapter", "vpt-deep")  # modules no timm architecture has, not mergeable
 # largest |difference| of logits between the export, loaded back, and partialft's model
 TOLERANCE = 1e-4
@@ -74,13 +74,19 @@ class Export:
 def check_format(fmt: str, method: str) -> None:
     """Refuse a format the run's method cannot be written in, naming those that work."""
     if fmt not in FORMATS:
-        raise PartialFTError(f"format {fmt!r} is not valid; use timm, peft or merged.")
+        raise PartialFTError(f"format {fmt!r} is not valid; use timm, peft, merged or onnx.")
     works = ("--format timm and merged work for layer methods, ssf and lora runs, --format "
-             "peft for lora runs")
+             "peft for lora runs, --format onnx for every run")
+    if fmt == "onnx":
+        from partialft.analysis.export_onnx import check_onnx
+
+        check_onnx()  # the extra, before any work
+        return
     if method in NEW_ARCHITECTURE:
         raise PartialFTError(f"{article(method)} {method} run adds modules that no timm "
                              "architecture has and that cannot be merged into its weights, so it "
-                             f"cannot be exported (read it with partialft instead); {works}.")
+                             f"cannot be exported as --format {fmt} (export it with --format "
+                             f"onnx, or read it with partialft); {works}.")
     if fmt == "peft" and method != "lora":
         raise PartialFTError(f"--format peft writes a peft LoRA adapter but this is "
                              f"{article(method)} {method} run; {works}.")
@@ -115,7 +121,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "timm", *,
     context["allow_base_mismatch"] = allow_base_mismatch  # the base is rebuilt for peft
     with open_output(out, KIND, settings, **claim) as folder:
         try:
-            write = _write_peft if fmt == "peft" else _write_timm
+            write = {"peft": _write_peft, "onnx": _write_onnx}.get(fmt, _write_timm)
             done = write(model, folder.path, fmt, context)
             for name in done.files:  # written by timm/peft: recorded by their bytes
                 record_file(folder.path / name)
@@ -181,7 +187,11 @@ def _compare(exported: nn.Module, ctx: dict[str, Any], what: str) -> float:
     """Largest |difference| of the loaded export's outputs from partialft's; refuse a miss."""
     with torch.no_grad():
         got = exported.eval()(ctx["expected"]["x"])
-    diff = float((got - ctx["expected"]["y"]).abs().max())
+    return _check_diff(float((got - ctx["expected"]["y"]).abs().max()), what)
+
+
+def _check_diff(diff: float, what: str) -> float:
+    """Refuse an export whose outputs are more than :data:`TOLERANCE` from partialft's."""
     if not diff <= TOLERANCE:
         raise PartialFTError(f"the {what} export, loaded back, gives outputs up to {diff:.3g} "
                              f"away from the run's model (allowed {TOLERANCE:g}); this is a "
@@ -190,15 +200,6 @@ def _compare(exported: nn.Module, ctx: dict[str, Any], what: str) -> float:
 
 
 # --- timm ------------------------------------------------------------------------------------
-
-def _native(base: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pretrained_cfg overrides, model_args) that plain timm (without partialft) can build."""
-    from partialft.models import backbone
-
-    if base["model"] == backbone.NAME:  # registered by partialft: a plain timm ViT with ARCH
-        return {"architecture": "vit_tiny_patch16_224"}, dict(backbone.ARCH)
-    return {}, {}
-
 
 def _merge(model: nn.Module, method: str) -> nn.Module:
     """Fold SSF or LoRA into the weights they modulate (no-op for layer methods)."""
@@ -222,7 +223,7 @@ def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     diff = _compare(_load_timm(out, ctx["method"]), ctx, "timm")
     name = f"hf-hub:{ctx['repo']}" if ctx["repo"] else f"local-dir:{out}"
     load = f'timm.create_model("{name}", pretrained=True)'
-    atomic_write_text(out / "README.md", _timm_card(ctx, load))
+    atomic_write_text(out / "README.md", timm_card(ctx, load))
     weights = f"{sum(p.numel() for p in model.parameters()):,} parameters"
     if ctx["method"] in MERGEABLE:
         weights += f" ({MERGEABLE[ctx['method']]} merged into the weights)"
@@ -233,12 +234,24 @@ def _write_timm(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
                   _notes(ctx))
 
 
+def _write_onnx(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> Export:
+    """model.onnx (dynamic batch) + config.json + README.md, checked in ONNX Runtime."""
+    from partialft.analysis.export_onnx import write_onnx
+
+    files, load, diff = write_onnx(_merge(model, ctx["method"]), out, ctx)
+    _check_diff(diff, "onnx")
+    _readable(out)
+    labels = json.loads((out / "config.json").read_text()).get("label_names")
+    return Export(out, fmt, ctx["method"], files, load, diff, len(labels) if labels else None,
+                  _notes(ctx))
+
+
 def _save_for_hf(model: nn.Module, out: Path, ctx: dict[str, Any], labels: list[str] | None
                  ) -> None:
     """timm's own save_for_hf, with the run's preprocessing and class names."""
     from timm.models import save_for_hf
 
-    cfg_over, model_args = _native(ctx["base"])
+    cfg_over, model_args = native(ctx["base"])
     data = dict(ctx["data"])
     # the run's preprocessing also as the source config: timm before data_config reads only it
     model.pretrained_cfg = {**model.pretrained_cfg, **data, **cfg_over}
@@ -323,13 +336,13 @@ def _write_peft(model: nn.Module, out: Path, fmt: str, ctx: dict[str, Any]) -> E
     fresh = copy.deepcopy(base)
     wrapped = peft.get_peft_model(base, config)
     wrapped.load_state_dict(_peft_keys(delta, wrapped), strict=False)
-    wrapped.peft_config["default"].base_model_name_or_path = _base_name(ctx)
+    wrapped.peft_config["default"].base_model_name_or_path = base_name(ctx)
     wrapped.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookups
     _readable(out)
     loaded = peft.PeftModel.from_pretrained(fresh, str(out))
     diff = _compare(loaded, ctx, "peft")
     load = f'peft.PeftModel.from_pretrained(base, "{ctx["repo"] or out}")'
-    atomic_write_text(out / "README.md", _peft_card(ctx, load))
+    atomic_write_text(out / "README.md", peft_card(ctx, load))
     _readable(out)
     lora = sum(v.numel() for k, v in delta.items() if "lora_" in k)
     saved = ", ".join(config.modules_to_save)
@@ -361,83 +374,3 @@ def _peft_keys(delta: dict[str, torch.Tensor], wrapped: nn.Module) -> dict[str, 
                                  "the run cannot be written as a peft adapter.")
         out[name] = value
     return out
-
-
-def _base_name(ctx: dict[str, Any]) -> str:
-    """The base model as the Hub or timm names it (for peft's base_model_name_or_path)."""
-    base = ctx["base"]
-    if ctx["hub_id"]:
-        return str(ctx["hub_id"])
-    if base.get("pretrained") and not base.get("checkpoint") and base.get("pretrained_tag"):
-        return str(base["pretrained_tag"])
-    return str(base["model"])
-
-
-# --- model cards -----------------------------------------------------------------------------
-
-def _details(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Model-card facts: base, method, layers, trainable parameters, dataset, accuracy."""
-    s, base = ctx["summary"], ctx["base"]
-    total, trained = s.get("total_params") or 0, s.get("trainable_params") or 0
-    share = f" ({100 * trained / total:.2f}%)" if total else ""
-    acc = s.get("test_acc")
-    return {
-        "Model Type": "Image classification (partial fine-tuning, partialft)",
-        "Base model": base_source(base),
-        "Base weights SHA-256": base.get("weights_sha256") or "not recorded (older run)",
-        "Method": ctx["method"],
-        "Selected layers": ", ".join(s.get("layers") or []) or (
-            f"none (the {ctx['method']} modules and the head train)"
-            if ctx["method"] in MERGEABLE else "none (only the head trains)"),
-        "Trainable parameters": f"{trained:,} of {total:,}{share}",
-        "Fine-tuning dataset": s.get("dataset"),
-        "Test accuracy": "n/a" if acc is None else f"{acc:.2f}%",
-        "Classes": len(ctx["classes"]) if ctx["classes"] else s.get("num_classes"),
-        "Exported by": f"partialft {__version__} (partialft export)",
-    }
-
-
-def _card(ctx: dict[str, Any], usage: str, library: str, tags: list[str]) -> str:
-    """README.md by timm's generate_readme, with the base's Hub repo as ``base_model``."""
-    from timm.models._hub import generate_readme
-
-    card = {"tags": tags, "library_name": library, "details": _details(ctx), "usage": usage,
-            "license": ctx.get("license") or "other",
-            "description": f"A {ctx['method']} fine-tune of {_base_name(ctx)} on "
-            f"{ctx['summary'].get('dataset')}, exported by partialft."}
-    name = ctx["repo"].split("/")[-1] if ctx["repo"] else Path(ctx["run"]).name
-    text = generate_readme(card, name)
-    hub_id = ctx["hub_id"]
-    return text.replace("---\n", f"---\nbase_model: {hub_id}\n", 1) if hub_id else text
-
-
-def _timm_card(ctx: dict[str, Any], load: str) -> str:
-    """The model card of a timm folder."""
-    usage = ("```python\nimport timm\n\n"
-             f"model = {load}.eval()\n"
-             "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, "
-             "model=model))\n```\n")
-    return _card(ctx, usage, "timm", ["image-classification", "timm", "partialft",
-                                      ctx["method"]])
-
-
-def _peft_card(ctx: dict[str, Any], load: str) -> str:
-    """The model card of a peft adapter: how to build its base model with timm alone."""
-    base = ctx["base"]
-    _, args = _native(base)
-    hub = base.get("pretrained") and not base.get("checkpoint") and base.get("pretrained_tag")
-    name = "vit_tiny_patch16_224" if args else str(hub or base["model"])
-    kwargs = "".join(f", {k}={v!r}" for k, v in {**args, "img_size": base.get("img_size"),
-                                                  **(base.get("model_kwargs") or {})}.items())
-    weights = ("pretrained=True" if base.get("pretrained") and not base.get("checkpoint")
-               and not args else "pretrained=False")
-    source = base_source(base) + (" (the file bundled with partialft)" if args else "")
-    usage = ("```python\nimport peft\nimport timm\n\n"
-             f"base = timm.create_model(\"{name}\", {weights}, "
-             f"num_classes={base.get('num_classes')}{kwargs})\n"
-             f"# the base weights must be {source} (the adapter replaces the head); partialft's "
-             f"base, head drawn from seed {base.get('init_seed', 0)}, had SHA-256 "
-             f"{base.get('weights_sha256') or 'not recorded'}\n"
-             f"model = {load}.eval()\n```\n")
-    return _card(ctx, usage, "peft", ["image-classification", "timm", "peft", "lora",
-                                      "partialft"])

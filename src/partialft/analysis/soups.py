@@ -298,6 +298,8 @@ def write_soup_run(out: str | Path, ingredients: Sequence[Ingredient], result: S
         cfg = read_config(first) if (first / CONFIG).is_file() else {}
         atomic_write_text(out / CONFIG, yaml.safe_dump({**cfg, "method": "soup"}))
         atomic_write_json(out / SUMMARY, summary)
-    finally:
-        run.close()
+    except BaseException:
+        run.abandon()
+        raise
+    run.close()
     return out

@@ -1,5 +1,5 @@
-"""`partialft export RUN --out DIR [--format timm|peft|merged] [--push-to-hub REPO]`: a run as a
-timm folder, a peft LoRA adapter, or both on the Hugging Face Hub."""
+"""`partialft export RUN --out DIR [--format timm|peft|merged|onnx] [--push-to-hub REPO]`: a run
+as a timm folder, a peft LoRA adapter or an ONNX file, also on the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from partialft.errors import PartialFTError
 if TYPE_CHECKING:
     from partialft.analysis.export import Export
 
-FORMATS = ("timm", "peft", "merged")  # partialft.analysis.export.FORMATS (no torch for --help)
+FORMATS = ("timm", "peft", "merged", "onnx")  # analysis.export.FORMATS (no torch for --help)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,13 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "libraries load without partialft: timm (config.json, model.safetensors, "
                        "README.md; SSF and LoRA merged into the weights), merged (the same, "
                        "named for the merge) or peft (a LoRA adapter for "
-                       "peft.PeftModel.from_pretrained). The export is loaded back and its "
+                       "peft.PeftModel.from_pretrained) or onnx (model.onnx for ONNX "
+                       "Runtime). The export is loaded back and its "
                        "outputs compared with the run's model before it is reported.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the export to")
     p.add_argument("--format", default="timm", choices=FORMATS,
                    help="timm (default): a timm model folder; merged: the same, SSF/LoRA "
-                   "folded into the weights; peft: a LoRA adapter (lora runs)")
+                   "folded into the weights; peft: a LoRA adapter (lora runs); onnx: "
+                   "model.onnx with a dynamic batch axis, any run (pip install "
+                   "'partialft[onnx]')")
     p.add_argument("--push-to-hub", default=None, metavar="REPO",
                    help="also upload the folder to this Hugging Face Hub repo (created if "
                    "needed; needs a token: hf auth login or HF_TOKEN)")

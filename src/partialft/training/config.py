@@ -118,6 +118,9 @@ class TrainConfig:
                              "docs/bench.md)")
     log_with: str = _f("auto", "metrics logger: tensorboard, wandb, csv or none (auto: "
                        "tensorboard when installed, else csv)")
+    wandb_project: str | None = _f(None, "W&B project of --log-with wandb (default: partialft)")
+    run_name: str | None = _f(None, "the run's name in its tracker: W&B's run name, and "
+                              "run_name in TensorBoard's hparams (default: the tracker's own)")
     # run dir
     out: str = _f("runs/train", "run dir to write")
     save_full: bool = _f(False, "also write the full model.safetensors")
@@ -238,6 +241,8 @@ class TrainConfig:
         if self.log_with not in LOGGERS:
             raise PartialFTError(f"log_with {self.log_with!r} is not valid; use one of "
                                  f"{', '.join(LOGGERS)}.")
+        rules.check_tracker_name("wandb_project", self.wandb_project)
+        rules.check_tracker_name("run_name", self.run_name)
         _check_optimizer(self.opt)
         if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
             raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "

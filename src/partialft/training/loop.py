@@ -56,7 +56,9 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
         s.model.train()
         bar = tqdm(total=s.batches.steps_per_epoch, initial=p.step_in_epoch, unit="step",
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=not (progress and acc.is_main_process))
+                   # None: tqdm draws it only on a terminal; redirected output gets the one
+                   # plain line per epoch below, no carriage returns
+                   disable=None if progress and acc.is_main_process else True)
         start = time.perf_counter()
         batches = loader(s.data.train, s.batches.sampler(epoch, p.step_in_epoch), cfg.workers,
                          acc.device)

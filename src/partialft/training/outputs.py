@@ -30,6 +30,7 @@ from typing import Any
 
 from partialft.errors import PartialFTError, article
 from partialft.training.logfiles import claims
+from partialft.utils.embedded import CARD, body_sha256, read_embedded
 from partialft.utils.io import (
     MANIFEST_VERSION,
     MARKER,
@@ -61,10 +62,19 @@ def _ours(name: str) -> bool:
 _HELD: dict[Path, Callable[[], bool]] = {}
 
 
+# kinds whose finished outputs carry their marker in their model card, not in a file of its own
+# (see :mod:`partialft.utils.embedded`): a folder people upload as it is
+EMBEDDED_KINDS = ("export",)
+
+
 def read_marker(path: str | Path) -> dict[str, Any] | None:
-    """The marker of directory ``path``, or None when it has none (or an unreadable one)."""
-    data = read_json_marker(Path(path))
-    return data if data is not None and data.get("kind") in KINDS else None
+    """The marker of directory ``path`` (``.partialft``, else the one a finished export carries
+    in its model card), or None when it has none (or an unreadable one)."""
+    if (Path(path) / MARKER).exists():
+        data = read_json_marker(Path(path))
+        return data if data is not None and data.get("kind") in KINDS else None
+    data = read_embedded(path)
+    return data if data is not None and data.get("kind") in EMBEDDED_KINDS else None
 
 
 def write_marker(path: Path, kind: str, settings: dict[str, Any] | None = None) -> None:
@@ -223,6 +233,8 @@ def _unchanged(item: Path, entry: Any) -> bool:
         return "link" in entry and os.readlink(item) == entry["link"]
     if entry.get("open"):
         return True  # created by a tracker partialft ran, killed before it closed
+    if entry.get("embedded"):  # the model card carrying the marker: its text before it
+        return item.name == CARD and body_sha256(item) == entry.get("sha256")
     size = item.stat().st_size
     candidates = [c for c in (entry, entry.get("prev")) if isinstance(c, dict)
                   and c.get("size") == size and c.get("sha256")]
@@ -297,7 +309,8 @@ def _check_replaceable(path: Path, out: str | Path, flag: str, marker: dict[str,
 
 def _check_not_nested(path: Path, out: str | Path, kind: str, flag: str) -> None:
     """Refuse an output inside another partialft output, except a pipeline's own stage."""
-    owner = owner_of(path)
+    owner = owner_of(path) or next(
+        (p for p in path.parents if read_embedded(p) is not None), None)
     if owner is None:
         return
     marker = read_marker(owner)
@@ -337,7 +350,8 @@ def clear(path: Path, kind: str | None = None) -> None:
     if foreign:
         raise PartialFTError(f"{path} holds {foreign[0].relative_to(path)}, which partialft did "
                              "not write; it was left untouched, move it out first.")
-    for child in path.iterdir():
+    # a finished export's marker is its model card: it goes last too
+    for child in sorted(path.iterdir(), key=lambda c: c.name == CARD):
         if _ours(child.name):
             continue
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()

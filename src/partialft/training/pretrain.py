@@ -80,6 +80,15 @@ def build(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.amp)
     run = RunDir(cfg.out, kind="pretrain", overwrite=overwrite, resume=resume,
                  main_process=acc.is_main_process)
+    try:
+        return _assemble(cfg, acc, run)
+    except BaseException:
+        run.abandon()  # nothing trained yet: the corrected command needs no --overwrite
+        raise
+
+
+def _assemble(cfg: PretrainConfig, acc: Accelerator, run: RunDir) -> Job:
+    """Corpus, model, optimizer and schedule in a claimed run dir (restored on a resume)."""
     torch.manual_seed(cfg.seed)
     model = timm.create_model(cfg.model, num_classes=cfg.categories)
     _, height, _ = input_size(model)
@@ -110,10 +119,13 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
     if resume and (Path(cfg.out) / SUMMARY).is_file():
         return json.loads((Path(cfg.out) / SUMMARY).read_text())
     job = build(cfg, overwrite=overwrite, resume=resume)
+    failed = True
     try:
-        return _loop(job, progress)
-    finally:
-        job.run.close()
+        summary = _loop(job, progress)
+        failed = False
+        return summary
+    finally:  # a new run dir that failed before its first resume point is removed again
+        job.run.abandon() if failed else job.run.close()
 
 
 def recorded(out: str | Path) -> dict[str, Any] | None:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from partialft.errors import PartialFTError
-from partialft.training.outputs import MARKER, check_claim, read_marker
+from partialft.training.outputs import EMBEDDED_KINDS, MARKER, check_claim, read_marker
 from partialft.training.rundir import RunDir
+from partialft.utils.embedded import CARD, embed
 from partialft.utils.io import atomic_write_json
 
 
@@ -54,7 +55,15 @@ def open_output(out: str | Path, kind: str, settings: dict[str, Any], *, overwri
 
 
 def finish(run: RunDir) -> None:
-    """Declare ``run``'s output complete (its last write): a rerun now needs --overwrite."""
+    """Declare ``run``'s output complete (its last write): a rerun now needs --overwrite.
+
+    An export's marker moves into its model card (see :mod:`partialft.utils.embedded`), so the
+    finished folder holds no partialft file."""
     marker = read_marker(run.path)
-    if marker is not None:
+    if marker is None:
+        return
+    if marker["kind"] in EMBEDDED_KINDS and (run.path / CARD).is_file():
+        embed(run.path, {**marker, "complete": True})
+        (run.path / MARKER).unlink(missing_ok=True)  # the embedded one is in force now
+    else:
         atomic_write_json(run.path / MARKER, {**marker, "complete": True})

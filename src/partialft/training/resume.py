@@ -35,7 +35,7 @@ CONFIG = "config.yaml"  # partialft.training.runs.CONFIG
 # workers: DataLoader workers draw a folder dataset's random crops and flips from their own
 # seeds, so another worker count is another augmentation stream (it is kept, or refused).
 RUNTIME_ONLY = ("out", "max_steps", "checkpoint_every", "compile", "threads", "log_with",
-                "keep_state")
+                "wandb_project", "run_name", "keep_state")
 # settings resolved from the model or the data when a run starts (None = "resolve it")
 RESOLVED = ("img_size", "num_classes", "crop_pct", "interpolation", "mean", "std")
 

@@ -68,6 +68,18 @@ def check_whole(name: str, value: Any, low: int = 1) -> None:
         raise PartialFTError(f"{name} {value!r} is not valid; use a whole number >= {low}.")
 
 
+def check_tracker_name(name: str, value: Any) -> None:
+    """A tracker's project or run name: one line of at most 128 characters, none of the ones
+    W&B refuses in project names (``/ \\ # ? % :``), or None for the tracker's default."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip() or len(value) > 128 or any(
+            c in value for c in '/\\#?%:\n\r'):
+        raise PartialFTError(f"{name} {value!r} is not valid; use a name of 1 to 128 "
+                             "characters without / \\ # ? % : or line breaks, such as "
+                             "cifar100-fapft (or leave it out for the tracker's default).")
+
+
 def check_seed(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
         raise PartialFTError(f"seed {value!r} is not valid; use a whole number from 0 to "

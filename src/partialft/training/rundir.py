@@ -8,8 +8,8 @@ complete state in force.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,7 +32,7 @@ from partialft.training.outputs import (
     remove_stale_tmp,
     write_marker,
 )
-from partialft.utils.io import atomic_write_json
+from partialft.utils.io import atomic_write_json, is_tmp
 
 STATE_DIR = "state"
 
@@ -88,8 +88,8 @@ class RunDir:
     def __enter__(self) -> RunDir:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.abandon() if exc_type is not None else self.close()
 
     def close(self) -> None:
         if self._lock_fh is not None:
@@ -97,14 +97,19 @@ class RunDir:
             self._lock_fh = None
 
     def abandon(self) -> None:
-        """Undo a new run dir whose setup failed (bad settings, missing weights), so the same
-        command, corrected, needs no --overwrite; a reused (--resume) run dir is kept."""
-        if self.main and self._new and not self.finished:
-            clear(self.path)  # what partialft wrote, checked
-            self.close()  # removes the lock files
-            if self._created:
-                with contextlib.suppress(OSError):  # another process got in meanwhile
+        """Close the output of a command that failed (bad settings or data, missing weights, an
+        error or Ctrl-C mid-run). A new one is undone, so the same command, corrected, needs no
+        --overwrite: what partialft wrote is deleted, and the directory too when this call made
+        it. Kept: a reused one (--resume, a rerun), a finished one, one holding resume state
+        (its own or a stage's), and one a file of the user's landed in."""
+        if self.main and self._new and not self.finished and not holds_progress(self.path):
+            try:
+                clear(self.path)  # what partialft wrote, checked
+                self.close()  # removes the lock files, before the directory goes
+                if self._created:
                     self.path.rmdir()
+            except (PartialFTError, OSError):
+                pass  # something not ours is there: leave it all (the original error stands)
         self.close()
 
     @property
@@ -145,6 +150,18 @@ class RunDir:
             raise PartialFTError(f"the resume point in {state} is damaged ({why}); start the "
                                  "run again with --overwrite instead of --resume.") from None
         return tensors, info
+
+
+def holds_progress(path: Path) -> bool:
+    """True when ``path`` or a stage inside it (a pipeline's run) holds resume state, or such a
+    stage finished: work a rerun continues rather than redoes."""
+    for dirpath, dirnames, _ in os.walk(path):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not is_tmp(d)]  # a bench's scratch runs
+        if (here / STATE_DIR / "state.json").is_file() or (
+                here != path and (here / SUMMARY).is_file()):
+            return True
+    return False
 
 
 def _settings_changed(path: Path, old: dict[str, Any], new: dict[str, Any]) -> str:

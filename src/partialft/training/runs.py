@@ -42,8 +42,8 @@ __all__ = ["CONFIG", "SELECTION", "SPLIT", "read_config"]  # re-exported: reader
 # config keys outside a run's recipe: the seed, and what cannot change a finished run's result
 # (where it was written, stopping and resuming, what was logged or kept, how many CPU threads
 # and loader processes did the same work: results are identical, see docs/reliability.md)
-NOT_RECIPE = ("seed", "out", "max_steps", "checkpoint_every", "log_with", "keep_state",
-              "threads", "workers", "save_full")
+NOT_RECIPE = ("seed", "out", "max_steps", "checkpoint_every", "log_with", "wandb_project",
+              "run_name", "keep_state", "threads", "workers", "save_full")
 
 
 def recipe(config: dict[str, Any]) -> dict[str, Any]:

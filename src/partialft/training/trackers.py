@@ -32,6 +32,7 @@ from partialft.utils.io import (
 )
 
 CSV = "log.csv"
+PROJECT = "partialft"  # the tracker project when wandb_project is not given
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 class CSVTracker(GeneralTracker):
     """Appends each logged step as a row of ``RUN/log.csv`` (columns: step, then the metrics)."""
@@ -99,12 +100,24 @@ def start(acc: Any, run_dir: Path, config: dict[str, Any]) -> float:
         for tracker in _active(acc):
             record_claim(run_dir / LOG_DIRS[tracker], {"writer": tracker, "pid": os.getpid(),
                                                        "since": since})
-    kwargs = {"wandb": {"dir": str(run_dir)}}
-    acc.init_trackers("partialft", config=config, init_kwargs=kwargs)
+    project, kwargs = init_args(run_dir, config.get("wandb_project"), config.get("run_name"))
+    acc.init_trackers(project, config=config, init_kwargs=kwargs)
     if acc.is_main_process:
         for path in written(run_dir, since):
             record_open(path)
     return since
+
+
+def init_args(run_dir: Path, project: str | None, run_name: str | None
+              ) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``Accelerator.init_trackers``' project name and init kwargs: W&B writes into the run
+    dir, under ``project`` (default ``partialft``) and ``run_name`` (default: W&B's own). The
+    TensorBoard and CSV trackers are made with their folder (:func:`make`); they get the run
+    name in the config they store (TensorBoard's hparams)."""
+    wandb: dict[str, Any] = {"dir": str(run_dir)}
+    if run_name is not None:
+        wandb["name"] = run_name
+    return project or PROJECT, {"wandb": wandb}
 
 
 def _active(acc: Any) -> list[str]:

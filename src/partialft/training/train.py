@@ -54,6 +54,18 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                 _drop_leftover_state(cfg, inputs)
             return json.loads((Path(cfg.out) / SUMMARY).read_text())
     s = build(cfg, overwrite=overwrite, resume=resume, inputs=inputs)
+    failed = True
+    try:
+        summary = _train(s, progress)
+        failed = False
+        return summary
+    finally:  # a new run dir that failed before its first resume point is removed again
+        s.run.abandon() if failed else s.run.close()
+
+
+def _train(s: Setup, progress: bool) -> dict[str, Any] | None:
+    """The loop, the final checkpoint and summary, in a claimed run dir."""
+    cfg = s.cfg
     try:
         from partialft.training.loop import run_loop
 
@@ -76,8 +88,6 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         raise PartialFTError(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
                              f"img_size {cfg.img_size}; try a smaller --batch-size or "
                              "--img-size.") from None
-    finally:
-        s.run.close()
 
 
 def _drop_leftover_state(cfg: TrainConfig, inputs: Sequence[str | Path]) -> None:
