@@ -92,6 +92,18 @@ def apply_selection(model: nn.Module, layer_map: LayerMap, selection: Selection,
     return summarize(layer_map, names, added=extra)
 
 
+def delta_names(model: nn.Module) -> list[str]:
+    """Trainable parameters plus the persistent buffers of modules that train (BatchNorm stats)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    keys = set(model.state_dict())
+    for mod_name, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            prefix = f"{mod_name}." if mod_name else ""
+            names += [prefix + b for b, _ in module.named_buffers(recurse=False)
+                      if prefix + b in keys]
+    return names
+
+
 def _keep_eval(module: nn.Module, _args: Any) -> None:
     module.train(False)
 

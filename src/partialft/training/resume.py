@@ -26,6 +26,7 @@ from typing import Any
 from partialft.errors import PartialFTError
 from partialft.models import file_digest
 from partialft.training.config import FIELDS, TrainConfig, input_roles
+from partialft.training.config_files import upgrade_recorded
 from partialft.utils.parse import load_yaml
 
 CONFIG = "config.yaml"  # partialft.training.runs.CONFIG
@@ -49,7 +50,7 @@ def recorded_config(out: str | Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise PartialFTError(f"{path} is not a mapping of settings, so the run cannot be "
                              "resumed; start it again with --overwrite instead of --resume.")
-    return data
+    return upgrade_recorded(data)
 
 
 def ignored_by(method: str) -> tuple[str, ...]:

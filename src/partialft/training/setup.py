@@ -26,6 +26,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
+from partialft.core.freeze import delta_names
 from partialft.errors import PartialFTError
 from partialft.methods import Prepared, prepare
 from partialft.models import default_input_size, file_digest, shape_model
@@ -38,6 +39,7 @@ from partialft.training.resume import input_digests
 from partialft.training.rules import check_amp_device, check_model_kwargs
 from partialft.training.rundir import RunDir
 from partialft.training.runs import CONFIG, SELECTION, SPLIT, base_model, weights_sha256
+from partialft.utils.digest import frozen_sha256
 from partialft.utils.io import atomic_write_json
 from partialft.utils.limits import check_batch_memory
 from partialft.utils.threads import set_threads
@@ -196,7 +198,8 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     model = base_model(base, offline_hint=TRAIN_HINT, **model_kwargs(cfg))
     # provenance: a delta applied to other base weights is refused (training.runs); hashing
     # costs 9 ms for partialft_vit_tiny, 0.25-0.4 s for ViT-B/16 on one CPU thread
-    base["weights_sha256"] = weights_sha256(model.state_dict())
+    base_state = dict(model.state_dict())
+    base["weights_sha256"] = weights_sha256(base_state)
     check_finite_start(model, cfg)
     _check_img_size(model, cfg.img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
@@ -211,6 +214,8 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     if run.main and not run.file(CONFIG).is_file():  # a resume never rewrites the record
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
+    # the base tensors the delta does not replace: what load_trained checks a caller's base by
+    base["frozen_sha256"] = frozen_sha256(base_state, delta_names(prepared.model))
     return prepared.model, prepared, data, base
 
 

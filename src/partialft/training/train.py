@@ -136,7 +136,9 @@ def _finish(s: Setup) -> dict[str, Any]:
         "config": cfg.to_dict(),
     }
     if acc.is_main_process:
-        selection = s.prepared.selection.to_dict()
+        # train_non_residual with the selection: what partialft.load_trained rebuilds from
+        selection = {**s.prepared.selection.to_dict(),
+                     "train_non_residual": bool(cfg.train_non_residual)}
         delta = save_delta(s.run.file(DELTA), model, s.base, selection, delta_names(model))
         # the delta's identity: readers refuse a delta copied in from another run
         summary["delta_sha256"] = file_digest(delta)["sha256"]
