@@ -257,3 +257,15 @@ def test_trainer_callback_checkpoints_hold_only_trained_tensors(tmp_path):
     assert all("lora_" in k or k.startswith("head.") for k in delta)
     loaded = partialft.load_trained(tiny("vit"), Path(args.output_dir) / "checkpoint-4")
     assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+def test_a_config_carrying_fapft_settings_still_trains_other_methods(tmp_path):
+    """The paper configs set fapft's topk and mode for every method: a config may hold them
+    (only a flag given for the wrong method is a mistake), and the method gets only its own."""
+    from conftest import tiny_run
+
+    from partialft.training.train import train
+
+    summary = train(tiny_run(tmp_path / "attn", method="attn", topk="1", mode="large",
+                             epochs=1), progress=False)
+    assert summary["method"] == "attn" and len(summary["layers"]) == 6

@@ -37,12 +37,15 @@ def for_library(template: str) -> str:
 
 def for_cli(template: str) -> str:
     """A template worded for the command line: `angles=FILE` -> --angles FILE, `rank` ->
-    --rank, `allow_base_mismatch=True` -> --allow-base-mismatch."""
+    --rank, `allow_base_mismatch=True` -> --allow-base-mismatch, `pretrained=False` ->
+    --no-pretrained."""
 
     def flag(m: re.Match) -> str:
         value = m[3] if m[3] is not None else m[2]
-        name = "--" + m[1].replace("_", "-")
-        return name if value in (None, "True") else f"{name} {value}"
+        name = m[1].replace("_", "-")
+        if value == "False":
+            return f"--no-{name}"
+        return f"--{name}" if value in (None, "True") else f"--{name} {value}"
 
     return _OPTION.sub(flag, template)
 

@@ -79,11 +79,13 @@ def summarize(layer_map: LayerMap, names: set[str], added: Iterable[str] = ()) -
 def apply_selection(model: nn.Module, layer_map: LayerMap, selection: Selection,
                     train_non_residual: bool = False, extra: Iterable[str] = ()
                     ) -> FreezeSummary:
-    """Set ``requires_grad`` so that only the selection (and the head) trains.
+    """Set ``requires_grad`` on ``model`` so that only the selection (and the head) trains.
 
-    Non-residual modules stay frozen unless ``train_non_residual``; ``extra`` names more
-    parameters to train (a PEFT baseline's own). BatchNorm layers whose parameters are all
-    frozen run in eval mode even under ``model.train()``, so their running stats do not move.
+    ``layer_map`` is the model's layers (:func:`find_layers`), ``selection`` the layer ids to
+    train (:func:`select_layers`). Non-residual modules stay frozen unless
+    ``train_non_residual``; ``extra`` names more parameters to train (a PEFT baseline's own).
+    BatchNorm layers whose parameters are all frozen run in eval mode even under
+    ``model.train()``, so their running stats do not move. Returns the counts per group.
     """
     names = trainable_names(layer_map, selection, train_non_residual, extra)
     for name, param in model.named_parameters():

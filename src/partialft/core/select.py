@@ -81,7 +81,7 @@ def register(name: str) -> Callable[[Strategy], Strategy]:
 def select_layers(layer_map: LayerMap, method: str, **options: Any) -> Selection:
     """Apply strategy ``method`` (a key of :data:`METHODS`) to ``layer_map``.
 
-    Options (None means not given; an option the method does not take is an error):
+    ``options`` (None means not given; an option the method does not take is an error):
 
     - ``layers``: method ``layers``: the layer ids to train.
     - ``angles``: method ``fapft``: layer id -> fine-tuned angle in degrees.

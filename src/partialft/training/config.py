@@ -241,9 +241,9 @@ class TrainConfig:
             raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "
                                  "bilinear, bicubic or nearest.")
         if self.layers is not None and self.method != "layers":
-            raise PartialFTError(f"layers {','.join(self.layers)!r} is only used by --method "
-                                 f"layers, not {self.method}; drop --layers or use --method "
-                                 "layers.")
+            raise option_error(f"`layers={','.join(self.layers)}` is only used by "
+                               f"`method=layers`, not {self.method}; drop `layers` or use "
+                               "`method=layers`.")
         if self.amp not in AMP:
             raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
         if self.mode not in (None, "large", "small", "auto"):

@@ -27,7 +27,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from partialft.core.freeze import delta_names
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.methods import Prepared, prepare
 from partialft.models import default_input_size, file_digest, shape_model
 from partialft.models.create import TRAIN_HINT
@@ -158,9 +158,9 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
                           max_per_split=cfg.max_per_split, augment=augment_config(cfg),
                           crop_pct=pre["crop_pct"], interpolation=pre["interpolation"])
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
-        raise PartialFTError(f"num_classes {cfg.num_classes} does not match dataset "
-                             f"{cfg.dataset}, which has {data.num_classes} classes; pass "
-                             f"--num-classes {data.num_classes} or leave it out.")
+        raise option_error(f"num_classes {cfg.num_classes} does not match dataset "
+                           f"{cfg.dataset}, which has {data.num_classes} classes; pass "
+                           f"`num_classes={data.num_classes}` or leave it out.")
     cfg.img_size, cfg.num_classes = img_size, data.num_classes
     for key, value in pre.items():
         setattr(cfg, key, value)
@@ -207,10 +207,12 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
         raise PartialFTError("mode auto is decided by a linear probe before a run is built: "
                              "resolve it first (partialft.selectors.auto.resolve_mode, which the "
                              "train and fapft commands call) or pass mode large or small.")
+    # only the options the method takes: a config may carry fapft's top-k for every method
+    select = {"layers": cfg.layers} if cfg.method == "layers" else {
+        "angles": angles, "topk": cfg.topk, "mode": cfg.mode} if cfg.method == "fapft" else {}
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
-                       train_non_residual=cfg.train_non_residual,
-                       baseline_options=cfg.baseline_options(), layers=cfg.layers,
-                       angles=angles, topk=cfg.topk, mode=cfg.mode)
+                       train_non_residual=cfg.train_non_residual, **cfg.baseline_options(),
+                       **select)
     if run.main and not run.file(CONFIG).is_file():  # a resume never rewrites the record
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())

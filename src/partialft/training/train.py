@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from partialft.errors import PartialFTError
+from partialft.errors import option_error
 from partialft.models import file_digest
 from partialft.training import trackers
 from partialft.training.checkpoints import (
@@ -67,15 +67,15 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             remove_recorded(s.run.path, STATE_DIR)  # summary.json is written
         return summary
     except torch.cuda.OutOfMemoryError:
-        raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
-                             f"--batch-size {max(1, cfg.batch_size // 2)} (with --grad-accum 2 "
-                             "to keep the same global batch).") from None
+        raise option_error(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
+                           f"`batch_size={max(1, cfg.batch_size // 2)}` (with `grad_accum=2` "
+                           "to keep the same global batch).") from None
     except RuntimeError as exc:
         if "can't allocate memory" not in str(exc):
             raise
-        raise PartialFTError(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
-                             f"img_size {cfg.img_size}; try a smaller --batch-size or "
-                             "--img-size.") from None
+        raise option_error(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
+                           f"img_size {cfg.img_size}; try a smaller `batch_size` or "
+                           "`img_size`.") from None
     finally:
         s.run.close()
 
