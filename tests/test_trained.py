@@ -3,6 +3,7 @@ save_trained / load_trained (the run dir's delta format) and errors worded for t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -91,6 +92,17 @@ def test_cli_refuses_an_option_the_method_does_not_take(capsys, tmp_path):
     code, out, _ = cli(capsys, "plan", "--model", "test_vit", "--method", "vpt-deep",
                        "--tokens", "4", "--json")
     assert code == 0 and '"tokens": 4' in out
+
+
+def test_a_config_takes_the_same_option_names(capsys, tmp_path):
+    config = tmp_path / "lora.yaml"
+    config.write_text("model: test_vit\nmethod: lora\ndataset: synthetic:4\nrank: 2\n"
+                      "targets: [qkv]\n")
+    code, out, err = cli(capsys, "plan", "--config", config, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert (plan["rank"], plan["targets"]) == (2, "qkv")
+    assert plan["trainable_params"] == 6 * 2 * (64 + 192) + 64 * 4 + 4
 
 
 def test_a_config_with_old_keys_names_the_new_ones(capsys, tmp_path):
