@@ -157,8 +157,10 @@ def test_fapft_selection_trains_the_chosen_layers(tmp_path):
 
 def test_existing_run_dir_needs_overwrite_or_resume(tmp_path):
     train(tiny(tmp_path / "r", epochs=1), progress=False)
-    with pytest.raises(PartialFTError, match="--overwrite"):
+    with pytest.raises(PartialFTError, match="pass resume=True to continue it or "
+                                             "overwrite=True") as err:  # a library call
         train(tiny(tmp_path / "r", epochs=1), progress=False)
+    assert "pass --resume to continue it or --overwrite" in err.value.for_cli()
     before = (tmp_path / "r" / "summary.json").read_text()
     assert train(tiny(tmp_path / "r", epochs=1), resume=True, progress=False) is not None
     assert (tmp_path / "r" / "summary.json").read_text() == before
