@@ -157,9 +157,10 @@ def test_registered_with_timm_and_trains_at_small_sizes() -> None:
 def test_pretrained_offline_is_a_clear_error() -> None:
     # the authors' weights are downloaded by hand: say how to pass them, not where to cache them
     with pytest.raises(PartialFTError, match="'as_mlp_base' have no download address; pass the "
-                       "released weights file with --checkpoint FILE") as err:
+                       "released weights file with checkpoint=FILE, or pretrained=False") as err:
         create_model("as_mlp_base", pretrained=True)
     assert "HF_HOME" not in str(err.value)
+    assert "with --checkpoint FILE, or --no-pretrained" in err.value.for_cli()  # the CLI's words
 
 
 def base_layers():

@@ -23,7 +23,7 @@ from partialft.models import create_model, load_state_dict_file
 from partialft.training.checkpoints import apply_delta, save_delta
 
 IMG = 32
-SMALL_OPTIONS = {"adapter": {"reduction": 8}, "vpt-deep": {"prompts": 3}, "ssf": {},
+SMALL_OPTIONS = {"adapter": {"reduction": 8}, "vpt-deep": {"tokens": 3}, "ssf": {},
                  "lora": {"rank": 2, "alpha": 4}}
 PREFIXES = {"adapter": "adapter_", "vpt-deep": "vpt_", "ssf": "ssf_", "lora": "lora_"}
 # (model kind, method) pairs every baseline supports; VPT-Deep is ViT-only.
@@ -59,7 +59,7 @@ def head_names(prepared) -> set[str]:
     ("vpt-deep", {}, 12 * 50 * 768 + 76_900, 0.54),
     ("ssf", {}, 12 * 2 * (768 * 4 + 2304 + 3072) + 2 * 2 * 768 + 76_900, 0.28),
     ("lora", {}, 12 * 8 * (768 + 2304 + 768 + 768 + 2 * (768 + 3072)) + 76_900, 1.26),
-    ("vpt-deep", {"prompts": 10}, 12 * 10 * 768 + 76_900, 0.17),
+    ("vpt-deep", {"tokens": 10}, 12 * 10 * 768 + 76_900, 0.17),
 ])
 def test_vit_base_counts_on_meta(method, options, expected, paper):
     with torch.device("meta"):
@@ -93,7 +93,7 @@ def test_initial_model_equals_base(kind, method):
     x, _ = batch()
     with torch.no_grad():
         before = model(x)
-        prepare(model, method, baseline_options=SMALL_OPTIONS[method])
+        prepare(model, method, **SMALL_OPTIONS[method])
         after = model(x)
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
 
@@ -116,7 +116,7 @@ def _train(model: nn.Module, steps: int, lr: float = 1e-2) -> list[float]:
 @pytest.mark.parametrize("kind, method", SUPPORTED)
 def test_one_step_changes_only_own_params_and_head_then_learns(kind, method):
     model = tiny(kind)
-    prepared = prepare(model, method, baseline_options=SMALL_OPTIONS[method])
+    prepared = prepare(model, method, **SMALL_OPTIONS[method])
     own = {n for n, _ in model.named_parameters() if is_own(n, PREFIXES[method])}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert own and trainable == own | head_names(prepared)
@@ -146,7 +146,7 @@ def _perturb_own(model: nn.Module, prefix: str) -> None:
 def test_merge_keeps_outputs_and_restores_base_structure(kind, method, merge):
     model = tiny(kind)
     base_keys = set(model.state_dict())
-    prepare(model, method, baseline_options=SMALL_OPTIONS[method])
+    prepare(model, method, **SMALL_OPTIONS[method])
     _perturb_own(model, PREFIXES[method])
     x, _ = batch()
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_remove_gives_base_model_back(method, remove):
     x, _ = batch()
     with torch.no_grad():
         base = model(x)
-        prepare(model, method, baseline_options=SMALL_OPTIONS[method])
+        prepare(model, method, **SMALL_OPTIONS[method])
         _perturb_own(model, PREFIXES[method])
         assert not torch.allclose(model(x), base)
         remove(model)
@@ -178,7 +178,7 @@ def test_remove_gives_base_model_back(method, remove):
 
 def test_vpt_inserts_prompts_after_prefix_tokens_and_drops_them():
     model = tiny("vit", reg_tokens=2, global_pool="avg")  # cls + 2 register tokens
-    prepare(model, "vpt-deep", baseline_options={"prompts": 4})
+    prepare(model, "vpt-deep", tokens=4)
     seen = {}
     block = model.blocks[1]
     block.norm1.register_forward_hook(lambda m, a, out: seen.setdefault("in", a[0]))
@@ -194,18 +194,18 @@ def test_vpt_inserts_prompts_after_prefix_tokens_and_drops_them():
 
 def test_vpt_prompt_count_and_dropout_are_options():
     model = tiny("vit")
-    prepared = prepare(model, "vpt-deep", baseline_options={"prompts": 7, "dropout": 0.1})
+    prepared = prepare(model, "vpt-deep", tokens=7, dropout=0.1)
     shapes = {tuple(model.get_parameter(n).shape) for n in prepared.summary.trainable_names
               if n.endswith("vpt_prompts")}
     assert shapes == {(7, 64)} and len(model.blocks) == 6
-    assert prepared.selection.to_dict()["prompts"] == 7
+    assert prepared.selection.to_dict()["tokens"] == 7
 
 
 @pytest.mark.parametrize("method", list(PREFIXES))
 def test_delta_rebuilds_trained_model(tmp_path, method):
     model = tiny("vit")
     base_state = copy.deepcopy(model.state_dict())
-    prepared = prepare(model, method, baseline_options=SMALL_OPTIONS[method])
+    prepared = prepare(model, method, **SMALL_OPTIONS[method])
     _train(model, 2)
     _perturb_own(model, PREFIXES[method])
     path = save_delta(tmp_path / "delta.safetensors", model, {"model": "test_vit"},
@@ -215,7 +215,7 @@ def test_delta_rebuilds_trained_model(tmp_path, method):
     assert all(is_own(k, PREFIXES[method]) or k.startswith("head.") for k in delta)
     fresh = tiny("vit", seed=7)
     fresh.load_state_dict(base_state)
-    rebuilt = prepare(fresh, method, baseline_options=SMALL_OPTIONS[method]).model
+    rebuilt = prepare(fresh, method, **SMALL_OPTIONS[method]).model
     apply_delta(rebuilt, delta)
     x, _ = batch()
     model.eval()
@@ -237,23 +237,24 @@ def test_deepcopy_keeps_hooks_working():
 
 
 @pytest.mark.parametrize("method, options, fragment", [
-    ("adapter", {"rank": 8}, "unknown option 'rank'"),
+    ("adapter", {"rank": 8}, "'adapter' does not take the option rank"),
     ("adapter", {"reduction": 0}, "reduction=0"),
     ("adapter", {"reduction": 2.5}, "reduction=2.5"),
-    ("vpt-deep", {"prompts": "many"}, "prompts='many'"),
+    ("vpt-deep", {"tokens": "many"}, "tokens=many"),
+    ("vpt-deep", {"prompts": 5}, "prompts of vpt-deep is now called tokens"),
     ("vpt-deep", {"dropout": 1.0}, "dropout=1.0"),
-    ("ssf", {"scale": 1}, "valid options: none"),
+    ("ssf", {"scale": 1}, "its options: none"),
     ("lora", {"alpha": 0}, "alpha=0"),
     ("lora", {"rank": True}, "rank=True"),
     ("lora", {"ranks": 4}, "did you mean rank"),
 ])
 def test_bad_options_raise(method, options, fragment):
     with pytest.raises(PartialFTError, match=fragment):
-        prepare(tiny("vit"), method, baseline_options=options)
+        prepare(tiny("vit"), method, **options)
 
 
 def test_options_given_as_strings_are_accepted():
-    prepared = prepare(tiny("vit"), "lora", baseline_options={"rank": "4", "alpha": "8"})
+    prepared = prepare(tiny("vit"), "lora", rank="4", alpha="8")
     assert prepared.summary.groups["head"]["trainable"] == 64 * 5 + 5
     assert tuple(prepared.model.blocks[0].attn.qkv.lora_A["default"].weight.shape) == (4, 64)
 
@@ -266,6 +267,6 @@ def test_vpt_on_swin_is_a_clear_error():
 @pytest.mark.parametrize("method", list(PREFIXES))
 def test_applying_twice_is_refused(method):
     model = tiny("vit")
-    prepare(model, method, baseline_options=SMALL_OPTIONS[method])
+    prepare(model, method, **SMALL_OPTIONS[method])
     with pytest.raises(PartialFTError, match="fresh base model"):
         BASELINES[method].apply(model, prepare(tiny("vit"), "linear").layer_map)

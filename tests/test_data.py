@@ -367,8 +367,9 @@ def test_cifar_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                                   no_download: None, name: str) -> None:
     monkeypatch.setattr(data_memory, "reachable", lambda url, timeout=3.0: False)
     start = time.perf_counter()
-    with pytest.raises(PartialFTError, match="--data-dir"):
+    with pytest.raises(PartialFTError, match="pass data_dir=DIR") as err:  # the keyword
         build_datasets(name, data_dir=tmp_path)
+    assert "pass --data-dir DIR" in err.value.for_cli()
     with pytest.raises(PartialFTError, match=str(tmp_path)):
         build_datasets(name, data_dir=tmp_path, download=False)
     assert time.perf_counter() - start < 2.0

@@ -82,7 +82,8 @@ def test_one_step_changes_exactly_selected_layers_and_head(family: str,
     if family in ("mixer", "resmlp"):
         method = "first-half-ffn"
     angles = {la.id: float(-i) for i, la in enumerate(lm.layers)}
-    sel = select_layers(lm, method, angles=angles, topk=1, mode="large")
+    options = dict(angles=angles, topk=1, mode="large") if method == "fapft" else {}
+    sel = select_layers(lm, method, **options)
     summary = apply_selection(model, lm, sel)
     selected = {n for la in lm.layers if la.id in sel.layers for n in la.param_names}
     assert sel.layers and set(summary.trainable_names) == selected | set(lm.head_params)

@@ -93,14 +93,15 @@ def test_an_incomplete_output_of_the_same_settings_is_reused_a_complete_one_is_n
     with open_output(out, "report", settings, overwrite=False):
         atomic_write_text(out / "report.md", "half")  # killed here: never finished
     assert resumable(out, "report", settings)
-    with pytest.raises(PartialFTError, match="already exists; pass --overwrite"):
+    with pytest.raises(PartialFTError, match="already exists; pass overwrite=True") as err:
         open_output(out, "report", {**settings, "k": (1, 3)}, overwrite=False)
+    assert "already exists; pass --overwrite" in err.value.for_cli()  # the CLI's words
     with pytest.raises(PartialFTError, match="is a partialft report directory, not an export"):
         open_output(out, "export", settings, overwrite=False)
     with open_output(out, "report", settings, overwrite=False) as run:  # the rerun
         finish(run)
     assert not resumable(out, "report", settings)
-    with pytest.raises(PartialFTError, match="already exists; pass --overwrite"):
+    with pytest.raises(PartialFTError, match="already exists; pass overwrite=True"):
         open_output(out, "report", settings, overwrite=False)
     open_output(out, "report", settings, overwrite=True).close()  # --overwrite: as before
     assert not (out / "report.md").exists()

@@ -352,8 +352,10 @@ def test_uncached_hub_weights_fail_fast_offline(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(partialft.utils.net, "reachable", lambda url, timeout=3.0: False)
     with pytest.raises(PartialFTError, match="cannot be reached; without network, pass "
-                                             "--checkpoint"):
+                                             "checkpoint=FILE") as err:
         create_model("test_vit", pretrained=True)
+    assert "pretrained=False" in str(err.value) and "--" not in str(err.value)
+    assert "pass --checkpoint FILE (weights on disk) or --no-pretrained" in err.value.for_cli()
 
 
 def _no_network(url: str, timeout: float = 3.0) -> bool:

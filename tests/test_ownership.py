@@ -299,7 +299,8 @@ def test_check_claim_overwrite_only_of_its_own_kind(tmp_path, kind):
     out = _marked(tmp_path / "t", "train")
     atomic_write_text(out / "delta.safetensors", "x")
     with pytest.raises(PartialFTError, match=f"partialft train directory, not an? {kind} one; "
-                                             f"--overwrite replaces only an earlier {kind}"):
+                                             f"overwrite=True replaces only an earlier "
+                                             f"{kind}"):
         check_claim(out, kind, overwrite=True)
     other = _marked(tmp_path / "o", kind)
     atomic_write_text(other / "summary.json", "{}")

@@ -155,8 +155,9 @@ def test_fapft_bad_topk_per_stage() -> None:
 
 def test_fapft_has_no_default_mode(vit) -> None:
     """The task decides (paper App. B.2): without --mode fapft names the choices."""
-    with pytest.raises(PartialFTError, match="needs --mode: large .* small .* or auto"):
+    with pytest.raises(PartialFTError, match="needs mode: large .* small .* or auto") as err:
         select_layers(vit, "fapft", angles=angles_by_depth(vit), topk=1)
+    assert "needs --mode: large" in err.value.for_cli()  # the CLI's words
 
 
 def test_fapft_needs_angles_of_this_model_and_a_valid_mode(vit) -> None:

@@ -157,8 +157,10 @@ def test_fapft_selection_trains_the_chosen_layers(tmp_path):
 
 def test_existing_run_dir_needs_overwrite_or_resume(tmp_path):
     train(tiny(tmp_path / "r", epochs=1), progress=False)
-    with pytest.raises(PartialFTError, match="--overwrite"):
+    with pytest.raises(PartialFTError, match="pass resume=True to continue it or "
+                                             "overwrite=True") as err:  # a library call
         train(tiny(tmp_path / "r", epochs=1), progress=False)
+    assert "pass --resume to continue it or --overwrite" in err.value.for_cli()
     before = (tmp_path / "r" / "summary.json").read_text()
     assert train(tiny(tmp_path / "r", epochs=1), resume=True, progress=False) is not None
     assert (tmp_path / "r" / "summary.json").read_text() == before
@@ -346,20 +348,20 @@ def test_a_finished_run_drops_its_resume_state_unless_kept(tmp_path):
 
 
 def test_baseline_options_as_flags(tmp_path):
-    """--lora-rank/--lora-alpha/--lora-targets, --adapter-dim, --vpt-tokens reach the baseline;
-    the count follows each (test_vit: 6 blocks of width 64, mlp 192)."""
-    lora = train(tiny(tmp_path / "lora", method="lora", lora_rank=2, lora_alpha=4.0,
-                      lora_targets="qkv", epochs=1), progress=False)
+    """rank/alpha/targets, dim, tokens (the library's names) reach the baseline; the count
+    follows each (test_vit: 6 blocks of width 64, mlp 192)."""
+    lora = train(tiny(tmp_path / "lora", method="lora", rank=2, alpha=4.0,
+                      targets="qkv", epochs=1), progress=False)
     head = 64 * 4 + 4
     assert lora["trainable_params"] == 6 * 2 * (64 + 192) + head  # rank * (in + out) of qkv
     sel = json.loads((tmp_path / "lora" / "selection.json").read_text())
     assert (sel["rank"], sel["alpha"], sel["targets"]) == (2, 4.0, "qkv")
     model, _ = load_run_model(tmp_path / "lora")  # rebuilt with the recorded options
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) == 6 * 2 * 256
-    adapter = train(tiny(tmp_path / "adapter", method="adapter", adapter_dim=3, epochs=1),
+    adapter = train(tiny(tmp_path / "adapter", method="adapter", dim=3, epochs=1),
                     progress=False)
     assert adapter["trainable_params"] == 6 * (64 * 3 + 3 + 3 * 64 + 64) + head
-    vpt = train(tiny(tmp_path / "vpt", method="vpt-deep", vpt_tokens=2, epochs=1), progress=False)
+    vpt = train(tiny(tmp_path / "vpt", method="vpt-deep", tokens=2, epochs=1), progress=False)
     assert vpt["trainable_params"] == 6 * 2 * 64 + head
 
 

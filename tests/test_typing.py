@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "partialft"
 TYPECHECK = Path(__file__).resolve().parent / "typecheck"
-LAZY_PACKAGES = ["partialft", "partialft.models", "partialft.data"]
+LAZY_PACKAGES = ["partialft", "partialft.models", "partialft.data", "partialft.integrations"]
 
 
 def _type_checking_imports(path: Path) -> dict[str, str]:

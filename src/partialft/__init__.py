@@ -54,7 +54,14 @@ if TYPE_CHECKING:  # the same names as _API, seen by type checkers as real attri
     from partialft.methods import (
         Prepared as Prepared,
         all_methods as all_methods,
+        get_partial_model as get_partial_model,
+        method_options as method_options,
         prepare as prepare,
+        print_trainable_parameters as print_trainable_parameters,
+    )
+    from partialft.trained import (
+        load_trained as load_trained,
+        save_trained as save_trained,
     )
 
 __version__ = "0.1.0"
@@ -76,6 +83,11 @@ _API = {
     "Prepared": "partialft.methods",
     "prepare": "partialft.methods",
     "all_methods": "partialft.methods",
+    "method_options": "partialft.methods",
+    "get_partial_model": "partialft.methods",
+    "print_trainable_parameters": "partialft.methods",
+    "save_trained": "partialft.trained",
+    "load_trained": "partialft.trained",
 }
 
 __all__ = sorted(_API)

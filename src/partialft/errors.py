@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,8 +12,48 @@ from pathlib import Path
 class PartialFTError(ValueError):
     """A user-caused error: one sentence naming the bad value and what would be valid.
 
-    The CLI prints it without a traceback and exits with code 2.
+    The CLI prints it without a traceback and exits with code 2. ``cli`` is the same sentence
+    worded for the command line (flags instead of keyword arguments); build both from one
+    template with :func:`option_error`.
     """
+
+    def __init__(self, message: str = "", cli: str | None = None) -> None:
+        super().__init__(message)
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        """The message as the command line words it (``--angles FILE``, not ``angles=FILE``)."""
+        return self.cli or str(self)
+
+
+# `name`, `name=VALUE` or `name=LIBRARY VALUE|CLI VALUE` in backticks: an option in a template
+_OPTION = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`|]*)(?:\|([^`]*))?)?`")
+
+
+def for_library(template: str) -> str:
+    """A template worded for a Python caller: `angles=FILE` -> angles=FILE, `rank` -> rank."""
+    return _OPTION.sub(lambda m: m[1] + (f"={m[2]}" if m[2] is not None else ""), template)
+
+
+def for_cli(template: str) -> str:
+    """A template worded for the command line: `angles=FILE` -> --angles FILE, `rank` ->
+    --rank, `allow_base_mismatch=True` -> --allow-base-mismatch, `pretrained=False` ->
+    --no-pretrained."""
+
+    def flag(m: re.Match) -> str:
+        value = m[3] if m[3] is not None else m[2]
+        name = m[1].replace("_", "-")
+        if value == "False":
+            return f"--no-{name}"
+        return f"--{name}" if value in (None, "True") else f"--{name} {value}"
+
+    return _OPTION.sub(flag, template)
+
+
+def option_error(template: str) -> PartialFTError:
+    """One error worded twice: options in backticks become keyword arguments in the library's
+    message and flags in the CLI's (see :func:`for_library`, :func:`for_cli`)."""
+    return PartialFTError(for_library(template), cli=for_cli(template))
 
 
 def suggest(value: str, valid: Iterable[str], limit: int = 5) -> str:
@@ -59,7 +100,7 @@ def read_text_file(path: Path, what: str, valid: str) -> str:
 def user_message(exc: BaseException) -> str:
     """One line for the CLI: an error re-raised from a DataLoader worker carries the worker's
     traceback in its message; only the error's own last line is the user's business."""
-    text = str(exc)
+    text = exc.for_cli() if isinstance(exc, PartialFTError) else str(exc)
     if "Original Traceback" in text:
         last = [ln for ln in text.splitlines() if ln.strip()][-1]
         text = last.split(": ", 1)[1] if last.startswith(("partialft.", "PartialFTError")) else last

@@ -6,10 +6,13 @@ loader) and find no error, and the deliberate mistakes in `mistakes.py` must be 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch.nn as nn
 
 import partialft
 from partialft import LayerMap, PartialFTError, Prepared, Selection, find_layers, select_layers
+from partialft.integrations import SaveTrainedCallback
 from partialft.models import create_model
 
 
@@ -24,6 +27,20 @@ def prepared(model: nn.Module) -> Prepared:
         return partialft.prepare(model, "fapft", topk=2, mode="small")
     except PartialFTError as exc:
         raise SystemExit(str(exc)) from exc
+
+
+def peft_habits(model: nn.Module, out: Path) -> nn.Module:
+    partial: nn.Module = partialft.get_partial_model(model, "lora", rank=4, alpha=8.0)
+    partialft.print_trainable_parameters(partial)
+    written: Path = partialft.save_trained(partial, out, overwrite=True)
+    options: dict[str, str] = partialft.method_options("vpt-deep")
+    assert written.name and options
+    return partialft.load_trained(create_model("test_vit", num_classes=10), out,
+                                  allow_base_mismatch=False)
+
+
+def trainer_callbacks() -> list[SaveTrainedCallback]:
+    return [SaveTrainedCallback(keep_full=False)]
 
 
 model = create_model("test_vit", num_classes=10)

@@ -59,13 +59,20 @@ class SoupResult:
     ranking: dict[str, float] = field(default_factory=dict)  # greedy: each ingredient's val acc
 
 
+def soup_base(ingredients: Sequence[Ingredient]) -> dict[str, Any]:
+    """The soup's base: the ingredients' shared one, without the frozen-tensor hash of one
+    ingredient's selection (the soup may train the union of several)."""
+    return {k: v for k, v in ingredients[0].base.items() if k != "frozen_sha256"}
+
+
 def check_same_base(ingredients: Sequence[Ingredient]) -> None:
     """Raise unless every ingredient names the same base model (model, classes, weights...)."""
     if not ingredients:
         raise PartialFTError("a soup needs at least one ingredient run dir.")
     first = ingredients[0]
     for other in ingredients[1:]:
-        keys = sorted(set(first.base) | set(other.base))
+        # frozen_sha256 covers the tensors a run did not train, which differ by method
+        keys = sorted((set(first.base) | set(other.base)) - {"frozen_sha256"})
         diff = [k for k in keys if first.base.get(k) != other.base.get(k)]
         if diff:
             k = diff[0]
@@ -110,7 +117,8 @@ def _structure(ing: Ingredient, baselines: Any) -> str:
     if sel.get("method") not in baselines:
         return "of the plain model (a layer method)"
     options = {k: v for k, v in sel.items()
-               if k not in ("method", "layers", "train_all", "soup", "ingredients")}
+               if k not in ("method", "layers", "train_all", "soup", "ingredients",
+                            "train_non_residual")}
     return f"{sel.get('method')} {json.dumps(options, sort_keys=True)}"
 
 
@@ -228,7 +236,8 @@ def soup_selection(ingredients: Sequence[Ingredient], result: SoupResult) -> dic
     sels = [ing.summary.get("selection", {}) for ing in ingredients if ing.name in result.used]
     structural = {s.get("method") for s in sels if s.get("method") in BASELINES}
     if structural:
-        strip = [{k: v for k, v in s.items() if k not in ("layers", "train_all")} for s in sels]
+        strip = [{k: v for k, v in s.items()
+                  if k not in ("layers", "train_all", "train_non_residual")} for s in sels]
         if any(s != strip[0] for s in strip):
             raise PartialFTError(f"ingredients use different model structures "
                                  f"({', '.join(sorted(str(s.get('method')) for s in sels))}); "
@@ -289,7 +298,7 @@ def write_soup_run(out: str | Path, ingredients: Sequence[Ingredient], result: S
     try:
         first = Path(ingredients[0].name)
         delta = save_tensors(out / DELTA, result.delta, {"format": "partialft-delta",
-                                                         "base": ingredients[0].base,
+                                                         "base": soup_base(ingredients),
                                                          "selection": selection})
         summary["delta_sha256"] = file_digest(delta)["sha256"]  # readers check it is this one
         atomic_write_json(out / SELECTION, selection)

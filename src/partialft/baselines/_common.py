@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from partialft.errors import PartialFTError, suggest
+from partialft.errors import PartialFTError, option_error, suggest
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ def _coerce(method: str, name: str, value: Any, opt: Option) -> int | float:
     except (TypeError, ValueError):
         number = math.nan
     if math.isnan(number) or not opt.accepts(number):
-        raise PartialFTError(f"{method} option {name}={value!r} is invalid; it must be "
-                             f"{opt.describe()}.")
+        shown = str(value).replace("`", "'").replace("|", "/")
+        raise option_error(f"{method} option `{name}={shown}` is invalid; it must be "
+                           f"{opt.describe()}.")
     return int(number) if want_int else number
 
 

@@ -1,12 +1,12 @@
 """VPT-Deep baseline (Jia et al. 2022): learnable prompt tokens at the input of every block.
 
 Each block ``i`` of a timm ``VisionTransformer`` gets its own ``blocks.i.vpt_prompts`` of shape
-``(prompts, embed_dim)``. A forward pre-hook inserts them right after the prefix tokens (class
+``(tokens, embed_dim)``. A forward pre-hook inserts them right after the prefix tokens (class
 and register tokens, ``model.num_prefix_tokens``), a forward hook drops them from the block's
 output, so every block sees ``[prefix, prompts_i, patches]`` and the rest of the model (final
 norm, pooling, head) sees the usual tokens. Prompts get no position embedding (as in VPT).
 
-ViT-B/16 with 50 prompts: ``12 * 50 * 768 = 460,800`` + head 76,900 = 537,700 (0.54 M).
+ViT-B/16 with 50 prompt tokens: ``12 * 50 * 768 = 460,800`` + head 76,900 = 537,700 (0.54 M).
 Prompts are initialised as in VPT: uniform in ``+-sqrt(6 / (3 * patch**2 + dim))``. Because they
 take part in attention, the initial model is not the base model. Prompts cannot be merged away.
 """
@@ -34,7 +34,7 @@ from partialft.errors import PartialFTError
 
 PREFIX = "vpt_"
 OPTIONS = {
-    "prompts": Option(50, 1, help="prompt tokens per block"),
+    "tokens": Option(50, 1, help="prompt tokens per block"),
     "dropout": Option(0.0, 0.0, 1.0, help="dropout on the prompt tokens while training"),
 }
 
@@ -88,7 +88,7 @@ class VPTDeep:
         dim = model.embed_dim
         bound = _init_range(model, dim)
         for block in model.blocks:
-            block.vpt_prompts = param_like(ref, (opts["prompts"], dim))
+            block.vpt_prompts = param_like(ref, (opts["tokens"], dim))
             nn.init.uniform_(block.vpt_prompts, -bound, bound)
             block.register_forward_pre_hook(functools.partial(
                 _insert_prompts, num_prefix=num_prefix, dropout=opts["dropout"]))

@@ -90,8 +90,9 @@ def check_variants(ctx: Context, variants: list[Variant]) -> None:
             model = create_model(cfg.model, num_classes=ctx.num_classes, img_size=cfg.img_size)
         layer_map = find_layers(model, cfg.layer_spec)
         angles = load_angles(cfg.angles, layer_map) if cfg.method == "fapft" else None
-        prepare(model, cfg.method, layer_spec=cfg.layer_spec, angles=angles, topk=cfg.topk,
-                mode=cfg.mode)
+        fapft = {"angles": angles, "topk": cfg.topk, "mode": cfg.mode} \
+            if cfg.method == "fapft" else {}
+        prepare(model, cfg.method, layer_spec=cfg.layer_spec, **cfg.baseline_options(), **fapft)
 
 
 def _standin_angles(ctx: Context) -> str:

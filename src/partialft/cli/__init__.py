@@ -17,8 +17,8 @@ from partialft.errors import PartialFTError, user_message
 
 # Verb modules in the order `partialft --help` lists them.
 COMMANDS = (
-    "demo", "configs", "layers", "angles", "plan", "train", "fapft", "select", "soup", "eval",
-    "report", "export", "bench", "multitask", "pretrain",
+    "demo", "configs", "methods", "layers", "angles", "plan", "train", "fapft", "select", "soup",
+    "eval", "report", "export", "bench", "multitask", "pretrain",
 )
 
 
@@ -46,11 +46,32 @@ def build_parser() -> Parser:
     return parser
 
 
+# flags of partialft 0.1.0 that have one name now (the library's keyword, the config's key)
+RENAMED_FLAGS = {"--lora-rank": "--rank", "--lora-alpha": "--alpha",
+                 "--lora-targets": "--targets", "--adapter-dim": "--dim",
+                 "--vpt-tokens": "--tokens"}
+
+
+def renamed_flag(argv: Sequence[str]) -> str | None:
+    """One sentence for a flag of an older partialft, naming today's spelling."""
+    for arg in argv:
+        old = arg.split("=", 1)[0]
+        if old in RENAMED_FLAGS:
+            return (f"{old} is now called {RENAMED_FLAGS[old]} (the same name as the "
+                    "library's keyword and the config's key); rename it.")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # where Python has no fcntl, filelock locks with marker files and warns at import (from
     # whichever library imports it first); partialft's locks are built for that (locks.py)
     warnings.filterwarnings("ignore", message="only soft file lock is available")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    renamed = renamed_flag(argv)
+    if renamed:
+        sys.stderr.write(f"partialft: error: {renamed}\n")
+        return 2
     args = parser.parse_args(argv)
     try:
         from partialft.cli.common import check_common_args

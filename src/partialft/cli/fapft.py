@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from partialft.cli.train import add_run_flags, check_run_flags, main_process
-from partialft.training.config import FIELDS, TrainConfig, config_inputs
+from partialft.training.config import BASELINE_KEYS, FIELDS, TrainConfig, config_inputs
 from partialft.training.config_files import config_values
 from partialft.training.config_flags import add_config_args, overrides_from_args
 from partialft.training.outputs import check_claim
@@ -27,8 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "relative gradient norms, or SubTuning's greedy search (docs/selectors.md)")
     add_run_flags(p)
     # flags fapft does not use: the method is fapft, its angles come from the full run
-    add_config_args(p, skip=("method", "angles", "layers", "lora_rank", "lora_alpha",
-                             "lora_targets", "adapter_dim", "vpt_tokens"))
+    add_config_args(p, skip=("method", "angles", "layers", *BASELINE_KEYS))
     p.set_defaults(func=run)
 
 

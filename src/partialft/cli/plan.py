@@ -30,17 +30,14 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-non-residual", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="also train patch embedding, tokens, downsampling and final norm")
-    for flag, kind, text in BASELINE_FLAGS:
-        p.add_argument(flag, type=kind, default=None, help=text)
+    # the PEFT baselines' options: the same flags (and words) as `partialft train`
+    from partialft.training.config import BASELINE_KEYS, FIELDS
 
-
-# the PEFT baselines' options, as `partialft train` takes them
-BASELINE_FLAGS = (("--lora-rank", int, "lora: rank of the update (default 8)"),
-                  ("--lora-alpha", float, "lora: scaling numerator (default 16)"),
-                  ("--lora-targets", str, "lora: modules to adapt, of qkv, attn.proj, mlp.fc1, "
-                   "mlp.fc2 (default: all four)"),
-                  ("--adapter-dim", int, "adapter: bottleneck width (default: channels // 64)"),
-                  ("--vpt-tokens", int, "vpt-deep: prompt tokens per block (default 50)"))
+    kinds = {"rank": int, "alpha": float, "dropout": float, "targets": str, "reduction": int,
+             "dim": int, "tokens": int}
+    for name in BASELINE_KEYS:
+        p.add_argument(f"--{name}", type=kinds[name], default=None, metavar=name.upper(),
+                       help=FIELDS[name].metadata["help"])
 
 
 def selection_kwargs(args: argparse.Namespace, model) -> dict:
@@ -91,14 +88,18 @@ def from_config(args: argparse.Namespace) -> None:
     """Fill the flags not given from --config, as `partialft train --config` would read it."""
     from partialft.data import known_classes
     from partialft.errors import PartialFTError
+    from partialft.training.config import BASELINE_KEYS
     from partialft.training.config_files import load_config
 
     if args.config is not None:
         overrides = {k: getattr(args, k) for k in ("model", "method") if getattr(args, k)}
         cfg = load_config(args.config, {**overrides, "mode": args.mode or None} if args.mode
                           else overrides)
-        for key in ("model", "method", "topk", "mode", "layer_spec", "checkpoint",
-                    "lora_rank", "lora_alpha", "lora_targets", "adapter_dim", "vpt_tokens"):
+        # a config's fapft settings count only for fapft (the paper configs carry top-k for
+        # every method); flags given stay and are checked against the method
+        keys = ("model", "method", "layer_spec", "checkpoint", *BASELINE_KEYS) + (
+            ("topk", "mode") if cfg.method == "fapft" else ())
+        for key in keys:
             if getattr(args, key, None) is None:
                 setattr(args, key, getattr(cfg, key))
         if args.train_non_residual is None:
@@ -110,20 +111,18 @@ def from_config(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.methods import prepare
-    from partialft.training.rules import check_baseline_flags
+    from partialft.methods import check_method_options, prepare
+    from partialft.training.config import BASELINE_KEYS
 
     from_config(args)
-    # the rules partialft train applies to the same flags (one rule per setting)
-    check_baseline_flags(args.method, {k: getattr(args, k) for k in (
-        "lora_rank", "lora_alpha", "lora_targets", "adapter_dim", "vpt_tokens")})
+    # the rule partialft train and the library apply to the same options, before any model
+    given = {k: getattr(args, k) for k in (*BASELINE_KEYS, "layers", "angles", "topk", "mode")}
+    check_method_options(args.method, given)
     model = model_from_args(args, meta=True)
-    baseline = {k: v for k, v in {"rank": args.lora_rank, "alpha": args.lora_alpha,
-                                  "targets": args.lora_targets, "dim": args.adapter_dim,
-                                  "prompts": args.vpt_tokens}.items() if v is not None}
+    baseline = {k: getattr(args, k) for k in BASELINE_KEYS}
     prepared = prepare(model, args.method, layer_spec=args.layer_spec,
                        train_non_residual=args.train_non_residual,
-                       baseline_options=baseline, **selection_kwargs(args, model))
+                       **baseline, **selection_kwargs(args, model))
     summary = prepared.summary
     if args.json:
         print_json({"model": args.model, **prepared.selection.to_dict(), **summary.to_dict()})

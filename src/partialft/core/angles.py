@@ -58,7 +58,15 @@ def layer_angle(pretrained: list[torch.Tensor], finetuned: list[torch.Tensor]) -
 
 def compute_angles(pretrained: StateDict, finetuned: StateDict, layer_map: LayerMap
                    ) -> dict[str, float]:
-    """Fine-tuned angle of every layer of ``layer_map``, in degrees, keyed by layer id."""
+    """Fine-tuned angle of every layer of ``layer_map``, in degrees, keyed by layer id.
+
+    Args:
+        pretrained: the state dict before fine-tuning (the base weights).
+        finetuned: the state dict after fully fine-tuning the same model.
+        layer_map: the model's layers (:func:`find_layers`); each angle is the arccos of the
+            cosine between the flattened ``pretrained`` and ``finetuned`` parameters of one
+            layer (paper Eq. 2), computed in float64.
+    """
     names = [n for layer in layer_map.layers for n in layer.param_names]
     check_compatible(pretrained, finetuned, names)
     angles = {
@@ -81,7 +89,13 @@ def rank(angles: Mapping[str, float], ids: list[str]) -> list[int]:
 
 
 def kendall_tau(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    """Kendall tau between two angle rankings over the same layer ids (scipy)."""
+    """Kendall tau between two angle rankings over the same layer ids (scipy).
+
+    Args:
+        a: layer id -> angle (or any score), e.g. from one seed.
+        b: the same layer ids -> angles from another run; other ids raise
+            :class:`PartialFTError`.
+    """
     if set(a) != set(b):
         only = sorted(set(a) ^ set(b))
         raise PartialFTError(

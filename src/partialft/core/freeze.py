@@ -79,17 +79,31 @@ def summarize(layer_map: LayerMap, names: set[str], added: Iterable[str] = ()) -
 def apply_selection(model: nn.Module, layer_map: LayerMap, selection: Selection,
                     train_non_residual: bool = False, extra: Iterable[str] = ()
                     ) -> FreezeSummary:
-    """Set ``requires_grad`` so that only the selection (and the head) trains.
+    """Set ``requires_grad`` on ``model`` so that only the selection (and the head) trains.
 
-    Non-residual modules stay frozen unless ``train_non_residual``; ``extra`` names more
-    parameters to train (a PEFT baseline's own). BatchNorm layers whose parameters are all
-    frozen run in eval mode even under ``model.train()``, so their running stats do not move.
+    ``layer_map`` is the model's layers (:func:`find_layers`), ``selection`` the layer ids to
+    train (:func:`select_layers`). Non-residual modules stay frozen unless
+    ``train_non_residual``; ``extra`` names more parameters to train (a PEFT baseline's own).
+    BatchNorm layers whose parameters are all frozen run in eval mode even under
+    ``model.train()``, so their running stats do not move. Returns the counts per group.
     """
     names = trainable_names(layer_map, selection, train_non_residual, extra)
     for name, param in model.named_parameters():
         param.requires_grad_(name in names)
     _freeze_batchnorm_stats(model, names)
     return summarize(layer_map, names, added=extra)
+
+
+def delta_names(model: nn.Module) -> list[str]:
+    """Trainable parameters plus the persistent buffers of modules that train (BatchNorm stats)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    keys = set(model.state_dict())
+    for mod_name, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            prefix = f"{mod_name}." if mod_name else ""
+            names += [prefix + b for b, _ in module.named_buffers(recurse=False)
+                      if prefix + b in keys]
+    return names
 
 
 def _keep_eval(module: nn.Module, _args: Any) -> None:

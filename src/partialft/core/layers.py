@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from partialft.core.layermap import Layer, LayerMap
 from partialft.core.layerspec import check_layer_spec, layers_from_spec, load_layer_spec
-from partialft.errors import PartialFTError
+from partialft.errors import option_error
 
 
 @dataclass(frozen=True)
@@ -330,9 +330,9 @@ def _layers_from_group_matcher(
     cls = type(model).__name__
     pattern = _block_regex(model)
     if pattern is None:
-        raise PartialFTError(
+        raise option_error(
             f"partialft does not know the residual layers of {cls} and its timm group_matcher "
-            "names no blocks; describe them in a layer spec file and pass --layer-spec FILE "
+            "names no blocks; describe them in a layer spec file and pass `layer_spec=FILE` "
             "(see docs/layer-spec.md)."
         )
     found: dict[str, tuple[int, int, list[str]]] = {}
@@ -350,9 +350,9 @@ def _layers_from_group_matcher(
         for layer_id, (stage, index, names) in found.items()
     ]
     if len(layers) < 2:
-        raise PartialFTError(
+        raise option_error(
             f"timm's group_matcher of {cls} yields {len(layers)} block(s), too few to select "
-            "layers from; pass a layer spec with --layer-spec FILE (see docs/layer-spec.md)."
+            "layers from; pass a layer spec with `layer_spec=FILE` (see docs/layer-spec.md)."
         )
     if len(stages) == 1:
         layers = [Layer(la.id, la.kind, 0, la.index, "block", la.param_names, la.num_params)

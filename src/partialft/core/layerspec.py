@@ -27,6 +27,9 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 def load_layer_spec(path: str | Path) -> dict[str, Any]:
     """Read and check a layer spec from YAML or JSON (``safe_load``; no code runs).
 
+    ``path`` names the file; pass the result (or the path itself) as ``layer_spec`` to
+    :func:`find_layers`, :func:`prepare` or :func:`get_partial_model`.
+
     Format (see docs/layer-spec.md)::
 
         layers:             # layer id -> glob pattern(s) over parameter names

@@ -6,13 +6,14 @@ registry; PEFT baselines register themselves in :mod:`partialft.baselines`.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from partialft.core.layers import Layer, LayerMap
-from partialft.errors import PartialFTError, first_items, suggest
+from partialft.errors import PartialFTError, first_items, option_error, suggest
 
 # Layer kinds that play the role of attention (token mixing) and of the FFN (channel mixing):
 # AS-MLP's AS layers and MaxViT's window and grid attention mix tokens; MaxViT's MBConv (and
@@ -45,9 +46,25 @@ class SelectOptions:
     mode: str | None = None  # fapft: "large" or "small"; no default (the task decides)
 
 
-MODE_NEEDED = ("method 'fapft' needs --mode: large (train the layers whose angles are largest; "
+MODE_NEEDED = ("method 'fapft' needs `mode`: large (train the layers whose angles are largest; "
                "the paper's choice for hard tasks such as ImageNet-1K), small (the smallest; for "
                "easy tasks such as CIFAR-100) or auto (decided by a linear probe).")
+
+# the options each strategy takes (the others take none): one name each, the same as the
+# keyword of prepare/get_partial_model, the YAML key and the CLI flag (--topk)
+SELECT_OPTIONS: dict[str, dict[str, str]] = {
+    "layers": {"layers": "the layer ids to train (a list, or comma-separated)"},
+    "fapft": {"angles": "fine-tuned angles: a layer id -> degrees mapping (the library) or the "
+                        "angles JSON of 'partialft angles' (a file)",
+              "topk": "layers per homogeneous group: one number or one per stage (0,0,6,2); "
+                      "default: paper Table 7",
+              "mode": "large (train the largest angles; hard tasks) or small (easy tasks); "
+                      "required"},
+}
+
+# older spellings of options (partialft 0.1.0 and before) -> their one name now
+RENAMED_OPTIONS = {"prompts": "tokens", "lora_rank": "rank", "lora_alpha": "alpha",
+                   "lora_targets": "targets", "adapter_dim": "dim", "vpt_tokens": "tokens"}
 
 Strategy = Callable[[LayerMap, SelectOptions], Selection]
 METHODS: dict[str, Strategy] = {}
@@ -62,11 +79,39 @@ def register(name: str) -> Callable[[Strategy], Strategy]:
 
 
 def select_layers(layer_map: LayerMap, method: str, **options: Any) -> Selection:
-    """Apply strategy ``method`` (a key of :data:`METHODS`) to ``layer_map``."""
+    """Apply strategy ``method`` (a key of :data:`METHODS`) to ``layer_map``.
+
+    ``options`` (None means not given; an option the method does not take is an error):
+
+    - ``layers``: method ``layers``: the layer ids to train.
+    - ``angles``: method ``fapft``: layer id -> fine-tuned angle in degrees.
+    - ``topk``: method ``fapft``: layers per homogeneous group, one number, one per stage
+      (``"0,0,6,2"`` or a list); default paper Table 7.
+    - ``mode``: method ``fapft``: ``"large"`` (hard tasks) or ``"small"`` (easy tasks).
+    """
     if method not in METHODS:
         raise PartialFTError(f"unknown method {method!r}{suggest(method, METHODS)}; valid "
                              f"methods: {', '.join(METHODS)}.")
-    return METHODS[method](layer_map, SelectOptions(**options))
+    given = {k: v for k, v in options.items() if v is not None}
+    check_option_names(method, given, SELECT_OPTIONS.get(method, {}))
+    if isinstance(given.get("layers"), str):  # "blocks.3.attn,blocks.5.mlp"
+        given["layers"] = [s.strip() for s in given["layers"].split(",") if s.strip()]
+    return METHODS[method](layer_map, SelectOptions(**given))
+
+
+def check_option_names(method: str, given: Mapping[str, Any], valid: Mapping[str, Any]) -> None:
+    """Refuse an option ``method`` does not take, naming it, the valid ones and a near name."""
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        name = unknown[0]
+        if RENAMED_OPTIONS.get(name) in valid:
+            raise option_error(f"the option `{name}` of {method} is now called "
+                               f"`{RENAMED_OPTIONS[name]}`; rename it.")
+        takes = ", ".join(f"`{v}`" for v in valid) if valid else "none"
+        close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(f'`{c}`' for c in close)}?)" if close else ""
+        raise option_error(f"method {method!r} does not take the option `{name}`{hint}; its "
+                           f"options: {takes}.")
 
 
 def _of_role(layer_map: LayerMap, role: str, method: str) -> list[Layer]:
@@ -143,8 +188,9 @@ for _h in ("first", "last"):
 @register("layers")
 def _explicit(layer_map: LayerMap, opts: SelectOptions) -> Selection:
     if not opts.layers:
-        raise PartialFTError("method 'layers' needs layer ids, e.g. --layers blocks.3.attn,"
-                             "blocks.5.mlp; list them with 'partialft layers MODEL'.")
+        raise option_error("method 'layers' needs layer ids, e.g. `layers=['blocks.3.attn', "
+                           "'blocks.5.mlp']|blocks.3.attn,blocks.5.mlp`; list them with "
+                           "'partialft layers MODEL'.")
     known = layer_map.by_id()
     for layer_id in opts.layers:
         if layer_id not in known:
@@ -158,10 +204,11 @@ def _explicit(layer_map: LayerMap, opts: SelectOptions) -> Selection:
 def _fapft(layer_map: LayerMap, opts: SelectOptions) -> Selection:
     """Top-k largest (hard task) or smallest (easy task) angles within each homogeneous group."""
     if opts.angles is None:
-        raise PartialFTError("method 'fapft' needs fine-tuned angles: pass --angles FILE "
-                             "(from 'partialft angles') or use 'partialft fapft'.")
+        raise option_error("method 'fapft' needs fine-tuned angles: pass `angles=ANGLES|FILE` "
+                           "(from 'partialft angles' or compute_angles) or use 'partialft "
+                           "fapft'.")
     if opts.mode is None:
-        raise PartialFTError(MODE_NEEDED)
+        raise option_error(MODE_NEEDED)
     if opts.mode not in MODES:
         raise PartialFTError(f"mode {opts.mode!r} is not valid; use 'large' (hard tasks) or "
                              "'small' (easy tasks).")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.utils.io import atomic_write_json
 
 DATA_DIR_ENV = "PARTIALFT_DATA_DIR"
@@ -141,5 +141,6 @@ def find_root(req: Request, marker: str, subdirs: Sequence[str], what: str) -> P
     for cand in candidates:
         if (cand / marker).exists():
             return cand
-    raise PartialFTError(f"{what} not found: no {marker} in {base} or its subfolders "
-                         f"{', '.join(subdirs)}; pass --data-dir pointing to the dataset's folder.")
+    raise option_error(f"{what} not found: no {marker} in {base} or its subfolders "
+                       f"{', '.join(subdirs)}; pass `data_dir=DIR|DIR` pointing to the dataset's "
+                       "folder.")

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
 from partialft.data.base import Datasets, Request, find_root, holdout_split
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -235,5 +235,5 @@ def _tv(cls: type, base: Path, split: str, transform: Transform, what: str) -> A
     try:
         return cls(str(base), split=split, transform=transform, download=False, loader=load_rgb)
     except (RuntimeError, OSError, KeyError, ValueError) as err:
-        raise PartialFTError(f"{cls.__name__} files under {base} are missing or corrupt ({err}); "
-                             f"--data-dir must hold {what}.") from None
+        raise option_error(f"{cls.__name__} files under {base} are missing or corrupt ({err}); "
+                           f"`data_dir` must hold {what}.") from None

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from partialft.data.base import Datasets, Request, holdout_split
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.utils.net import reachable, socket_timeout
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -65,17 +65,17 @@ def _torchvision_set(cls: type, root: Path, train: bool, download: bool, what: s
         pass  # files missing or corrupt
     url = getattr(cls, "url", None) or cls.mirrors[0]
     if not download:
-        raise PartialFTError(f"{what} files not found under {root}; pass --data-dir with the "
-                             "downloaded files or allow the download.")
+        raise option_error(f"{what} files not found under {root}; pass `data_dir=DIR|DIR` with "
+                           "the downloaded files or allow the download.")
     if not reachable(url):
-        raise PartialFTError(f"{what} is not under {root} and {url} cannot be reached (offline?); "
-                             "download it elsewhere and pass --data-dir.")
+        raise option_error(f"{what} is not under {root} and {url} cannot be reached (offline?); "
+                           "download it elsewhere and pass `data_dir=DIR|DIR`.")
     try:
         with socket_timeout(DOWNLOAD_TIMEOUT_S):
             return cls(str(root), train=train, download=True)
     except (OSError, RuntimeError, ValueError) as err:
-        raise PartialFTError(f"downloading {what} into {root} failed ({err}); download it "
-                             "elsewhere and pass --data-dir.") from None
+        raise option_error(f"downloading {what} into {root} failed ({err}); download it "
+                           "elsewhere and pass `data_dir=DIR|DIR`.") from None
 
 
 def build_cifar(req: Request) -> Datasets:

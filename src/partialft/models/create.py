@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from partialft.errors import PartialFTError, suggest
+from partialft.errors import PartialFTError, option_error, suggest
 from partialft.models.loading import first_line, load_into, load_state_dict_file
 
 
@@ -33,7 +33,9 @@ LOCAL_DIR = "local-dir:"
 # the weights files timm reads from a local-dir: folder, in its order of preference
 LOCAL_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
 
-TRAIN_HINT = ("without network, pass --checkpoint FILE (weights on disk) or --no-pretrained, "
+# a template (errors.option_error): keywords for a library caller, flags on the command line
+TRAIN_HINT = ("without network, pass `checkpoint=FILE|FILE` (weights on disk) or "
+              "`pretrained=False`, "
               "or copy the weights into the Hugging Face cache timm reads (HF_HOME) and set "
               "HF_HUB_OFFLINE=1 so nothing tries the network.")
 
@@ -69,8 +71,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     except (OSError, RuntimeError) as exc:
         if not pretrained:
             raise
-        raise PartialFTError(f"could not get pretrained weights for {name!r} "
-                             f"({first_line(exc)}); {offline_hint}") from None
+        raise option_error(f"could not get pretrained weights for {name!r} "
+                           f"({first_line(exc)}); {offline_hint}") from None
     if checkpoint is not None:
         load_into(model, load_state_dict_file(checkpoint), source=str(checkpoint))
     return model
@@ -211,15 +213,15 @@ def local_pretrained(name: str, offline_hint: str = TRAIN_HINT) -> str | None:
 
     host = constants.ENDPOINT if repo else (cfg.url if cfg is not None else None)
     if not host:  # e.g. AS-MLP: the authors' files are downloaded by hand
-        raise PartialFTError(f"the pretrained weights of {name!r} have no download address; "
-                             "pass the released weights file with --checkpoint FILE, or "
-                             "--no-pretrained.")
+        raise option_error(f"the pretrained weights of {name!r} have no download address; "
+                           "pass the released weights file with `checkpoint=FILE|FILE`, or "
+                           "`pretrained=False`.")
     if constants.HF_HUB_OFFLINE or not reachable(host):
         where = f"{host} cannot be reached"
         if constants.HF_HUB_OFFLINE:
             where = "HF_HUB_OFFLINE is set"
-        raise PartialFTError(f"the pretrained weights of {name!r} are not on this machine and "
-                             f"{where}; {offline_hint}")
+        raise option_error(f"the pretrained weights of {name!r} are not on this machine and "
+                           f"{where}; {offline_hint}")
     return None
 
 

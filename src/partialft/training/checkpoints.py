@@ -24,6 +24,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from partialft.core.freeze import delta_names  # noqa: F401  (re-exported)
 from partialft.errors import PartialFTError
 from partialft.models import StateDict, load_state_dict_file
 from partialft.utils.canonical import canonicalize
@@ -88,18 +89,6 @@ def save_delta(path: str | Path, model: nn.Module, base: dict[str, Any],
     """Write only the trained tensors; ``base`` names the base model (name, num_classes, ...)."""
     return save_tensors(path, trained_state(model, names),
                         {"format": "partialft-delta", "base": base, "selection": selection})
-
-
-def delta_names(model: nn.Module) -> list[str]:
-    """Trainable parameters plus the persistent buffers of modules that train (BatchNorm stats)."""
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    keys = set(model.state_dict())
-    for mod_name, module in model.named_modules():
-        if any(p.requires_grad for p in module.parameters(recurse=False)):
-            prefix = f"{mod_name}." if mod_name else ""
-            names += [prefix + b for b, _ in module.named_buffers(recurse=False)
-                      if prefix + b in keys]
-    return names
 
 
 def apply_delta(model: nn.Module, delta: StateDict) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from partialft.errors import PartialFTError, suggest
+from partialft.errors import PartialFTError, option_error, suggest
 from partialft.training import rules
 from partialft.training.rules import MAX_SEED  # noqa: F401  (re-exported)
 from partialft.utils.limits import check_img_size, check_threads, check_workers
@@ -53,15 +53,19 @@ class TrainConfig:
                           "task) or smallest (easy task) angles, or auto (decided by a linear "
                           "probe, see docs/selectors.md); no default")
     train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
-    baseline: dict[str, Any] = _f(None, "options of a PEFT baseline, e.g. {rank: 8} (YAML only; "
-                                  "or the flags below)")
-    lora_rank: int | None = _f(None, "lora: rank of the update (default 8)")
-    lora_alpha: float | None = _f(None, "lora: scaling numerator, update * alpha / rank "
-                                  "(default 16)")
-    lora_targets: str | None = _f(None, "lora: comma-separated modules to adapt, of qkv, "
-                                  "attn.proj, mlp.fc1, mlp.fc2 (default: all four)")
-    adapter_dim: int | None = _f(None, "adapter: bottleneck width (default: channels // 64)")
-    vpt_tokens: int | None = _f(None, "vpt-deep: prompt tokens per block (default 50)")
+    # the PEFT baselines' options, one name each (the keyword of partialft.prepare, this key,
+    # the flag --rank): partialft.methods.method_options lists them per method
+    rank: int | None = _f(None, "lora: rank of the update B A (default 8)")
+    alpha: float | None = _f(None, "lora: scaling numerator, update * alpha / rank (default 16)")
+    dropout: float | None = _f(None, "lora: dropout on the LoRA branch input; vpt-deep: dropout "
+                               "on the prompt tokens (default 0)")
+    targets: str | None = _f(None, "lora: comma-separated modules to adapt, of qkv, attn.proj, "
+                             "mlp.fc1, mlp.fc2 (default: all four)")
+    reduction: int | None = _f(None, "adapter: bottleneck width = channels // reduction "
+                               "(default 64)")
+    dim: int | None = _f(None, "adapter: bottleneck width itself (default 0: channels // "
+                         "reduction)")
+    tokens: int | None = _f(None, "vpt-deep: prompt tokens per block (default 50)")
     model_kwargs: dict[str, Any] = _f(None, "extra timm.create_model arguments, e.g. "
                                       "drop_rate=0.1,global_pool=avg (recorded with the base)")
     # data
@@ -137,18 +141,15 @@ class TrainConfig:
         self._check_method_options()
 
     def baseline_options(self) -> dict[str, Any]:
-        """The PEFT baseline's options: ``baseline`` (YAML) with the ``--lora-*``,
-        ``--adapter-dim`` and ``--vpt-tokens`` flags on top."""
-        flags = {"rank": self.lora_rank, "alpha": self.lora_alpha, "targets": self.lora_targets,
-                 "dim": self.adapter_dim, "prompts": self.vpt_tokens}
-        return {**(self.baseline or {}), **{k: v for k, v in flags.items() if v is not None}}
+        """The PEFT baseline's options that are set (``rank``, ``tokens``, ...)."""
+        return {k: getattr(self, k) for k in BASELINE_KEYS if getattr(self, k) is not None}
 
     def _check_method_options(self) -> None:
-        """A baseline's flags only with that baseline (a flag its method ignores is a mistake),
-        and its options in range: the rules ``partialft plan`` applies too."""
-        rules.check_baseline_flags(self.method, {n: getattr(self, n) for n in (
-            "lora_rank", "lora_alpha", "lora_targets", "adapter_dim", "vpt_tokens")})
-        rules.check_baseline_options(self.method, self.baseline_options())
+        """A baseline's option only with a method that takes it (one ignored is a mistake),
+        in range: the rule partialft.prepare and ``partialft plan`` apply too."""
+        from partialft.methods import check_method_options
+
+        check_method_options(self.method, self.baseline_options())
 
     def _normalise(self) -> None:
         """Flag and YAML spellings of list fields -> their one form; a ``local-dir:`` model
@@ -161,6 +162,8 @@ class TrainConfig:
             self.layers = [s.strip() for s in self.layers.split(",") if s.strip()]
         if isinstance(self.layers, list):
             self.layers = [str(layer) for layer in self.layers]
+        if isinstance(self.targets, list):  # YAML [qkv, mlp.fc1] = "qkv,mlp.fc1"
+            self.targets = ",".join(str(t) for t in self.targets)
         for name in ("mean", "std"):
             setattr(self, name, _floats(name, getattr(self, name)))
         if isinstance(self.model_kwargs, str):
@@ -248,9 +251,9 @@ class TrainConfig:
             raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "
                                  "bilinear, bicubic or nearest.")
         if self.layers is not None and self.method != "layers":
-            raise PartialFTError(f"layers {','.join(self.layers)!r} is only used by --method "
-                                 f"layers, not {self.method}; drop --layers or use --method "
-                                 "layers.")
+            raise option_error(f"`layers={','.join(self.layers)}` is only used by "
+                               f"`method=layers`, not {self.method}; drop `layers` or use "
+                               "`method=layers`.")
         if self.amp not in AMP:
             raise PartialFTError(f"amp {self.amp!r} is not valid; use one of {', '.join(AMP)}.")
         if self.mode not in (None, "large", "small", "auto"):
@@ -258,7 +261,7 @@ class TrainConfig:
         if self.method == "fapft" and self.mode is None:
             from partialft.core.select import MODE_NEEDED
 
-            raise PartialFTError(MODE_NEEDED)
+            raise option_error(MODE_NEEDED)
 
     def _check_types(self) -> None:
         """YAML can give any type: each field must hold its annotated one (an int for a float)."""
@@ -291,6 +294,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+BASELINE_KEYS = ("rank", "alpha", "dropout", "targets", "reduction", "dim", "tokens")
 _WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
           list: "a list", dict: "a mapping"}
 

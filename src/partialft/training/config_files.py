@@ -47,12 +47,45 @@ def config_values(path: str | Path | None, overrides: dict[str, Any] | None = No
                                  f"does not have: {', '.join(sorted(ignored))}")
         values.update(data)
     values.update(overrides or {})
+    check_renamed(values)
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         key = unknown[0]
         raise PartialFTError(f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are "
                              "the fields of 'partialft train --help'.")
     return values
+
+
+# keys of partialft 0.1.0 that have one name now (the library's keyword); ``baseline`` held them
+RENAMED_KEYS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_targets": "targets",
+                "adapter_dim": "dim", "vpt_tokens": "tokens"}
+
+
+def check_renamed(values: dict[str, Any]) -> None:
+    """Refuse a key of an older partialft in one sentence that names today's key."""
+    from partialft.training.config import BASELINE_KEYS
+
+    for key in values:
+        if key in RENAMED_KEYS:
+            raise PartialFTError(f"config key {key} is now called {RENAMED_KEYS[key]} (the same "
+                                 f"name as the library's keyword); rename it.")
+        if key == "baseline":
+            raise PartialFTError("config key baseline is gone: write its options as top-level "
+                                 f"keys ({', '.join(BASELINE_KEYS)}), e.g. rank: 4.")
+
+
+def upgrade_recorded(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.yaml written by partialft 0.1.0, under today's keys (its own record is
+    read, not refused): ``lora_rank`` -> ``rank``, ``baseline: {prompts: 5}`` -> ``tokens: 5``."""
+    from partialft.core.select import RENAMED_OPTIONS
+
+    out = {k: v for k, v in data.items() if k not in RENAMED_KEYS and k != "baseline"}
+    old = {**(data.get("baseline") or {}),
+           **{RENAMED_KEYS[k]: v for k, v in data.items() if k in RENAMED_KEYS}}
+    for key, value in old.items():
+        if value is not None:
+            out[RENAMED_OPTIONS.get(key, key)] = value
+    return out
 
 
 def _stderr(line: str) -> None:
@@ -93,7 +126,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def is_timm_args(data: dict[str, Any]) -> bool:
     """A timm train.py args.yaml: it holds keys only timm's script writes."""
-    return len((set(TIMM_KEYS) | TIMM_RUNTIME) & set(data)) >= 2
+    return len(((set(TIMM_KEYS) | TIMM_RUNTIME) - TIMM_SHARED) & set(data)) >= 2
+
+
+# timm keys spelled like one of partialft's settings: timm's ``rank`` is the process rank, not
+# LoRA's; they do not tell a timm file apart
+TIMM_SHARED = {"rank", "color_jitter"}
 
 
 def from_timm(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -103,7 +141,7 @@ def from_timm(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if key in _SPECIAL or value is None or value == "":
             continue
         field = TIMM_KEYS.get(key, key)
-        if field in FIELDS and field not in values:
+        if field in FIELDS and field not in values and key not in TIMM_RUNTIME:
             values[field] = value
         else:
             ignored.append(key)

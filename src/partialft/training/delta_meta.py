@@ -20,6 +20,7 @@ BASE_TYPES: dict[str, tuple[type, ...]] = {
     "layer_spec": (str, type(None)), "init_seed": (int,), "checkpoint_file": (dict,),
     "model_kwargs": (dict,), "pretrained_tag": (str, type(None)), "weights_sha256": (str,),
     "model_file": (dict,),
+    "frozen_sha256": (str,),
 }
 # sizes a delta may ask a model to be built with (beyond them a model does not fit in memory)
 MAX_IMG_SIZE = 4096
@@ -57,8 +58,9 @@ def check_base(base: Any, path: Path) -> None:
     _check_range(base, "img_size", 1, MAX_IMG_SIZE, path)
     _check_range(base, "num_classes", 1, MAX_CLASSES, path)
     _check_range(base, "init_seed", 0, 2**64 - 1, path)
-    if "weights_sha256" in base and not _SHA.fullmatch(base["weights_sha256"]):
-        raise _bad(path, f"base weights_sha256 {_show(base['weights_sha256'])} is not a SHA-256")
+    for key in ("weights_sha256", "frozen_sha256"):
+        if key in base and not _SHA.fullmatch(base[key]):
+            raise _bad(path, f"base {key} {_show(base[key])} is not a SHA-256")
     check_model_kwargs(base.get("model_kwargs") or {}, path)
     _check_checkpoint(base, path)
     _check_local_dir(base, path)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 
 
 class ShardedBatches(Sampler[list[int]]):
@@ -52,9 +52,9 @@ class Batches:
                                  f"processes; use a multiple of {world}.")
         micro = (n // batch_size) // grad_accum * grad_accum
         if micro == 0:
-            raise PartialFTError(f"the training split has {n} images, fewer than one optimizer "
-                                 f"step of {batch_size * grad_accum}; lower --batch-size or "
-                                 "--grad-accum.")
+            raise option_error(f"the training split has {n} images, fewer than one optimizer "
+                               f"step of {batch_size * grad_accum}; lower `batch_size` or "
+                               "`grad_accum`.")
         self.n, self.batch_size, self.grad_accum = n, batch_size, grad_accum
         self.seed, self.rank, self.world = seed, rank, world
         self.micro_per_epoch = micro
@@ -108,8 +108,8 @@ def evaluate(model: nn.Module, dataset: Dataset, augment: nn.Module, acc: Any,
              batch_size: int, workers: int = 0) -> float:
     """Top-1 accuracy in percent over the whole dataset, summed across processes."""
     if len(dataset) == 0:
-        raise PartialFTError("cannot evaluate on an empty split; check --val-fraction and the "
-                             "dataset.")
+        raise option_error("cannot evaluate on an empty split; check `val_fraction` and the "
+                           "dataset.")
     was_training = model.training
     model.eval()
     sampler = ShardedBatches(len(dataset), batch_size, seed=0, epoch=0, shuffle=False,

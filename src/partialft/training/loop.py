@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from partialft.errors import PartialFTError
+from partialft.errors import option_error
 from partialft.training.checkpoints import delta_names
 from partialft.training.loaders import evaluate, loader
 from partialft.training.rundir import optimizer_state, optimizer_tensors
@@ -134,9 +134,10 @@ def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor, params: list[torch.Te
 
 def _check_finite(sums: torch.Tensor, p: Progress) -> None:
     if not math.isfinite(float(sums[0])):
-        raise PartialFTError(
+        raise option_error(
             f"the training loss became non-finite at step {p.global_step}; the run stopped and "
-            "keeps its last good resume point (lower --lr or enable --grad-clip, then --resume).")
+            "keeps its last good resume point (lower `lr` or enable `grad_clip`, then "
+            "`resume=True`).")
 
 
 def _check_finite_weights(s: Setup, p: Progress) -> None:
@@ -145,9 +146,10 @@ def _check_finite_weights(s: Setup, p: Progress) -> None:
     bad = next((n for n, w in model.named_parameters()
                 if w.requires_grad and not bool(w.detach().isfinite().all())), None)
     if bad is not None:
-        raise PartialFTError(
+        raise option_error(
             f"the weights became non-finite ({bad}) by step {p.global_step}; the run stopped and "
-            "keeps its last good resume point (lower --lr or enable --grad-clip, then --resume).")
+            "keeps its last good resume point (lower `lr` or enable `grad_clip`, then "
+            "`resume=True`).")
 
 
 def _end_epoch(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> None:
@@ -228,10 +230,11 @@ def _restore(s: Setup) -> Progress:
     if loaded is None:
         return Progress()
     tensors, info = loaded
-    if info.get("base", s.base) != s.base:
-        raise PartialFTError(f"--resume of {s.cfg.out}: the base weights differ from the ones "
-                             "the run started from (their file changed since); restore them, or "
-                             "start again with --overwrite.")
+    recorded = {k: v for k, v in info.get("base", s.base).items() if k != "frozen_sha256"}
+    if recorded != {k: v for k, v in s.base.items() if k != "frozen_sha256"}:  # 0.1.0 runs
+        raise option_error(f"`resume=True` of {s.cfg.out}: the base weights differ from the "
+                           "ones the run started from (their file changed since); restore them, "
+                           "or start again with `overwrite=True`.")
     model = s.acc.unwrap_model(s.model)
     model.load_state_dict(_prefixed(tensors, "model."), strict=False)
     if s.ema is not None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError, article
+from partialft.errors import PartialFTError, article, option_error
 from partialft.training.logfiles import claims
 from partialft.utils.embedded import CARD, body_sha256, read_embedded
 from partialft.utils.io import (
@@ -141,13 +141,16 @@ def check_out_file(out: str | Path, *, overwrite: bool, inputs: Iterable[str | P
     """Check a single output file: not an input, and replaced only when partialft wrote it."""
     path = check_out_path(out, inputs, flag)
     if path.is_dir():
-        raise PartialFTError(f"{flag} {out} is a directory; name a file, such as {what}.json.")
+        raise option_error(f"{named(flag, out)} is a directory; name a file, such as "
+                           f"{what}.json.")
     if path.exists():
         if not overwrite:
-            raise PartialFTError(f"{flag} {out} already exists; pass --overwrite to replace it.")
+            raise option_error(f"{named(flag, out)} already exists; pass `overwrite=True` to "
+                               "replace it.")
         if not ours(path):
-            raise PartialFTError(f"{flag} {out} is not a partialft {what} file; --overwrite "
-                                 "replaces only files partialft wrote, so choose another name.")
+            raise option_error(f"{named(flag, out)} is not a partialft {what} file; "
+                               "`overwrite=True` replaces only files partialft wrote, so choose "
+                               "another name.")
     return path
 
 
@@ -271,40 +274,41 @@ def check_claim(out: str | Path, kind: str, *, overwrite: bool = False, reuse: b
     marker = read_marker(path)
     if marker is None:
         if entries:
-            raise PartialFTError(
-                f"{flag} {out} holds files partialft did not write (such as "
+            raise option_error(
+                f"{named(flag, out)} holds files partialft did not write (such as "
                 f"{sorted(entries)[0].name}); partialft never writes into or deletes them, even "
-                "with --overwrite, so choose a new directory.")
+                "with `overwrite=True`, so choose a new directory.")
         return False
     if not entries:
         return marker["kind"] != kind  # nothing in it: remark it with this kind
     if marker["kind"] != kind:
-        raise PartialFTError(_kind_message(flag, out, marker["kind"], kind))
+        raise option_error(_kind_message(flag, out, marker["kind"], kind))
     if overwrite:
         _check_replaceable(path, out, flag, marker)
         return True
     if reuse:
         return False
-    raise PartialFTError(_exists_message(flag, out, kind))
+    raise option_error(_exists_message(flag, out, kind))
 
 
 def _kind_message(flag: str, out: str | Path, found: str, kind: str) -> str:
-    return (f"{flag} {out} is a partialft {found} directory, not {article(kind)} {kind} one; "
-            f"--overwrite replaces only an earlier {kind} output, so choose another directory.")
+    return (f"{named(flag, out)} is a partialft {found} directory, not {article(kind)} {kind} "
+            f"one; `overwrite=True` replaces only an earlier {kind} output, so choose another "
+            "directory.")
 
 
 def _check_replaceable(path: Path, out: str | Path, flag: str, marker: dict[str, Any]) -> None:
     if marker.get("manifest") != MANIFEST_VERSION:
-        raise PartialFTError(
-            f"{flag} {out} was written by a partialft older than its file records, so "
-            "--overwrite cannot tell its files from yours; delete the directory yourself or "
-            "choose another one.")
+        raise option_error(
+            f"{named(flag, out)} was written by a partialft older than its file records, so "
+            "`overwrite=True` cannot tell its files from yours; delete the directory yourself "
+            "or choose another one.")
     foreign = foreign_entries(path)
     if foreign:
-        raise PartialFTError(
-            f"{flag} {out} holds {foreign[0].relative_to(path)}, which partialft did not "
-            "write (or which changed since); --overwrite replaces only what partialft wrote, "
-            "so move it out first or choose another directory.")
+        raise option_error(
+            f"{named(flag, out)} holds {foreign[0].relative_to(path)}, which partialft did not "
+            "write (or which changed since); `overwrite=True` replaces only what partialft "
+            "wrote, so move it out first or choose another directory.")
 
 
 def _check_not_nested(path: Path, out: str | Path, kind: str, flag: str) -> None:
@@ -319,15 +323,24 @@ def _check_not_nested(path: Path, out: str | Path, kind: str, flag: str) -> None
     rel = path.relative_to(owner).as_posix()  # both resolved: owner is one of path's parents
     if _held(owner) or _manifest(marker)[1].get(rel) == kind:
         return
-    raise PartialFTError(f"{flag} {out} is inside {owner}, a partialft {marker['kind']} "
-                         "directory; outputs do not nest, so choose a directory outside it.")
+    raise option_error(f"{named(flag, out)} is inside {owner}, a partialft {marker['kind']} "
+                       "directory; outputs do not nest, so choose a directory outside it.")
 
 
 def _exists_message(flag: str, out: str | Path, kind: str) -> str:
     if kind in ("train", "pretrain"):
-        return (f"run dir {out} already exists; pass --resume to continue it or --overwrite to "
-                "replace it.")
-    return f"{flag} {out} already exists; pass --overwrite to replace it."
+        return (f"run dir {out} already exists; pass `resume=True` to continue it or "
+                "`overwrite=True` to replace it.")
+    return f"{named(flag, out)} already exists; pass `overwrite=True` to replace it."
+
+
+def named(flag: str, value: str | Path) -> str:
+    """``--out DIR`` as an error template (errors.option_error): ``out=DIR`` for a library
+    caller, ``--out DIR`` on the command line."""
+    text = str(value)
+    if not flag.startswith("--") or "`" in text or "|" in text:
+        return f"{flag} {text}"
+    return f"`{flag[2:].replace('-', '_')}={text}`"
 
 
 def make_dir(path: Path, flag: str = "--out") -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError
+from partialft.errors import option_error
 from partialft.training.outputs import EMBEDDED_KINDS, MARKER, check_claim, read_marker
 from partialft.training.rundir import RunDir
 from partialft.utils.embedded import CARD, embed
@@ -50,7 +50,7 @@ def open_output(out: str | Path, kind: str, settings: dict[str, Any], *, overwri
     marker = read_marker(run.path)
     if reuse and marker is not None and marker.get("complete"):  # finished while we waited
         run.close()
-        raise PartialFTError(f"--out {out} already exists; pass --overwrite to replace it.")
+        raise option_error(f"`out={out}` already exists; pass `overwrite=True` to replace it.")
     return run
 
 

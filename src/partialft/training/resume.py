@@ -23,9 +23,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.models import file_digest
 from partialft.training.config import FIELDS, TrainConfig, input_roles
+from partialft.training.config_files import upgrade_recorded
 from partialft.utils.parse import load_yaml
 
 CONFIG = "config.yaml"  # partialft.training.runs.CONFIG
@@ -47,9 +48,10 @@ def recorded_config(out: str | Path) -> dict[str, Any] | None:
         return None
     data = load_yaml(path.read_text(encoding="utf-8"), f"{path}") or {}
     if not isinstance(data, dict):
-        raise PartialFTError(f"{path} is not a mapping of settings, so the run cannot be "
-                             "resumed; start it again with --overwrite instead of --resume.")
-    return data
+        raise option_error(f"{path} is not a mapping of settings, so the run cannot be "
+                           "resumed; start it again with `overwrite=True` instead of "
+                           "`resume=True`.")
+    return upgrade_recorded(data)
 
 
 def ignored_by(method: str) -> tuple[str, ...]:
@@ -143,7 +145,7 @@ def check_inputs(out: str | Path, recorded: dict[str, Any] | None, cfg: TrainCon
             what = role.split(" ", 1)[0] if role.startswith("file ") else role.replace("_", " ")
             mix = ("the base weights differ from the run's" if role == "checkpoint"
                    else "resuming would mix two inputs in one run")
-            raise PartialFTError(f"{what} {path} changed since {out} started (SHA-256 "
-                                 f"{str(then.get('sha256'))[:12]}... then, {now[:12]}... now), "
-                                 f"so {mix}; restore the file, or use --overwrite or another "
-                                 "--out to start again.")
+            raise option_error(f"{what} {path} changed since {out} started (SHA-256 "
+                               f"{str(then.get('sha256'))[:12]}... then, {now[:12]}... now), "
+                               f"so {mix}; restore the file, or use `overwrite=True` or another "
+                               "`out` to start again.")

@@ -86,29 +86,6 @@ def check_seed(value: Any) -> None:
                              f"{MAX_SEED} (2**32 - 1).")
 
 
-def check_baseline_flags(method: str | None, values: dict[str, Any]) -> None:
-    """``--lora-rank``, ``--lora-alpha``, ``--lora-targets``, ``--adapter-dim``,
-    ``--vpt-tokens``: only with their own method, counts >= 1, then the baseline's own ranges."""
-    owners = {"lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora",
-              "adapter_dim": "adapter", "vpt_tokens": "vpt-deep"}
-    for name, owner in owners.items():
-        if values.get(name) is not None and method != owner:
-            flag = "--" + name.replace("_", "-")
-            raise PartialFTError(f"{flag} {values[name]} is only used by --method {owner}, not "
-                                 f"{method}; drop it or use --method {owner}.")
-    for name in ("lora_rank", "adapter_dim", "vpt_tokens"):
-        if values.get(name) is not None:
-            check_whole(name, values[name])
-
-
-def check_baseline_options(method: str, options: dict[str, Any]) -> None:
-    """A PEFT baseline's options (flags and a config's ``baseline:`` mapping together)."""
-    from partialft.baselines import BASELINES, check_options
-
-    if method in BASELINES:
-        check_options(method, options)
-
-
 def check_amp_device(amp: str, flag: str = "--amp") -> None:
     """fp16 needs a CUDA GPU: on the CPU accelerate silently trains in float32 (and a record
     of fp16 would then be false). bf16 runs on the CPU for real (torch's CPU autocast)."""

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.training.checkpoints import SUMMARY, save_tensors
 from partialft.training.outputs import (
     check_claim,
@@ -73,7 +73,7 @@ class RunDir:
                 write_marker(self.path, kind, settings)
                 self._new = True
             elif settings is not None and marker.get("settings") != settings:
-                raise PartialFTError(_settings_changed(self.path, marker["settings"], settings))
+                raise option_error(_settings_changed(self.path, marker["settings"], settings))
             remove_stale_tmp(self.path)
             hold(self.path, lambda: self._lock_fh is not None)
         except BaseException:
@@ -147,8 +147,9 @@ class RunDir:
         except (ValueError, KeyError, TypeError, IndexError, OSError, SafetensorError) as exc:
             why = "a file is missing" if isinstance(exc, FileNotFoundError) else (
                 "a file is truncated or malformed")
-            raise PartialFTError(f"the resume point in {state} is damaged ({why}); start the "
-                                 "run again with --overwrite instead of --resume.") from None
+            raise option_error(f"the resume point in {state} is damaged ({why}); start the "
+                               "run again with `overwrite=True` instead of `resume=True`."
+                               ) from None
         return tensors, info
 
 
@@ -167,7 +168,7 @@ def holds_progress(path: Path) -> bool:
 def _settings_changed(path: Path, old: dict[str, Any], new: dict[str, Any]) -> str:
     key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
     return (f"{path} was made with {key}={old.get(key)!r}, not {new.get(key)!r}; rerun with the "
-            "same settings, or pass --overwrite (or another --out) to start again.")
+            "same settings, or pass `overwrite=True` (or another `out`) to start again.")
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.models import (
     check_digest,
     create_model,
@@ -34,9 +34,11 @@ from partialft.training.checkpoints import (
 )
 from partialft.training.delta_meta import check_base, check_selection
 from partialft.training.runfiles import CONFIG, SELECTION, read_config, read_json
+from partialft.utils.digest import weights_sha256
 
 SPLIT = "split.json"
-__all__ = ["CONFIG", "SELECTION", "SPLIT", "read_config"]  # re-exported: readers import them here
+# re-exported: readers import them here
+__all__ = ["CONFIG", "SELECTION", "SPLIT", "read_config", "weights_sha256"]
 
 
 # config keys outside a run's recipe: the seed, and what cannot change a finished run's result
@@ -178,16 +180,6 @@ RUN_HINT = ("the run's base weights are needed to rebuild it: copy them into thi
             "Hugging Face cache (HF_HOME), or read the run where they are.")
 
 
-def weights_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over a state dict: each tensor's name, dtype, shape and bytes, in key order."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def base_source(base: dict[str, Any]) -> str:
     """Where a run's base weights come from, in words (for messages and model cards)."""
     if base.get("checkpoint"):
@@ -213,12 +205,12 @@ def check_base_weights(model: nn.Module, base: dict[str, Any],
     what = (f"the base weights ({base_source(base)}) differ from those the run started from "
             f"(SHA-256 {recorded[:12]}... recorded, {now[:12]}... now)")
     if allow_mismatch:
-        print(f"warning: {what}; the delta is applied to them anyway (--allow-base-mismatch).",
-              file=sys.stderr)
+        print(f"warning: {what}; the delta is applied to them anyway (allow_base_mismatch=True, "
+              "--allow-base-mismatch).", file=sys.stderr)
         return
-    raise PartialFTError(f"{what}, so base + delta is not the trained model; restore the "
-                         "original base weights, or pass --allow-base-mismatch to apply the "
-                         "delta to these anyway.")
+    raise option_error(f"{what}, so base + delta is not the trained model; restore the "
+                       "original base weights, or pass `allow_base_mismatch=True` to apply the "
+                       "delta to these anyway.")
 
 
 def checked_base_model(base: dict[str, Any], allow_base_mismatch: bool = False) -> nn.Module:
@@ -229,7 +221,15 @@ def checked_base_model(base: dict[str, Any], allow_base_mismatch: bool = False) 
 
 
 # selection keys that are not baseline options (a soup's selection names its ingredients)
-NOT_OPTIONS = ("method", "layers", "train_all", "soup", "ingredients")
+NOT_OPTIONS = ("method", "layers", "train_all", "soup", "ingredients", "train_non_residual")
+
+
+def legacy_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A baseline's recorded options under today's names (runs before 0.2 wrote VPT's
+    ``tokens`` as ``prompts``)."""
+    from partialft.core.select import RENAMED_OPTIONS
+
+    return {RENAMED_OPTIONS.get(k, k): v for k, v in options.items()}
 
 
 def structured_model(base: dict[str, Any], selection: dict[str, Any], *,
@@ -241,8 +241,8 @@ def structured_model(base: dict[str, Any], selection: dict[str, Any], *,
     model = checked_base_model(base, allow_base_mismatch)
     method = selection.get("method")
     if method in BASELINES:
-        options = {k: v for k, v in selection.items() if k not in NOT_OPTIONS}
-        model = prepare(model, method, baseline_options=options).model
+        options = legacy_options({k: v for k, v in selection.items() if k not in NOT_OPTIONS})
+        model = prepare(model, method, **options).model
     return model
 
 

@@ -26,7 +26,8 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
-from partialft.errors import PartialFTError
+from partialft.core.freeze import delta_names
+from partialft.errors import PartialFTError, option_error
 from partialft.methods import Prepared, prepare
 from partialft.models import default_input_size, file_digest, local_dir, local_weights, shape_model
 from partialft.models.create import LOCAL_DIR, TRAIN_HINT
@@ -38,6 +39,7 @@ from partialft.training.resume import input_digests
 from partialft.training.rules import check_amp_device, check_model_kwargs
 from partialft.training.rundir import RunDir
 from partialft.training.runs import CONFIG, SELECTION, SPLIT, base_model, weights_sha256
+from partialft.utils.digest import frozen_sha256
 from partialft.utils.io import atomic_write_json
 from partialft.utils.limits import check_batch_memory
 from partialft.utils.threads import set_threads
@@ -156,9 +158,9 @@ def resolve_inputs(cfg: TrainConfig, split_file: Path | None = None) -> tuple[An
                           max_per_split=cfg.max_per_split, augment=augment_config(cfg),
                           crop_pct=pre["crop_pct"], interpolation=pre["interpolation"])
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
-        raise PartialFTError(f"num_classes {cfg.num_classes} does not match dataset "
-                             f"{cfg.dataset}, which has {data.num_classes} classes; pass "
-                             f"--num-classes {data.num_classes} or leave it out.")
+        raise option_error(f"num_classes {cfg.num_classes} does not match dataset "
+                           f"{cfg.dataset}, which has {data.num_classes} classes; pass "
+                           f"`num_classes={data.num_classes}` or leave it out.")
     cfg.img_size, cfg.num_classes = img_size, data.num_classes
     for key, value in pre.items():
         setattr(cfg, key, value)
@@ -199,7 +201,8 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     model = base_model(base, offline_hint=TRAIN_HINT, **model_kwargs(cfg))
     # provenance: a delta applied to other base weights is refused (training.runs); hashing
     # costs 9 ms for partialft_vit_tiny, 0.25-0.4 s for ViT-B/16 on one CPU thread
-    base["weights_sha256"] = weights_sha256(model.state_dict())
+    base_state = dict(model.state_dict())
+    base["weights_sha256"] = weights_sha256(base_state)
     check_finite_start(model, cfg)
     _check_img_size(model, cfg.img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
@@ -207,13 +210,17 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
         raise PartialFTError("mode auto is decided by a linear probe before a run is built: "
                              "resolve it first (partialft.selectors.auto.resolve_mode, which the "
                              "train and fapft commands call) or pass mode large or small.")
+    # only the options the method takes: a config may carry fapft's top-k for every method
+    select = {"layers": cfg.layers} if cfg.method == "layers" else {
+        "angles": angles, "topk": cfg.topk, "mode": cfg.mode} if cfg.method == "fapft" else {}
     prepared = prepare(model, cfg.method, layer_spec=cfg.layer_spec,
-                       train_non_residual=cfg.train_non_residual,
-                       baseline_options=cfg.baseline_options(), layers=cfg.layers,
-                       angles=angles, topk=cfg.topk, mode=cfg.mode)
+                       train_non_residual=cfg.train_non_residual, **cfg.baseline_options(),
+                       **select)
     if run.main and not run.file(CONFIG).is_file():  # a resume never rewrites the record
         write_config(run.file(CONFIG), cfg)
         atomic_write_json(run.file(SELECTION), prepared.selection.to_dict())
+    # the base tensors the delta does not replace: what load_trained checks a caller's base by
+    base["frozen_sha256"] = frozen_sha256(base_state, delta_names(prepared.model))
     return prepared.model, prepared, data, base
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from partialft.errors import PartialFTError
+from partialft.errors import option_error
 from partialft.models import file_digest
 from partialft.training import trackers
 from partialft.training.checkpoints import (
@@ -79,15 +79,15 @@ def _train(s: Setup, progress: bool) -> dict[str, Any] | None:
             remove_recorded(s.run.path, STATE_DIR)  # summary.json is written
         return summary
     except torch.cuda.OutOfMemoryError:
-        raise PartialFTError(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
-                             f"--batch-size {max(1, cfg.batch_size // 2)} (with --grad-accum 2 "
-                             "to keep the same global batch).") from None
+        raise option_error(f"CUDA ran out of memory at batch size {cfg.batch_size}; try "
+                           f"`batch_size={max(1, cfg.batch_size // 2)}` (with `grad_accum=2` "
+                           "to keep the same global batch).") from None
     except RuntimeError as exc:
         if "can't allocate memory" not in str(exc):
             raise
-        raise PartialFTError(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
-                             f"img_size {cfg.img_size}; try a smaller --batch-size or "
-                             "--img-size.") from None
+        raise option_error(f"the CPU ran out of memory at batch size {cfg.batch_size} and "
+                           f"img_size {cfg.img_size}; try a smaller `batch_size` or "
+                           "`img_size`.") from None
 
 
 def _drop_leftover_state(cfg: TrainConfig, inputs: Sequence[str | Path]) -> None:
@@ -146,7 +146,9 @@ def _finish(s: Setup) -> dict[str, Any]:
         "config": cfg.to_dict(),
     }
     if acc.is_main_process:
-        selection = s.prepared.selection.to_dict()
+        # train_non_residual with the selection: what partialft.load_trained rebuilds from
+        selection = {**s.prepared.selection.to_dict(),
+                     "train_non_residual": bool(cfg.train_non_residual)}
         delta = save_delta(s.run.file(DELTA), model, s.base, selection, delta_names(model))
         # the delta's identity: readers refuse a delta copied in from another run
         summary["delta_sha256"] = file_digest(delta)["sha256"]

@@ -9,7 +9,8 @@ from partialft.errors import PartialFTError
 
 # import name -> the extra that installs it
 EXTRAS = {"peft": "lora", "matplotlib": "plots", "imagecorruptions": "robustness",
-          "huggingface_hub": "hub", "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx"}
+          "huggingface_hub": "hub", "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
+          "transformers": "transformers"}
 
 
 def require(module: str, what: str) -> None:
