@@ -32,7 +32,7 @@ DATA_DIR = ROOT / ".data"  # the folder a device call carries (see gpu_check.sh)
 CORE = {"torch": "torch", "torchvision": "torchvision", "timm": "timm",
         "accelerate": "accelerate", "safetensors": "safetensors", "scipy": "scipy",
         "numpy": "numpy", "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm",
-        "sklearn": "scikit-learn"}
+        "sklearn": "scikit-learn", "filelock": "filelock", "psutil": "psutil"}
 EXTRA = {"pytest": "pytest", "matplotlib": "matplotlib", "peft": "peft"}
 VIT_METHODS = "full,linear,attn,ffn,fapft,adapter,vpt-deep,ssf,lora"
 SWIN_METHODS = "full,linear,attn,ffn,fapft,adapter,ssf,lora"  # vpt-deep is ViT-only

@@ -64,6 +64,23 @@ def test_corruptions_needing_compat_shims_run(name):
     assert corrupt_batch(x, name, 5).shape == (1, 3, 32, 32)
 
 
+def test_the_import_shims_stay_inside_imagecorruptions():
+    """The pkg_resources stand-in exists only while imagecorruptions imports: left behind it
+    broke everyone else's pkg_resources (pytest's syspath_prepend imports it)."""
+    import importlib.util
+    import sys
+
+    from partialft.data.corruptions import _imagecorruptions
+
+    _imagecorruptions.cache_clear()
+    before = sys.modules.get("pkg_resources")
+    module = _imagecorruptions()
+    assert sys.modules.get("pkg_resources") is before
+    if importlib.util.find_spec("pkg_resources") is None:  # the shim was used: frost still works
+        assert corrupt_batch(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "frost", 1).ndim == 4
+    assert hasattr(module, "corrupt")
+
+
 def test_parsers():
     assert parse_corruptions("all") == list(BENCHMARK)
     assert parse_corruptions("fog,contrast") == ["fog", "contrast"]

@@ -98,14 +98,22 @@ def _resource_filename(package: str, resource: str) -> str:
 def _imagecorruptions() -> types.ModuleType:
     """Import imagecorruptions with the compatibility shims described in the module docstring."""
     require("imagecorruptions", "corruptions")
-    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
+    # a pkg_resources shim only while imagecorruptions imports (it binds resource_filename
+    # then): left in sys.modules it would stand in for the real package for everyone else
+    shimmed = importlib.util.find_spec("pkg_resources") is None and \
+        "pkg_resources" not in sys.modules
+    if shimmed:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = _resource_filename  # type: ignore[attr-defined]
         sys.modules["pkg_resources"] = shim
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import imagecorruptions
-        from imagecorruptions import corruptions as impl
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import imagecorruptions
+            from imagecorruptions import corruptions as impl
+    finally:
+        if shimmed:
+            del sys.modules["pkg_resources"]
     gaussian = impl.gaussian
 
     def gaussian_compat(image: Any, *args: Any, multichannel: bool | None = None,
