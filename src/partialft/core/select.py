@@ -47,7 +47,8 @@ class SelectOptions:
 
 MODE_NEEDED = ("method 'fapft' needs --mode: large (train the layers whose angles are largest; "
                "the paper's choice for hard tasks such as ImageNet-1K), small (the smallest; for "
-               "easy tasks such as CIFAR-100) or auto (decided by a linear probe).")
+               "easy tasks such as CIFAR-100) or auto (short pilot runs of both, judged on the "
+               "validation split).")
 
 Strategy = Callable[[LayerMap, SelectOptions], Selection]
 METHODS: dict[str, Strategy] = {}
