@@ -16,8 +16,8 @@ from partialft.errors import PartialFTError, user_message
 
 # Verb modules in the order `partialft --help` lists them.
 COMMANDS = (
-    "demo", "configs", "layers", "angles", "plan", "train", "fapft", "select", "soup", "eval",
-    "report", "export", "bench", "multitask", "pretrain",
+    "demo", "configs", "layers", "angles", "plan", "train", "fapft", "select", "search", "soup",
+    "eval", "report", "export", "bench", "multitask", "pretrain",
 )
 
 

@@ -7,7 +7,8 @@ keeps the mode whose pilot has the better validation accuracy. The test split is
 to choose. Ties (equal validation accuracy) go to the pilot with fewer trainable parameters,
 then to ``small`` (the pretrained layers that moved least keep training; the paper's choice for
 the tasks the backbone already handles). The pilots are ordinary run dirs under ``out``
-(``out/pilot-large/``, ``out/pilot-small/``), so a rerun reuses finished ones and resumes an interrupted one.
+(``out/pilot-large/``, ``out/pilot-small/``), so a rerun reuses finished ones and resumes an
+interrupted one.
 
 ``--mode probe`` keeps partialft's earlier linear-probe threshold rule
 (:mod:`partialft.selectors.probe`), which is cheaper and was wrong on the study's tasks.
@@ -176,8 +177,8 @@ def _pct(value: float | None) -> str:
 def resolve_mode(cfg: TrainConfig, pilots: str | Path | None = None, *,
                  full_wall_s: float | None = None,
                  log: Callable[[str], None] = print) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """``cfg`` with ``mode auto`` (pilots in ``pilots/pilot-MODE``) or ``probe`` replaced by the mode
-    they choose, and the decision's record (None when ``cfg`` names its mode); the pilots train
+    """``cfg`` with ``mode auto`` (pilots in ``pilots/pilot-MODE``) or ``probe`` replaced by the
+    mode they choose, and the decision's record (None when ``cfg`` names its mode); the pilots train
     ``cfg.pilot_fraction`` of the schedule."""
     if cfg.method != "fapft" or cfg.mode not in ("auto", "probe"):
         return cfg, None

@@ -42,7 +42,8 @@ from partialft.utils.io import (
 )
 
 LOCK = ".lock"
-KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export")
+KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export",
+         "search")
 # partialft's own bookkeeping, never in a manifest
 _OURS = (MARKER, LOCK)
 

@@ -9,7 +9,7 @@ from partialft.errors import PartialFTError
 
 # import name -> the extra that installs it
 EXTRAS = {"peft": "lora", "matplotlib": "plots", "imagecorruptions": "robustness",
-          "huggingface_hub": "hub"}
+          "huggingface_hub": "hub", "optuna": "search"}
 
 
 def require(module: str, what: str) -> None:

@@ -85,10 +85,7 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
                                  "without --max-steps to continue the pipeline.")
     angles_path = out / "angles.json"
     if not angles_path.is_file():
-        angles = _angles(cfg, full_dir, reference)
-        source = (reference_info(full_dir) if is_run_dir(full_dir)
-                  else {"reference": str(Path(reference).resolve())})  # a weights file
-        save_angles(angles_path, angles[0], angles[1], model=cfg.model, **source)
+        write_angles(cfg, angles_path, full_dir, reference)
     partial = dataclasses.replace(cfg, method="fapft", angles=str(angles_path),
                                   out=str(out / "fapft"))
     full_summary = _summary_of(full_dir) if is_run_dir(full_dir) else None
@@ -110,6 +107,15 @@ def _resolve(cfg: TrainConfig, out: Path, full: dict[str, Any] | None, progress:
                                progress=progress)
         return dataclasses.replace(cfg, mode=decision.mode), decision.to_dict()
     return resolve_mode(cfg, out, full_wall_s=full_wall)
+
+
+def write_angles(cfg: TrainConfig, path: Path, full_dir: Path, reference: str | None) -> None:
+    """Measure the angles between the base and the full run ``full_dir`` (or the weights file
+    ``reference``) and write them to ``path`` with their source."""
+    angles = _angles(cfg, full_dir, reference)
+    source = (reference_info(full_dir) if is_run_dir(full_dir)
+              else {"reference": str(Path(reference).resolve())})  # a weights file
+    save_angles(path, angles[0], angles[1], model=cfg.model, **source)
 
 
 def check_reference(reference: str, cfg: TrainConfig) -> None:
