@@ -38,7 +38,8 @@ def run_search(cfg: TrainConfig, out: str | Path, *, space: SearchSpace | None =
                n_trials: int = 20, timeout: float | None = None, seed: int = 0,
                storage: str | None = None, study_name: str = STUDY_NAME,
                angles: str | None = None, reference: str | None = None,
-               overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+               overwrite: bool = False, progress: bool = False,
+               pruner: Any | None = None) -> dict[str, Any]:
     """Search FAPFT's mode, top-k per group and learning rate on ``cfg``'s recipe and data.
 
     ``space``: what to sample (default: both modes, top-k 1-6, lr 3e-4..3e-3).
@@ -48,7 +49,8 @@ def run_search(cfg: TrainConfig, out: str | Path, *, space: SearchSpace | None =
     (default ``sqlite:///OUT/search.db``) or ``journal:PATH``; several processes may share one,
     each with its own ``out``. ``angles``: an angles file to select from, or ``reference``: a
     finished full fine-tuning run dir to compute them from; with neither, ``out/full/`` is
-    trained first. Returns the search's record (``search.json``).
+    trained first. ``pruner``: an Optuna pruner instead of the default median pruner.
+    Returns the search's record (``search.json``).
     """
     from partialft.training.reruns import finish, open_output
 
@@ -58,12 +60,13 @@ def run_search(cfg: TrainConfig, out: str | Path, *, space: SearchSpace | None =
     recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "threads")}
     settings = {"recipe": recipe, "space": space.to_dict(), "study": study_name,
                 "storage": storage, "seed": seed, "angles": angles, "reference": reference}
+    _check_same_space(out, space, overwrite)
     with open_output(out, "search", settings, overwrite=overwrite,
                      inputs=[*config_inputs(cfg), angles, reference]) as folder:
         angles_path = _angles(cfg, out, angles, reference, progress)
         base = dataclasses.replace(cfg, method="fapft", angles=str(angles_path), layers=None)
         classes = _check_topk(base, space)
-        study = _study(out, storage, study_name, space, recipe, seed)
+        study = _study(out, storage, study_name, space, recipe, seed, pruner)
         if storage is None:
             _requeue_killed(study)
         _optimize(study, base, out, space, n_trials, timeout, progress, classes)
@@ -89,6 +92,19 @@ def _check_args(n_trials: int, timeout: float | None, storage: str | None) -> No
     if storage is not None and not storage.strip():
         raise PartialFTError("storage '' is empty; give an Optuna storage URL such as "
                              "sqlite:///search.db, or leave it out for OUT/search.db.")
+
+
+def _check_same_space(out: Path, space: SearchSpace, overwrite: bool) -> None:
+    """A search dir made for another space is refused (before anything is opened)."""
+    from partialft.training.outputs import read_marker
+
+    marker = read_marker(out) if out.is_dir() and not overwrite else None
+    if marker is None or marker["kind"] != "search":
+        return
+    recorded = (marker.get("settings") or {}).get("space")
+    if recorded is not None and recorded != space.to_dict():
+        raise PartialFTError(f"out {out} holds a search over another space ({recorded}); give "
+                             "the same space to continue it, or another out (or overwrite).")
 
 
 def _full_dir(out: Path) -> str | None:
@@ -157,7 +173,7 @@ def trainable_params(cfg: TrainConfig, num_classes: int) -> int:
 
 
 def _study(out: Path, storage: str | None, name: str, space: SearchSpace,
-           recipe: dict[str, Any], seed: int) -> Any:
+           recipe: dict[str, Any], seed: int, pruner: Any | None = None) -> Any:
     """Create or load the study; one sentence when the storage holds another space."""
     optuna = optuna_module()
     url = storage or default_url(out)
@@ -167,8 +183,8 @@ def _study(out: Path, storage: str | None, name: str, space: SearchSpace,
         record_open(out / "search.db")
     store = open_storage(url)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=PRUNE_STARTUP)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP,
-                                         n_warmup_steps=PRUNE_WARMUP)
+    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP,
+                                                   n_warmup_steps=PRUNE_WARMUP)
     try:
         study = optuna.create_study(storage=store, study_name=name, direction="maximize",
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
