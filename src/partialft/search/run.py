@@ -61,11 +61,13 @@ def run_search(cfg: TrainConfig, out: str | Path, *, space: SearchSpace | None =
     settings = {"recipe": recipe, "space": space.to_dict(), "study": study_name,
                 "storage": storage, "seed": seed, "angles": angles, "reference": reference}
     _check_same_space(out, space, overwrite)
+    classes = _check_topk(cfg, space)  # before anything is written
+    if storage is not None:
+        open_storage(storage)  # a URL that cannot be opened: refused before any work
     with open_output(out, "search", settings, overwrite=overwrite,
                      inputs=[*config_inputs(cfg), angles, reference]) as folder:
         angles_path = _angles(cfg, out, angles, reference, progress)
         base = dataclasses.replace(cfg, method="fapft", angles=str(angles_path), layers=None)
-        classes = _check_topk(base, space)
         study = _study(out, storage, study_name, space, recipe, seed, pruner)
         if storage is None:
             _requeue_killed(study)
