@@ -78,8 +78,17 @@ def fixed_runs(base: Path, flags: tuple[str, ...], seed: int) -> None:
 
 
 def _chosen(base: Path) -> str | None:
+    """The mode auto picked: from the pipeline's summary, else from its finished pilots (the
+    same rule: better validation accuracy, ties small), so step 3 can start beside the final
+    run."""
     summary = base / "fapft-auto" / "summary.json"
-    return json.loads(summary.read_text())["mode"] if summary.is_file() else None
+    if summary.is_file():
+        return json.loads(summary.read_text())["mode"]
+    pilots = [base / "fapft-auto" / f"pilot-{m}" / "summary.json" for m in ("large", "small")]
+    if not all(p.is_file() for p in pilots):
+        return None
+    large, small = (json.loads(p.read_text())["best_acc"] for p in pilots)
+    return "large" if large > small else "small"
 
 
 def sweep(base: Path, flags: tuple[str, ...], seed: int) -> None:
