@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, tiny_run
 
 optuna = pytest.importorskip("optuna")
@@ -170,7 +169,7 @@ def test_two_workers_share_one_storage_every_trial_runs_once(tmp_path):
     assert len(finished) >= 6 and all(t.state.name != "RUNNING" for t in study.trials)
     dirs = [Path(t.user_attrs["run_dir"]) for t in finished]
     assert len(set(dirs)) == len(dirs)  # every trial ran once, in one worker's output
-    for t, d in zip(finished, dirs):
+    for d in dirs:
         assert d.parent in outs and (d / "metrics.jsonl").is_file()
     ran = sorted(p.name for o in outs for p in o.glob("trial-*"))
     assert ran == sorted(d.name for d in dirs)

@@ -107,11 +107,7 @@ def choose_mode(cfg: TrainConfig, out: str | Path, *, fraction: float = PILOT_FR
     """
     from partialft.training.train import train
 
-    check_fraction(fraction)
-    if cfg.val_fraction == 0:
-        raise PartialFTError("mode auto scores its pilot runs on the validation split, which is "
-                             "empty (val_fraction 0); pass --val-fraction 0.1 (or another share "
-                             "above 0), or --mode large or small.")
+    check_auto(cfg, fraction)
     if layers_by_mode is None and (cfg.method != "fapft" or not cfg.angles):
         raise PartialFTError(f"mode auto needs the fine-tuned angles of a method fapft run (got "
                              f"method {cfg.method}, angles {cfg.angles}); pass angles, or the "
@@ -128,6 +124,15 @@ def choose_mode(cfg: TrainConfig, out: str | Path, *, fraction: float = PILOT_FR
     if log is not None:
         log(f"mode auto -> {decision.mode}: {decision.reason}")
     return decision
+
+
+def check_auto(cfg: TrainConfig, fraction: float) -> None:
+    """What pilots need, checked before anything is written."""
+    check_fraction(fraction)
+    if cfg.val_fraction == 0:
+        raise PartialFTError("mode auto scores its pilot runs on the validation split, which is "
+                             "empty (val_fraction 0); pass --val-fraction 0.1 (or another share "
+                             "above 0), or --mode large or small.")
 
 
 def _pilot(mode: str, cfg: TrainConfig, summary: dict[str, Any]) -> Pilot:
@@ -210,6 +215,8 @@ def train_auto(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = Fals
     from partialft.training.train import train
     from partialft.utils.io import atomic_write_json
 
+    if cfg.mode == "auto":
+        check_auto(cfg, cfg.pilot_fraction)
     out = Path(cfg.out)
     started = (out / "config.yaml").is_file()  # past its pilots: a rerun is a plain resume
     marker = read_marker(out) if out.is_dir() else None
