@@ -16,8 +16,8 @@ Per dataset (digits, the study's Fashion-MNIST subset) and seed (0-2), with the 
 4. pilot sweeps (``--phase pilots``): ``partialft.selectors.auto.choose_mode`` at the other
    fractions of ``FRACTIONS`` (``sweep-FRACTION/pilot-MODE/``).
 
-Everything is resumable: a finished output (summary.json / selection.json / angles.json) is
-skipped. ``auto.md`` and ``auto.json`` under ``--out`` are rewritten from what is on disk.
+Everything is resumable: a finished output (summary.json / angles.json) is skipped.
+``--phase table`` writes ``auto.md`` and ``auto.json`` under ``--out`` from what is on disk.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def _chosen(base: Path) -> str | None:
     return "large" if large > small else "small"
 
 
-def sweep(base: Path, flags: tuple[str, ...], seed: int) -> None:
+def sweep(base: Path, flags: tuple[str, ...], seed: int,
+          fractions: tuple[float, ...] = FRACTIONS) -> None:
     """choose_mode at each fraction of FRACTIONS (library call, the pipeline's own code)."""
     import dataclasses
 
@@ -99,7 +100,7 @@ def sweep(base: Path, flags: tuple[str, ...], seed: int) -> None:
     from partialft.training.config import TrainConfig
     from partialft.training.config_flags import overrides_from_args
 
-    for fraction in FRACTIONS:
+    for fraction in fractions:
         out = base / f"sweep-{fraction:g}"
         if all((out / f"pilot-{m}" / "summary.json").is_file() for m in ("large", "small")):
             continue
@@ -124,14 +125,89 @@ def auto_pipeline(base: Path, flags: tuple[str, ...], seed: int) -> None:
              "--mode", "auto", "--pilot-fraction", f"{DEFAULT_FRACTION:g}", "--out", str(out)])
 
 
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def seed_row(base: Path) -> dict | None:
+    """One dataset-seed: pilots, decision, cost, and both modes at the full schedule."""
+    pipe = _read(base / "fapft-auto" / "summary.json")
+    full = _read(base / "full" / "summary.json")
+    if pipe is None or full is None:
+        return None
+    dec = pipe["mode_decision"]
+    final = {dec["mode"]: _read(base / "fapft-auto" / "fapft" / "summary.json")}
+    other = "small" if dec["mode"] == "large" else "large"
+    final[other] = _read(base / f"fapft-{other}-k{TOPK}" / "summary.json")
+    test = {m: (s or {}).get("test_acc") for m, s in final.items()}
+    better = (None if None in test.values() else
+              "tie" if test["large"] == test["small"] else max(test, key=test.get))
+    return {"pilot_val": {m: p["val_acc"] for m, p in dec["pilots"].items()},
+            "chosen": dec["mode"], "cost": dec["cost"], "test": test,
+            "val": {m: (s or {}).get("best_acc") for m, s in final.items()},
+            "better_on_test": better, "hit": None if better is None else
+            better in (dec["mode"], "tie"), "full_test": full["test_acc"],
+            "full_wall_s": full["wall_s"],
+            "final_wall_s": {m: (s or {}).get("wall_s") for m, s in final.items()}}
+
+
+def sweep_row(base: Path) -> dict:
+    """The decision at the other fractions, where measured."""
+    out = {}
+    for fraction in FRACTIONS:
+        pilots = {m: _read(base / f"sweep-{fraction:g}" / f"pilot-{m}" / "summary.json")
+                  for m in ("large", "small")}
+        if all(pilots.values()):
+            acc = {m: s["best_acc"] for m, s in pilots.items()}
+            out[f"{fraction:g}"] = {"val": acc, "chosen": "large" if acc["large"] > acc[
+                "small"] else "small", "wall_s": sum(s["wall_s"] for s in pilots.values())}
+    return out
+
+
+def table(out: Path, datasets: list[str], seeds: list[int]) -> None:
+    rows, lines = {}, [
+        "| dataset | seed | pilot val large | pilot val small | auto | test large | test small "
+        "| better on test | right? | pilot cost (s) | x full FT wall | pilot epochs (x schedule) "
+        "| full FT test | full FT wall (s) |", "|---|---:|" + "---:|" * 12]
+    for ds in datasets:
+        for seed in seeds:
+            base = out / ds / f"s{seed}"
+            r = seed_row(base)
+            if r is None:
+                continue
+            r["sweep"] = sweep_row(base)
+            rows[f"{ds}/s{seed}"] = r
+            t, pv, c = r["test"], r["pilot_val"], r["cost"]
+            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {ds} | {seed} | {fmt(pv['large'])} | {fmt(pv['small'])} | "
+                         f"{r['chosen']} | {fmt(t['large'])} | {fmt(t['small'])} | "
+                         f"{r['better_on_test'] or '-'} | "
+                         f"{'-' if r['hit'] is None else 'yes' if r['hit'] else 'no'} | "
+                         f"{c['wall_s']:.1f} | {c.get('x_full_wall', float('nan')):.2f} | "
+                         f"{c['x_full_epochs']:.2f} | {fmt(r['full_test'])} | "
+                         f"{r['full_wall_s']:.1f} |")
+    hits = [r["hit"] for r in rows.values() if r["hit"] is not None]
+    lines.append(f"\nauto picked the mode better on the test split in {sum(hits)} of "
+                 f"{len(hits)} dataset-seeds.")
+    (out / "auto.md").write_text("\n".join(lines) + "\n")
+    (out / "auto.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/study-auto")
     ap.add_argument("--datasets", default="digits,fashion-mnist")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--phase", default="all", choices=["fixed", "pilots", "auto", "all"])
+    ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS),
+                    help="--phase pilots: the pilot fractions to measure")
+    ap.add_argument("--phase", default="all", choices=["fixed", "pilots", "auto", "all",
+                                                        "table"])
     args = ap.parse_args()
     out = Path(args.out)
+    if args.phase == "table":
+        table(out, args.datasets.split(","), [int(s) for s in args.seeds.split(",")])
+        return 0
     for ds in args.datasets.split(","):
         if ds == "fashion-mnist":
             make_fashion_subset(STUDY.fashion_per_class,
@@ -146,7 +222,7 @@ def main() -> int:
             if args.phase in ("fixed", "all"):
                 fixed_runs(base, flags, seed)
             if args.phase == "pilots":
-                sweep(base, flags, seed)
+                sweep(base, flags, seed, tuple(map(float, args.fractions.split(","))))
     return 0
 
 
