@@ -12,9 +12,9 @@ Layout of ``out`` (a partialft output of kind ``search``; every trial is one of 
 
 The objective is the trial's best validation accuracy; the test split is never used to
 choose (search.md gives the test accuracy of the best trial only). Pruning: Optuna's
-``MedianPruner`` on the per-epoch validation accuracy (after ``PRUNE_STARTUP`` finished trials
-and ``PRUNE_WARMUP`` epochs, a trial whose accuracy is below the median of the earlier trials
-at the same epoch stops; its run dir stays, resumable).
+``MedianPruner`` on the per-epoch validation accuracy (once ``PRUNE_STARTUP`` trials have
+finished, from epoch ``PRUNE_WARMUP`` on, a trial whose accuracy is below the median of the
+earlier trials at the same epoch stops; its run dir stays, resumable).
 """
 
 from __future__ import annotations
