@@ -196,3 +196,26 @@ def test_fapft_with_a_selector_skips_the_full_run(tmp_path, capsys):
     other = "small" if decision["mode"] == "large" else "large"
     assert decision["pilots"][decision["mode"]]["val_acc"] >= decision["pilots"][other][
         "val_acc"]
+
+
+def test_fapft_pipeline_mode_auto_pilots_after_the_angles_and_reuses_them(tmp_path, capsys):
+    out = tmp_path / "fa"
+    args = ["fapft", "--mode", "auto", "--pilot-fraction", "0.5", "--topk", "1", *TINY,
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "mode auto -> " in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    decision = summary["mode_decision"]
+    assert summary["mode"] == decision["mode"]
+    partial = json.loads((out / "fapft" / "summary.json").read_text())
+    assert partial["config"]["mode"] == decision["mode"]
+    full_wall = json.loads((out / "full" / "summary.json").read_text())["wall_s"]
+    assert decision["cost"]["x_full_wall"] == pytest.approx(
+        decision["cost"]["wall_s"] / full_wall, abs=1e-3)
+    for mode in ("large", "small"):  # pilots select from the pipeline's own angles
+        pilot = json.loads((out / f"pilot-{mode}" / "summary.json").read_text())
+        assert pilot["config"]["angles"] == str(out / "angles.json") and pilot["epochs"] == 1
+    stamp = (out / "pilot-small" / "summary.json").stat().st_mtime_ns
+    assert main(args) == 0  # a rerun reuses the finished stages, pilots included
+    assert (out / "pilot-small" / "summary.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "summary.json").read_text())["mode_decision"] == decision

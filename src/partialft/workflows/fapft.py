@@ -105,8 +105,27 @@ def _resolve(cfg: TrainConfig, out: Path, full: dict[str, Any] | None, progress:
         decision = choose_mode(cfg, out, fraction=cfg.pilot_fraction,
                                layers_by_mode=layers_by_mode, full_wall_s=full_wall,
                                progress=progress)
-        return dataclasses.replace(cfg, mode=decision.mode), decision.to_dict()
-    return resolve_mode(cfg, out, full_wall_s=full_wall)
+        resolved, record = dataclasses.replace(cfg, mode=decision.mode), decision.to_dict()
+    else:
+        resolved, record = resolve_mode(cfg, out, full_wall_s=full_wall)
+    if record is not None:  # kept for a rerun, which continues with the recorded mode
+        atomic_write_json(out / MODE_DECISION, record)
+    return resolved, record
+
+
+MODE_DECISION = "mode_decision.json"
+
+
+def _recorded_decision(out: Path, mode: str | None) -> dict[str, Any] | None:
+    """The decision an earlier run of this pipeline recorded for ``mode`` (a rerun resumes
+    with the resolved mode), or None."""
+    path = out / MODE_DECISION
+    if not path.is_file():
+        return None
+    from partialft.training.runfiles import check_mapping, read_json
+
+    record = check_mapping(read_json(path), path, {})
+    return record if record.get("mode") == mode else None
 
 
 def write_angles(cfg: TrainConfig, path: Path, full_dir: Path, reference: str | None) -> None:
@@ -247,10 +266,10 @@ def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any],
     table = {name: {k: s.get(k) for k in ("best_acc", "test_acc", "trainable_params", "wall_s")}
              for name, s in rows.items()}
     chosen = _chosen_by(out)  # a config without --topk used the architecture's default
+    mode = chosen.get("mode") or fapft["config"].get("mode")
     summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
-                               "topk": chosen.get("topk"),
-                               "mode": chosen.get("mode") or fapft["config"].get("mode"),
-                               "mode_decision": decision}
+                               "topk": chosen.get("topk"), "mode": mode,
+                               "mode_decision": decision or _recorded_decision(out, mode)}
     if full is not None and None not in (fapft["test_acc"], full["test_acc"]):
         summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
     if full is not None:
