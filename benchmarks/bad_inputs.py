@@ -109,6 +109,8 @@ def make_fixtures(d: Path) -> None:
         {"angles": {la.id: float("nan") for la in vit.layers}}).replace("NaN", "NaN"))
     _image_folder(d / "images", Image)
     (d / "config_unknown.yaml").write_text("model: test_vit\nlearning_rate: 0.1\n")
+    (d / "space_empty.yaml").write_text("# nothing\n")
+    (d / "space_topk.yaml").write_text("topk: [5, 2]\n")
     (d / "config_list.yaml").write_text("- model\n- test_vit\n")
     (d / "config_broken.yaml").write_text("model: [test_vit\n")
     (d / "config_type.yaml").write_text("epochs: three\n")
@@ -357,6 +359,10 @@ def _topk(k: str) -> list[str]:
             "{d}/vit_angles.json", "--topk", k, "--mode", "large"]
 
 
+def _search(out: str, *extra: str) -> list[str]:
+    return ["search", *TINY, "--angles", "{d}/vit_angles.json", *extra, "--out", out]
+
+
 def _train(out: str, *extra: str) -> list[str]:
     return ["train", *TINY, "--out", out, *extra]
 
@@ -436,6 +442,18 @@ CASES: list[Case] = [
                                        "qkv,mlp.fc3"), "mlp.fc3"),
     Case("plan --mode auto", ["plan", "--model", "test_vit", "--method", "fapft", "--topk", "1",
                               "--mode", "auto"], "needs data"),
+    Case("mode auto pilots of a share outside (0, 1]",
+         _train("{d}/r_pilot", "--mode", "auto", "--pilot-fraction", "1.5"), "pilot_fraction 1.5"),
+    Case("search: an empty space file", _search("{d}/s_empty", "--space",
+                                                "{d}/space_empty.yaml"), "is empty"),
+    Case("search: a top-k range whose low is above its high",
+         _search("{d}/s_topk", "--space", "{d}/space_topk.yaml"), "topk [5, 2]"),
+    Case("search: top-k past the size of a group", _search("{d}/s_big", "--search-topk", "1-9"),
+         "smallest homogeneous group"),
+    Case("search: --n-trials 0", _search("{d}/s_n0", "--n-trials", "0"), "--n-trials 0"),
+    Case("search: a storage URL that cannot be opened",
+         _search("{d}/s_url", "--storage", "sqlite:////nonexistent-dir/x/search.db"),
+         "cannot be opened"),
     Case("a logger that is not installed", _train("{d}/r_wandb", "--log-with", "wandb"),
          "pip install wandb"),
     Case("unknown optimizer", _train("{d}/r_opt", "--opt", "adamz"), "adamz"),

@@ -68,8 +68,10 @@ def span(values: Sequence[float], digits: int = 2) -> str:
 
 # --- Obs. 2: partial runs vs full fine-tuning, and vs the PEFT baselines -------------------
 
+PROBE = "fapft (linear-probe rule"  # the FAPFT row every other table's FAPFT runs share
+AUTO = "fapft (`--mode auto`"  # its rerun with --mode auto by validation pilots
 PARTIAL = ("attn", "ffn", "first-half-attn", "last-half-attn", "first-half-ffn", "last-half-ffn",
-           "first-half-blocks", "last-half-blocks", "fapft (auto")
+           "first-half-blocks", "last-half-blocks", PROBE)
 PEFT = ("adapter", "vpt-deep", "ssf", "lora")
 
 
@@ -89,9 +91,9 @@ def partial_vs_peft(s: Study) -> list[str]:
     gaps = [(m.get(a, c).mean - m.get(b, c).mean, a, b, c)
             for a in strong for b in PEFT for c in (D, F)]
     noisy = [(a, b, c) for _, a, b, c in gaps if "noise" in delta(m.get(a, c), m.get(b, c))]
-    assert noisy == [("fapft (auto", "lora", D)], noisy
+    assert noisy == [(PROBE, "lora", D)], noisy
     return [f"by {span([g for g, *_ in gaps])} points",
-            f"FAPFT vs LoRA on digits ({delta(m.get('fapft (auto', D), m.get('lora', D))})"]
+            f"FAPFT vs LoRA on digits ({delta(m.get(PROBE, D), m.get('lora', D))})"]
 
 
 # --- Obs. 3: first half vs last half --------------------------------------------------------
@@ -121,15 +123,22 @@ def fashion_angles_early(s: Study) -> list[str]:
 
 @claim(CONCLUSIONS)
 def fapft_vs_others(s: Study) -> list[str]:
-    m, fa = s.methods, "fapft (auto"
+    m, t, fa = s.methods, s.fig6, PROBE
+    small = {D: t.get("4", 3), F: t.get("4", 5)}  # smallest angles, top-k 4 (Fig. 6's table)
     ratio = float(m.row(fa)[5])
-    return [f"below full fine-tuning on digits ({versus(m.get(fa, D), m.get('full', D))}) and "
+    return [f"below full fine-tuning on digits ({versus(small[D], m.get('full', D))}) and "
+            f"Fashion-MNIST ({versus(small[F], m.get('full', F))})",
+            f"ATTN-only, at the same parameter count: digits {delta(small[D], m.get('attn', D))}"
+            f", Fashion-MNIST {delta(small[F], m.get('attn', F))}",
+            f"below full fine-tuning on digits ({versus(m.get(fa, D), m.get('full', D))}) and "
             f"Fashion-MNIST ({versus(m.get(fa, F), m.get('full', F))})",
-            f"first-half-attn: digits {delta(m.get(fa, D), m.get('first-half-attn', D))}, "
-            f"Fashion-MNIST {delta(m.get(fa, F), m.get('first-half-attn', F))}",
-            f"ATTN-only: digits {delta(m.get(fa, D), m.get('attn', D))}, "
+            f"against ATTN-only: digits {delta(m.get(fa, D), m.get('attn', D))}, "
             f"Fashion-MNIST {delta(m.get(fa, F), m.get('attn', F))}",
-            f"{ratio:.2f}x full fine-tuning's training time on Fashion-MNIST"]
+            f"first-half-attn, which trains half as many parameters: digits "
+            f"{delta(m.get(fa, D), m.get('first-half-attn', D))}, "
+            f"Fashion-MNIST {delta(m.get(fa, F), m.get('first-half-attn', F))}",
+            f"lands in between (digits {m.get(AUTO, D)}, Fashion-MNIST {m.get(AUTO, F)}",
+            f"took {ratio:.2f}x full fine-tuning's training time"]
 
 
 # --- Fig. 6: largest vs smallest angles -----------------------------------------------------
@@ -146,6 +155,23 @@ def small_vs_large(s: Study) -> list[str]:
         out.append(f"{name} {delta(t.get('1', large), t.get('1', small))}")
     out.append(f"digits at top-k 4: {delta(t.get('4', 3), t.get('4', 2))}")
     return out
+
+
+AUTO_TABLE = "`--mode auto` by validation pilots (rerun of the FAPFT rows, issue 23)"
+
+
+@claim(CONCLUSIONS)
+def auto_decisions(s: Study) -> list[str]:
+    """How often the pilots, and validation at the full schedule, pick the mode better on test."""
+    rows = table(s.text, AUTO_TABLE)  # ... | auto picks | test l | test s | better | right? | val
+    right = sum(r[8].strip("*") == "yes" for r in rows)
+    assert all((r[4] == r[7]) == (r[8] == "yes") for r in rows), "a right? cell disagrees"
+    full_val = [tuple(map(float, r[9].split(" / "))) for r in rows]
+    by_val = sum(("large" if lg > sm else "small") == r[7] for (lg, sm), r in zip(full_val, rows))
+    n = len(rows)
+    return [f"chose the mode that is better on the test split {right} of {n} times",
+            f"validation at the full schedule chose it {by_val} of {n} times",
+            f"it picked the better mode {right} of {n} times"]
 
 
 # --- Fig. 4: Kendall tau ----------------------------------------------------------------------
@@ -204,7 +230,7 @@ def soups(s: Study) -> list[str]:
 
 @claim(CONCLUSIONS)
 def robustness(s: Study) -> list[str]:
-    r, fa, soup = s.robust, "fapft (auto)", "uniform soup, full FT"
+    r, fa, soup = s.robust, "fapft (probe rule)", "uniform soup, full FT"
     out = []
     for name, col in (("digits", 2), ("Fashion-MNIST", 5)):
         assert min(r.get(row[0], col).mean for row in r.rows) == r.get(soup, col).mean

@@ -11,7 +11,7 @@ from conftest import tiny_run
 from partialft.cli import main
 from partialft.core.layers import find_layers
 from partialft.errors import PartialFTError
-from partialft.selectors.auto import auto_mode, linear_probe, resolve_auto_mode
+from partialft.selectors.probe import linear_probe, probe_rule, resolve_probe_mode
 from partialft.selectors.run import run_selector
 from partialft.selectors.task import load_task
 from partialft.training.config import TrainConfig
@@ -85,17 +85,17 @@ def test_greedy_stops_by_epsilon_and_reports_its_cost(tmp_path):
     (82.04, 1000, "large"), (85.30, 200, "large"), (75.90, 555, "large"),  # paper: hard
     (51.30, 196, "large"), (25.0, 4, "large"), (99.0, 2, "small"),
 ])
-def test_auto_mode_rule(acc, classes, mode):
-    got, reason = auto_mode(acc, classes)
+def test_probe_mode_rule(acc, classes, mode):
+    got, reason = probe_rule(acc, classes)
     assert got == mode
     assert f"{acc:.1f}%" in reason and ("easy" if mode == "small" else "hard") in reason
 
 
-def test_auto_mode_errors_and_threshold():
+def test_probe_mode_errors_and_threshold():
     with pytest.raises(PartialFTError, match="2 classes"):
-        auto_mode(50.0, 1)
-    assert auto_mode(60.0, 10, threshold=0.5)[0] == "small"
-    assert auto_mode(60.0, 10)[0] == "large"
+        probe_rule(50.0, 1)
+    assert probe_rule(60.0, 10, threshold=0.5)[0] == "small"
+    assert probe_rule(60.0, 10)[0] == "large"
 
 
 def test_linear_probe_fits_the_head_and_resolves_a_mode(tmp_path):
@@ -106,7 +106,7 @@ def test_linear_probe_fits_the_head_and_resolves_a_mode(tmp_path):
     acc = linear_probe(task, model, steps=5)
     assert 0.0 <= acc <= 100.0
     assert not model.get_classifier().weight.detach().equal(before)
-    mode, reason, seconds = resolve_auto_mode(cfg, task)
+    mode, reason, seconds = resolve_probe_mode(cfg, task)
     assert mode in ("large", "small") and "linear probe" in reason and seconds > 0
 
 
@@ -129,6 +129,30 @@ def test_cli_select_writes_scores_and_selection(tmp_path, capsys):
     assert "partialft train --method layers" in capsys.readouterr().out
     assert main(args) == 2  # exists: needs --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_select_mode_auto_trains_pilots_and_records_the_decision(tmp_path, capsys):
+    out = tmp_path / "sa"
+    args = ["select", "--selector", "grad", "--batches", "1", "--mode", "auto", "--topk", "1",
+            *TINY, "--pilot-fraction", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    selection = json.loads((out / "selection.json").read_text())
+    decision = selection["mode_decision"]
+    assert decision["rule"] == "validation pilots" and decision["fraction"] == 0.5
+    assert selection["mode"] == decision["mode"] and selection["mode_reason"] == decision[
+        "reason"]
+    accs = {m: p["val_acc"] for m, p in decision["pilots"].items()}
+    assert selection["mode"] == max(accs, key=lambda m: (accs[m], m == "small"))
+    for mode, pilot in decision["pilots"].items():  # 1 of 2 epochs, kept in the output
+        assert is_run_dir(out / f"pilot-{mode}") and pilot["epochs"] == 1
+    assert f"({selection['mode']}: pilots of 1 of 2 epochs" in capsys.readouterr().out
+    probe = tmp_path / "sp"  # the old rule, on request
+    assert main(["select", "--selector", "grad", "--batches", "1", "--mode", "probe", "--topk",
+                 "1", *TINY, "--out", str(probe)]) == 0
+    chosen = json.loads((probe / "selection.json").read_text())
+    assert chosen["mode_decision"]["rule"] == "linear probe" and "linear probe" in chosen[
+        "mode_reason"]
+    assert not (probe / "pilot-large").exists()
 
 
 @pytest.mark.slow
@@ -157,10 +181,41 @@ def test_fapft_with_a_selector_skips_the_full_run(tmp_path, capsys):
             "--epochs", "1", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "mode auto -> " in printed and "linear probe" in printed
+    assert "mode auto -> " in printed and "pilots of 1 of 1 epochs" in printed
     assert "FAPFT trained 2 layers (top-k 1 per group, mode " in printed
     scores = json.loads((out / "scores.json").read_text())
     assert scores["selector"] == "grad" and len(scores["chosen"]) == 2
     assert not (out / "full").exists() and is_run_dir(out / "fapft")
     summary = json.loads((out / "fapft" / "summary.json").read_text())
     assert summary["layers"] == scores["chosen"]
+    # the pilots trained the layers each mode picks from the grad scores, inside the output
+    decision = json.loads((out / "summary.json").read_text())["mode_decision"]
+    assert decision == scores["mode_decision"] and decision["mode"] == scores["mode"]
+    pilot = json.loads((out / f"pilot-{decision['mode']}" / "summary.json").read_text())
+    assert pilot["layers"] == scores["chosen"] and pilot["method"] == "layers"
+    other = "small" if decision["mode"] == "large" else "large"
+    assert decision["pilots"][decision["mode"]]["val_acc"] >= decision["pilots"][other][
+        "val_acc"]
+
+
+def test_fapft_pipeline_mode_auto_pilots_after_the_angles_and_reuses_them(tmp_path, capsys):
+    out = tmp_path / "fa"
+    args = ["fapft", "--mode", "auto", "--pilot-fraction", "0.5", "--topk", "1", *TINY,
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "mode auto -> " in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    decision = summary["mode_decision"]
+    assert summary["mode"] == decision["mode"]
+    partial = json.loads((out / "fapft" / "summary.json").read_text())
+    assert partial["config"]["mode"] == decision["mode"]
+    full_wall = json.loads((out / "full" / "summary.json").read_text())["wall_s"]
+    assert decision["cost"]["x_full_wall"] == pytest.approx(
+        decision["cost"]["wall_s"] / full_wall, abs=1e-3)
+    for mode in ("large", "small"):  # pilots select from the pipeline's own angles
+        pilot = json.loads((out / f"pilot-{mode}" / "summary.json").read_text())
+        assert pilot["config"]["angles"] == str(out / "angles.json") and pilot["epochs"] == 1
+    stamp = (out / "pilot-small" / "summary.json").stat().st_mtime_ns
+    assert main(args) == 0  # a rerun reuses the finished stages, pilots included
+    assert (out / "pilot-small" / "summary.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "summary.json").read_text())["mode_decision"] == decision

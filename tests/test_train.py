@@ -315,25 +315,41 @@ def test_recipe_options_run_together(tmp_path):
     assert summary["best_acc"] is not None
 
 
-def test_fapft_mode_auto_is_resolved_by_a_linear_probe_before_the_run(tmp_path, capsys):
-    """`partialft train --mode auto` probes first and records the concrete mode; the library's
-    train() is never handed 'auto' (training does not depend on the selectors)."""
+def test_fapft_mode_auto_is_decided_by_pilot_runs_kept_in_the_run_dir(tmp_path, capsys):
+    """`partialft train --mode auto` trains a pilot per mode inside the run dir, uses the one
+    with the better validation accuracy, records the decision in summary.json and reuses the
+    pilots on a rerun; the library's train() is never handed 'auto'."""
     angles = {f"blocks.{i}.{k}": float(i) for i in range(6) for k in ("attn", "mlp")}
     path = tmp_path / "angles.json"
     path.write_text(json.dumps({"angles": angles}))
+    out = tmp_path / "auto"
     argv = ["train", "--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4",
-            "--img-size", "32", "--max-per-split", "40", "--batch-size", "8", "--epochs", "1",
+            "--img-size", "32", "--max-per-split", "40", "--batch-size", "8", "--epochs", "2",
             "--amp", "no", "--no-progress", "--method", "fapft", "--angles", str(path),
-            "--topk", "1", "--mode", "auto", "--out", str(tmp_path / "auto")]
+            "--topk", "1", "--mode", "auto", "--pilot-fraction", "0.5", "--out", str(out)]
     assert main(argv) == 0
-    assert "mode auto -> " in capsys.readouterr().out
-    selection = json.loads((tmp_path / "auto" / "selection.json").read_text())
-    assert selection["mode"] in ("large", "small")
-    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
-    expected = "blocks.5.attn" if selection["mode"] == "large" else "blocks.0.attn"
+    printed = capsys.readouterr().out
+    assert "mode auto -> " in printed and "val acc" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    decision = summary["mode_decision"]
+    pilots = decision["pilots"]
+    assert set(pilots) == {"large", "small"} and decision["rule"] == "validation pilots"
+    for mode, pilot in pilots.items():  # each pilot is a finished run dir of 1 of 2 epochs
+        pilot_summary = json.loads((out / f"pilot-{mode}" / "summary.json").read_text())
+        assert pilot_summary["best_acc"] == pilot["val_acc"] and pilot["epochs"] == 1
+        assert pilot_summary["config"]["mode"] == mode and pilot["steps"] > 0
+    accs = {m: p["val_acc"] for m, p in pilots.items()}
+    better = max(accs, key=lambda m: (accs[m], m == "small"))  # tie: small (same params)
+    assert decision["mode"] == better == summary["config"]["mode"]
+    assert decision["cost"]["steps"] == sum(p["steps"] for p in pilots.values())
+    assert decision["cost"]["x_full_epochs"] == 1.0  # 2 pilots x 1 epoch of a 2-epoch run
+    expected = "blocks.5.attn" if better == "large" else "blocks.0.attn"
     assert expected in summary["layers"]
+    stamp = (out / "pilot-large" / "summary.json").stat().st_mtime_ns
     assert main([*argv, "--resume"]) == 0  # the resumed run keeps the mode it got
-    with pytest.raises(PartialFTError, match="mode auto is decided by a linear probe"):
+    assert (out / "pilot-large" / "summary.json").stat().st_mtime_ns == stamp
+    assert main([*argv, "--overwrite"]) == 0  # replaced: pilots and run written again
+    with pytest.raises(PartialFTError, match="mode auto is decided before a run is built"):
         train(tiny(tmp_path / "lib", method="fapft", angles=str(path), topk="1", mode="auto"),
               progress=False)
 

@@ -17,7 +17,8 @@ from partialft.errors import PartialFTError, user_message
 
 # Verb modules in the order `partialft --help` lists them.
 COMMANDS = (
-    "demo", "configs", "methods", "layers", "angles", "plan", "train", "fapft", "select", "soup",
+    "demo", "configs", "methods", "layers", "angles", "plan", "train", "fapft", "select", "search",
+    "soup",
     "eval", "report", "export", "bench", "multitask", "pretrain",
 )
 

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     topk = summary["topk"]  # None: greedy's list of layers
     how = (f"top-k {','.join(map(str, topk))} per group, mode {summary['mode']}" if topk
            else f"chosen by the {args.selector} selector")
+    decision = summary.get("mode_decision")
+    if decision:
+        print(f"mode {decision['mode']} ({decision['rule']}): {decision['reason']}")
     n = len(summary["fapft_layers"])
     print(f"FAPFT trained {n} layer{'' if n == 1 else 's'} ({how}); results in {out}")
     return 0

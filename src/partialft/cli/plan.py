@@ -24,9 +24,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", default=None, metavar="K",
                    help="layers per homogeneous group: one number or one per stage "
                    "(0,0,6,2); default: paper Table 7")
-    p.add_argument("--mode", default=None, choices=["large", "small", "auto"],
+    p.add_argument("--mode", default=None, choices=["large", "small", "auto", "probe"],
                    help="fapft: train the largest-angle layers (hard tasks) or the smallest "
-                   "(easy tasks); auto needs data, so plan cannot resolve it")
+                   "(easy tasks); auto and probe need data, so plan cannot resolve them")
     p.add_argument("--train-non-residual", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="also train patch embedding, tokens, downsampling and final norm")
@@ -45,9 +45,9 @@ def selection_kwargs(args: argparse.Namespace, model) -> dict:
     from partialft.core.layers import find_layers
     from partialft.errors import PartialFTError
 
-    if args.mode == "auto":
-        raise PartialFTError("plan cannot resolve --mode auto: it needs data (a linear probe of "
-                             "the pretrained features); pass --mode large or small, or let "
+    if args.mode in ("auto", "probe"):
+        raise PartialFTError(f"plan cannot resolve --mode {args.mode}: it needs data (pilot "
+                             "runs or a linear probe); pass --mode large or small, or let "
                              "'partialft train' or 'partialft fapft' decide it.")
 
     angles, mode = None, args.mode

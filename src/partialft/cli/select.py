@@ -29,9 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", default=None, metavar="NAMES",
                    help="comma-separated selectors to compare end to end, e.g. "
                    "angle,probe-angle,grad,greedy")
-    p.add_argument("--mode", dest="select_mode", default="auto", choices=["auto", "large", "small"],
-                   help="train the largest (hard task) or smallest (easy) scores; auto decides "
-                   "from a linear probe of the pretrained features (default auto)")
+    p.add_argument("--mode", dest="select_mode", default="auto",
+                   choices=["auto", "probe", "large", "small"],
+                   help="train the largest (hard task) or smallest (easy) scores; auto trains a "
+                   "short pilot of each (--pilot-fraction of the schedule) and keeps the better "
+                   "on the validation split; probe: partialft's linear-probe threshold rule "
+                   "(default auto)")
     p.add_argument("--reference", default=None, metavar="RUN_DIR",
                    help="angle: a finished full fine-tuning run dir instead of training one")
     p.add_argument("--fraction", type=float, default=0.2,
@@ -97,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _select(args: argparse.Namespace, cfg) -> int:
     from partialft.core.layers import find_layers
-    from partialft.selectors.auto import resolve_auto_mode
     from partialft.selectors.run import run_selector
     from partialft.selectors.task import load_task
     from partialft.utils.io import atomic_write_json
@@ -105,21 +107,40 @@ def _select(args: argparse.Namespace, cfg) -> int:
     out = Path(cfg.out)
     result = run_selector(args.selector, cfg, out, **selector_options(args)[args.selector])
     task = load_task(cfg)
-    mode, reason = args.select_mode, "given"
-    if mode == "auto" and result.scores is not None:
-        mode, reason, auto_s = resolve_auto_mode(cfg, task)
-        result.cost["auto_mode_s"] = round(auto_s, 3)
-    atomic_write_json(out / "scores.json", {**result.to_dict(), "model": cfg.model})
     layer_map = find_layers(task.model(), cfg.layer_spec)
+    mode, reason, decision = args.select_mode, "given", None
+    if mode in ("auto", "probe") and result.scores is not None:
+        decision = _decide_mode(cfg, task, out, mode, {
+            m: result.choose(layer_map, cfg.topk, m) for m in ("large", "small")})
+        mode, reason = decision["mode"], decision["reason"]
+        result.cost["mode_s"] = decision["cost"]["wall_s"]
+    atomic_write_json(out / "scores.json", {**result.to_dict(), "model": cfg.model})
     layers = result.choose(layer_map, cfg.topk, mode)
     atomic_write_json(out / "selection.json", {"selector": args.selector, "layers": layers,
                                                "topk": result.topk_used(layer_map, cfg.topk,
                                                                         mode),
-                                               "mode": mode, "mode_reason": reason})
+                                               "mode": mode, "mode_reason": reason,
+                                               "mode_decision": decision})
     print(f"{args.selector}: {len(layers)} layers ({mode}: {reason}); "
           f"{result.cost['wall_s']:.1f} s; train them with 'partialft train --method layers "
           f"--layers {','.join(layers) or '-'}'; scores in {out / 'scores.json'}")
     return 0
+
+
+def _decide_mode(cfg, task, out: Path, how: str, layers_by_mode: dict[str, list[str]]
+                 ) -> dict[str, Any]:
+    """--mode auto (pilot runs in OUT/pilot-MODE/) or probe (the linear-probe rule): the record."""
+    import time
+
+    from partialft.selectors.auto import choose_mode, resolve_probe_mode
+
+    if how == "probe":
+        start = time.perf_counter()
+        mode, reason, _ = resolve_probe_mode(cfg, task)
+        return {"mode": mode, "rule": "linear probe", "reason": reason,
+                "cost": {"wall_s": round(time.perf_counter() - start, 3)}}
+    return choose_mode(cfg, out, fraction=cfg.pilot_fraction,
+                       layers_by_mode=layers_by_mode, progress=False).to_dict()
 
 
 def _compare(args: argparse.Namespace, cfg) -> int:

@@ -75,15 +75,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialft.selectors.auto import resolve_mode
+    from partialft.selectors.auto import train_auto
     from partialft.training.train import fmt_pct, train
 
     cfg = run_config(args)
     check_run_flags(args, cfg.out)
-    if cfg.mode == "auto" and cfg.method == "fapft":  # a resumed run has its recorded mode
-        cfg = resolve_mode(cfg)
-    summary = train(cfg, overwrite=args.overwrite, resume=args.resume, progress=args.progress,
-                    inputs=[args.config] if args.config else [])
+    inputs = [args.config] if args.config else []
+    if cfg.mode in ("auto", "probe") and cfg.method == "fapft":  # a resume has its recorded mode
+        summary, _ = train_auto(cfg, overwrite=args.overwrite, resume=args.resume,
+                                progress=args.progress, inputs=inputs)
+    else:
+        summary = train(cfg, overwrite=args.overwrite, resume=args.resume,
+                        progress=args.progress, inputs=inputs)
     if not main_process():  # under torchrun / accelerate launch, one process reports
         return 0
     if summary is None:

@@ -48,7 +48,8 @@ class SelectOptions:
 
 MODE_NEEDED = ("method 'fapft' needs `mode`: large (train the layers whose angles are largest; "
                "the paper's choice for hard tasks such as ImageNet-1K), small (the smallest; for "
-               "easy tasks such as CIFAR-100) or auto (decided by a linear probe).")
+               "easy tasks such as CIFAR-100) or auto (short pilot runs of both, judged on the "
+               "validation split).")
 
 # the options each strategy takes (the others take none): one name each, the same as the
 # keyword of prepare/get_partial_model, the YAML key and the CLI flag (--topk)

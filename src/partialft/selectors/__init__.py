@@ -2,7 +2,8 @@
 
 - :mod:`~partialft.selectors.task`: a config resolved into data, base model and augmenters;
   what every selector returns;
-- :mod:`~partialft.selectors.auto`: the linear probe and ``--mode auto`` (easy or hard task);
+- :mod:`~partialft.selectors.auto`: ``--mode auto`` (validation pilots of both modes,
+  ``choose_mode``); :mod:`~partialft.selectors.probe`: ``--mode probe`` (the linear-probe rule);
 - :mod:`~partialft.selectors.scores`: angle, probe-angle and relative-gradient scores;
 - :mod:`~partialft.selectors.greedy`: SubTuning's greedy search;
 - :mod:`~partialft.selectors.run`: the selectors by name (``run_selector``);

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from partialft.core.layers import find_layers
-from partialft.selectors.auto import resolve_auto_mode
+from partialft.selectors.probe import resolve_probe_mode
 from partialft.selectors.run import run_selector
 from partialft.selectors.task import SelectorResult, load_task
 from partialft.training.config import TrainConfig
@@ -56,7 +56,7 @@ def compare_selectors(cfg: TrainConfig, out: str | Path, selectors: list[str],
     full, full_s = timed_train(dataclasses.replace(cfg, method="full", out=str(out / "full")))
     reference = run_selector("angle", cfg, out / "angle", reference=str(out / "full"))
     task = load_task(cfg)
-    auto, reason, auto_s = resolve_auto_mode(cfg, task)
+    auto, reason, auto_s = resolve_probe_mode(cfg, task)  # the probe rule (--mode probe)
     atomic_write_json(out / "auto_mode.json", {"mode": auto, "reason": reason, "wall_s": auto_s})
     layer_map = find_layers(task.model(), cfg.layer_spec)
     rows = [_row("full", full, full_s, 0.0, full_s, None, [], "-")]

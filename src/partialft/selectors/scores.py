@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from partialft.core.layers import LayerMap, find_layers
 from partialft.errors import PartialFTError
-from partialft.selectors.auto import linear_probe
+from partialft.selectors.probe import linear_probe
 from partialft.selectors.task import SelectorResult, Task, load_task
 from partialft.training.config import TrainConfig
 

@@ -66,7 +66,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # settings only one method reads: given as a flag with another method, they are a mistake
-METHOD_FLAGS = {"topk": "fapft", "angles": "fapft", "mode": "fapft"}
+METHOD_FLAGS = {"topk": "fapft", "angles": "fapft", "mode": "fapft", "pilot_fraction": "fapft"}
 
 
 def check_method_flags(given: dict[str, Any], method: str) -> None:

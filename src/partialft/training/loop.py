@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +43,11 @@ class Progress:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_loop(s: Setup, progress: bool = True) -> bool:
-    """Train until ``cfg.epochs``; False when ``cfg.max_steps`` stopped it first."""
+def run_loop(s: Setup, progress: bool = True,
+             on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> bool:
+    """Train until ``cfg.epochs``; False when ``cfg.max_steps`` stopped it first, or when
+    ``on_epoch`` (called with each epoch's metrics record after its resume point is written)
+    returned False: the run then stays resumable, like one stopped by ``max_steps``."""
     cfg, acc = s.cfg, s.acc
     p = _restore(s)
     if acc.log_with:  # the tracker starts empty: give it the epochs done before a resume
@@ -93,6 +96,8 @@ def run_loop(s: Setup, progress: bool = True) -> bool:
         bar.close()
         _check_finite(sums, p)
         _end_epoch(s, p, sums, time.perf_counter() - start)
+        if on_epoch is not None and not on_epoch(p.metrics[-1]) and p.epoch < cfg.epochs:
+            return False
     return True
 
 

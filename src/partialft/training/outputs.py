@@ -43,7 +43,8 @@ from partialft.utils.io import (
 )
 
 LOCK = ".lock"  # the gate; holders' slots are LOCK.<kind>.<pid>.<hex> (training/locks.py)
-KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export")
+KINDS = ("train", "soup", "fapft", "select", "demo", "report", "bench", "pretrain", "export",
+         "search")
 # partialft's own bookkeeping, never in a manifest
 
 

@@ -56,7 +56,7 @@ def recorded_config(out: str | Path) -> dict[str, Any] | None:
 
 def ignored_by(method: str) -> tuple[str, ...]:
     """Settings a method does not read (a full run's ``mode`` changes nothing)."""
-    return () if method == "fapft" else ("mode", "topk", "angles")
+    return () if method == "fapft" else ("mode", "topk", "angles", "pilot_fraction")
 
 
 def resume_config(out: str | Path, given: dict[str, Any],
@@ -96,7 +96,7 @@ def same(key: str, old: Any, new: Any) -> bool:
     against the mode it resolved to when the run started."""
     if old == new:
         return True
-    if key == "mode" and new == "auto" and old in ("large", "small"):
+    if key == "mode" and new in ("auto", "probe") and old in ("large", "small"):
         return True
     if isinstance(old, str) and isinstance(new, str) and key in PATHS:
         return Path(old).resolve() == Path(new).resolve()

@@ -206,10 +206,11 @@ def _model_and_data(cfg: TrainConfig, run: RunDir) -> tuple[nn.Module, Prepared,
     check_finite_start(model, cfg)
     _check_img_size(model, cfg.img_size, cfg.model)
     angles = load_angles(cfg.angles, find_layers(model, cfg.layer_spec)) if cfg.angles else None
-    if cfg.method == "fapft" and cfg.mode == "auto":
-        raise PartialFTError("mode auto is decided by a linear probe before a run is built: "
-                             "resolve it first (partialft.selectors.auto.resolve_mode, which the "
-                             "train and fapft commands call) or pass mode large or small.")
+    if cfg.method == "fapft" and cfg.mode in ("auto", "probe"):
+        raise PartialFTError(f"mode {cfg.mode} is decided before a run is built (pilot runs or "
+                             "a linear probe): resolve it first (partialft.selectors.auto."
+                             "resolve_mode, which the train and fapft commands call) or pass "
+                             "mode large or small.")
     # only the options the method takes: a config may carry fapft's top-k for every method
     select = {"layers": cfg.layers} if cfg.method == "layers" else {
         "angles": angles, "topk": cfg.topk, "mode": cfg.mode} if cfg.method == "fapft" else {}

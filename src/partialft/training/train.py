@@ -9,7 +9,7 @@ final metrics as an uninterrupted one.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,11 @@ from partialft.utils.io import atomic_write_json, atomic_write_text
 
 
 def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
-          progress: bool = True, inputs: Sequence[str | Path] = ()) -> dict[str, Any] | None:
-    """Train one run; returns its summary, or None when stopped early by ``max_steps``.
+          progress: bool = True, inputs: Sequence[str | Path] = (),
+          on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
+    """Train one run; returns its summary, or None when stopped early by ``max_steps`` or by
+    ``on_epoch`` (given each epoch's metrics record; False stops the run, resumable: a
+    search's pruner).
 
     ``inputs``: files the caller read besides those ``cfg`` names (a YAML config), which the
     run dir must not contain or sit inside; their SHA-256 is recorded with the others'.
@@ -56,21 +59,22 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     s = build(cfg, overwrite=overwrite, resume=resume, inputs=inputs)
     failed = True
     try:
-        summary = _train(s, progress)
+        summary = _train(s, progress, on_epoch)
         failed = False
         return summary
     finally:  # a new run dir that failed before its first resume point is removed again
         s.run.abandon() if failed else s.run.close()
 
 
-def _train(s: Setup, progress: bool) -> dict[str, Any] | None:
+def _train(s: Setup, progress: bool,
+           on_epoch: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any] | None:
     """The loop, the final checkpoint and summary, in a claimed run dir."""
     cfg = s.cfg
     try:
         from partialft.training.loop import run_loop
 
         since = trackers.start(s.acc, s.run.path, _scalar_config(cfg)) if s.acc.log_with else 0
-        finished = run_loop(s, progress=progress)
+        finished = run_loop(s, progress=progress, on_epoch=on_epoch)
         summary = _finish(s) if finished else None
         s.acc.end_training()
         if s.acc.log_with:

@@ -10,7 +10,7 @@ from partialft.errors import PartialFTError
 # import name -> the extra that installs it
 EXTRAS = {"peft": "lora", "matplotlib": "plots", "imagecorruptions": "robustness",
           "huggingface_hub": "hub", "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
-          "transformers": "transformers"}
+          "transformers": "transformers", "optuna": "search"}
 
 
 def require(module: str, what: str) -> None:

@@ -38,12 +38,12 @@ def run_fapft(cfg: TrainConfig, *, reference: str | None = None, progress: bool 
     ``selector`` other than ``angle`` (see :mod:`partialft.selectors`) replaces the full run and
     its angles; the full run is then only compared against when ``reference`` names one. A
     rerun reuses the finished stages only when it asks for the same selector and reference.
+    ``cfg.mode`` ``auto`` trains two pilot runs (``pilot-large/``, ``pilot-small/``) once the
+    layers' scores are known and records the decision in ``summary.json`` (``mode_decision``);
+    ``probe`` uses the linear-probe rule (:mod:`partialft.selectors.auto`).
     """
-    from partialft.selectors.auto import resolve_mode
-
     if reference is not None:
         check_reference(reference, cfg)
-    cfg = resolve_mode(cfg)  # --mode auto: decided by a linear probe before any run is built
     settings = {"selector": selector,
                 "reference": str(Path(reference).resolve()) if reference else None}
     with RunDir(cfg.out, kind="fapft", overwrite=overwrite, resume=True, settings=settings,
@@ -74,7 +74,7 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
     full_dir = Path(reference) if reference and Path(reference).is_dir() else out / "full"
     if selector != "angle":
         full = _summary_of(full_dir) if reference and is_run_dir(full_dir) else None
-        return _compare(out, full, _selector_run(cfg, out, selector, progress))
+        return _compare(out, full, *_selector_run(cfg, out, selector, progress))
     if reference is None:
         # selection settings do not affect the full run: a rerun with another --topk reuses it
         full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
@@ -85,15 +85,56 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
                                  "without --max-steps to continue the pipeline.")
     angles_path = out / "angles.json"
     if not angles_path.is_file():
-        angles = _angles(cfg, full_dir, reference)
-        source = (reference_info(full_dir) if is_run_dir(full_dir)
-                  else {"reference": str(Path(reference).resolve())})  # a weights file
-        save_angles(angles_path, angles[0], angles[1], model=cfg.model, **source)
+        write_angles(cfg, angles_path, full_dir, reference)
     partial = dataclasses.replace(cfg, method="fapft", angles=str(angles_path),
                                   out=str(out / "fapft"))
-    fapft_summary = train(partial, resume=True, progress=progress, inputs=inputs)
     full_summary = _summary_of(full_dir) if is_run_dir(full_dir) else None
-    return _compare(out, full_summary, fapft_summary)
+    partial, decision = _resolve(partial, out, full_summary, progress)
+    fapft_summary = train(partial, resume=True, progress=progress, inputs=inputs)
+    return _compare(out, full_summary, fapft_summary, decision)
+
+
+def _resolve(cfg: TrainConfig, out: Path, full: dict[str, Any] | None, progress: bool,
+             layers_by_mode: dict[str, list[str]] | None = None
+             ) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """``mode auto`` (pilots in ``out/pilot-MODE``) or ``probe`` resolved to large or small."""
+    from partialft.selectors.auto import choose_mode, resolve_mode
+
+    full_wall = full.get("wall_s") if full else None
+    if cfg.mode == "auto" and layers_by_mode is not None:
+        decision = choose_mode(cfg, out, fraction=cfg.pilot_fraction,
+                               layers_by_mode=layers_by_mode, full_wall_s=full_wall,
+                               progress=progress)
+        resolved, record = dataclasses.replace(cfg, mode=decision.mode), decision.to_dict()
+    else:
+        resolved, record = resolve_mode(cfg, out, full_wall_s=full_wall)
+    if record is not None:  # kept for a rerun, which continues with the recorded mode
+        atomic_write_json(out / MODE_DECISION, record)
+    return resolved, record
+
+
+MODE_DECISION = "mode_decision.json"
+
+
+def _recorded_decision(out: Path, mode: str | None) -> dict[str, Any] | None:
+    """The decision an earlier run of this pipeline recorded for ``mode`` (a rerun resumes
+    with the resolved mode), or None."""
+    path = out / MODE_DECISION
+    if not path.is_file():
+        return None
+    from partialft.training.runfiles import check_mapping, read_json
+
+    record = check_mapping(read_json(path), path, {})
+    return record if record.get("mode") == mode else None
+
+
+def write_angles(cfg: TrainConfig, path: Path, full_dir: Path, reference: str | None) -> None:
+    """Measure the angles between the base and the full run ``full_dir`` (or the weights file
+    ``reference``) and write them to ``path`` with their source."""
+    angles = _angles(cfg, full_dir, reference)
+    source = (reference_info(full_dir) if is_run_dir(full_dir)
+              else {"reference": str(Path(reference).resolve())})  # a weights file
+    save_angles(path, angles[0], angles[1], model=cfg.model, **source)
 
 
 def check_reference(reference: str, cfg: TrainConfig) -> None:
@@ -166,7 +207,7 @@ def head_classes(cfg: TrainConfig, weights: dict[str, Any]) -> int | None:
 
 
 def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
-                  ) -> dict[str, Any]:
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Score layers with ``selector``, pick top-k per group (or greedy's list), train those."""
     from partialft.selectors.run import run_selector
     from partialft.selectors.task import load_task
@@ -179,16 +220,25 @@ def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
         record = check_mapping(read_json(scores_path), scores_path, {"chosen": (list,)},
                                ("chosen",))
         layers = [str(la) for la in record["chosen"]]
+        decision = record.get("mode_decision")
+        decision = decision if isinstance(decision, dict) else None
+        mode = record.get("mode") if record.get("mode") in ("large", "small") else None
     else:
         result = run_selector(selector, cfg, out / "selector")
         layer_map = find_layers(load_task(cfg).model(), cfg.layer_spec)
-        layers = result.choose(layer_map, cfg.topk, cfg.mode)
+        mode, decision = cfg.mode, None
+        if result.scores is not None and cfg.mode in ("auto", "probe"):
+            both = {m: result.choose(layer_map, cfg.topk, m) for m in ("large", "small")}
+            resolved, decision = _resolve(cfg, out, None, progress, both)
+            mode = resolved.mode
+        layers = result.choose(layer_map, cfg.topk, mode)
         atomic_write_json(scores_path, {**result.to_dict(), "model": cfg.model, "chosen": layers,
-                                        "topk": result.topk_used(layer_map, cfg.topk, cfg.mode),
-                                        "mode": cfg.mode})
+                                        "topk": result.topk_used(layer_map, cfg.topk, mode),
+                                        "mode": mode, "mode_decision": decision})
     partial = dataclasses.replace(cfg, method="layers" if layers else "linear",
-                                  layers=layers or None, angles=None, out=str(out / "fapft"))
-    return train(partial, resume=True, progress=progress)
+                                  layers=layers or None, angles=None, out=str(out / "fapft"),
+                                  mode=mode if mode in ("large", "small") else None)
+    return train(partial, resume=True, progress=progress), decision
 
 
 def _summary_of(run_dir: Path) -> dict[str, Any]:
@@ -210,14 +260,16 @@ def _chosen_by(out: Path) -> dict[str, Any]:
     return {}
 
 
-def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any]) -> dict[str, Any]:
+def _compare(out: Path, full: dict[str, Any] | None, fapft: dict[str, Any],
+             decision: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = {"fapft": fapft} if full is None else {"full": full, "fapft": fapft}
     table = {name: {k: s.get(k) for k in ("best_acc", "test_acc", "trainable_params", "wall_s")}
              for name, s in rows.items()}
     chosen = _chosen_by(out)  # a config without --topk used the architecture's default
+    mode = chosen.get("mode") or fapft["config"].get("mode")
     summary: dict[str, Any] = {"runs": table, "fapft_layers": fapft["layers"],
-                               "topk": chosen.get("topk"),
-                               "mode": chosen.get("mode") or fapft["config"].get("mode")}
+                               "topk": chosen.get("topk"), "mode": mode,
+                               "mode_decision": decision or _recorded_decision(out, mode)}
     if full is not None and None not in (fapft["test_acc"], full["test_acc"]):
         summary["test_acc_gain"] = fapft["test_acc"] - full["test_acc"]
     if full is not None:
