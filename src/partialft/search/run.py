@@ -211,7 +211,7 @@ def _requeue_killed(study: Any) -> None:
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": _run_number(t)},
                             skip_if_exists=False)
 
@@ -219,11 +219,18 @@ def _requeue_killed(study: Any) -> None:
 def _run_number(trial: Any) -> int:
     """The trial whose run dir a retry continues (its own number for a first try): ours
     (``retry_of``) or Optuna's retry callback's (``failed_trial``)."""
-    frozen = (trial if hasattr(trial, "system_attrs")
-              else trial.study._storage.get_trial(trial._trial_id))
+    import warnings
+
+    from optuna.storages import RetryFailedTrialCallback
+    from optuna.trial import FrozenTrial
+
+    frozen = trial if isinstance(trial, FrozenTrial) else next(
+        t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     retry = frozen.user_attrs.get("retry_of")
     if retry is None:
-        retry = frozen.system_attrs.get("failed_trial")
+        with warnings.catch_warnings():  # an experimental but public reader of the retry
+            warnings.simplefilter("ignore")
+            retry = RetryFailedTrialCallback.retried_trial_number(frozen)
     return int(retry) if retry is not None else trial.number
 
 
