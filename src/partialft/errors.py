@@ -50,10 +50,15 @@ def for_cli(template: str) -> str:
     return _OPTION.sub(flag, template)
 
 
-def option_error(template: str) -> PartialFTError:
+def option_error(template: str, /, **values: object) -> PartialFTError:
     """One error worded twice: options in backticks become keyword arguments in the library's
-    message and flags in the CLI's (see :func:`for_library`, :func:`for_cli`)."""
-    return PartialFTError(for_library(template), cli=for_cli(template))
+    message and flags in the CLI's (see :func:`for_library`, :func:`for_cli`). With ``values``,
+    ``{name}`` fields (``str.format``) are filled after the wording, so a backtick in a path or
+    an exception's text is never read as an option."""
+    library, cli = for_library(template), for_cli(template)
+    if values:
+        library, cli = library.format(**values), cli.format(**values)
+    return PartialFTError(library, cli=cli)
 
 
 def suggest(value: str, valid: Iterable[str], limit: int = 5) -> str:
