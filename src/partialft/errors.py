@@ -61,6 +61,16 @@ def option_error(template: str, /, **values: object) -> PartialFTError:
     return PartialFTError(library, cli=cli)
 
 
+def named_option(name: str) -> str:
+    """A setting's name as a template option with a ``{value}`` field (fill it through
+    :func:`option_error`'s values): ``--img-size`` -> `img_size={value}` (img_size=... for a
+    library caller, --img-size ... on the command line); a name that is no flag (``img_size``,
+    ``a rerun``) stays as it is: ``img_size {value}``."""
+    if name.startswith("--"):
+        return f"`{name[2:].replace('-', '_')}={{value}}`"
+    return f"{name} {{value}}"
+
+
 def suggest(value: str, valid: Iterable[str], limit: int = 5) -> str:
     """Return ' (did you mean a, b?)' for close matches of ``value`` among ``valid``, else ''."""
     close = difflib.get_close_matches(value, list(valid), n=limit, cutoff=0.6)

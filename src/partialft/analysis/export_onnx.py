@@ -30,7 +30,7 @@ PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # torch's dynamo exporter need
 def check_onnx() -> None:
     """One sentence naming the extra when a package of ``--format onnx`` is missing."""
     for package in PACKAGES:
-        require(package, "--format onnx")
+        require(package, "fmt='onnx'", cli="--format onnx")
 
 
 def write_onnx(model: nn.Module, out: Path, ctx: dict[str, Any]

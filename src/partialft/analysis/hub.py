@@ -19,7 +19,7 @@ def check_hub(repo: str) -> None:
     """Before any work: a valid repo id, a token, not offline (one sentence each)."""
     from partialft.utils.extras import require
 
-    require("huggingface_hub", "--push-to-hub")
+    require("huggingface_hub", "pushing to the Hub", cli="--push-to-hub")
     import huggingface_hub as hub
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
