@@ -100,3 +100,35 @@ def test_values_are_not_read_as_options():
     assert str(exc) == "/tmp/`odd` is damaged; pass overwrite=True."
     assert exc.for_cli() == "/tmp/`odd` is damaged; pass --overwrite."
     assert isinstance(exc, PartialFTError)
+
+
+def test_converted_errors_word_keywords_and_flags(monkeypatch):
+    from partialft.analysis.export import check_format
+    from partialft.search.space import space_from_flags
+    from partialft.utils import extras
+    from partialft.utils.limits import check_batch_memory, check_img_size
+
+    cases = []
+    for call in (lambda: check_format("peft", "ssf"),
+                 lambda: check_img_size(0),
+                 lambda: space_from_flags(None, "x", None),
+                 lambda: extras.require("no_such_module_xyz", "fmt='onnx'", cli="--format onnx")):
+        with pytest.raises(PartialFTError) as info:
+            call()
+        cases.append(info.value)
+    monkeypatch.setattr("partialft.utils.limits.available_bytes", lambda device=None: 1)
+    with pytest.raises(PartialFTError) as info:
+        check_batch_memory(8, 32)
+    cases.append(info.value)
+    library = [str(e) for e in cases]
+    cli = [e.for_cli() for e in cases]
+    assert library[0].startswith("fmt='peft' writes a peft LoRA adapter but this is a ssf run; "
+                                 "fmt='timm' and 'merged' work")
+    assert cli[0].startswith("--format peft writes a peft LoRA adapter but this is a ssf run; "
+                             "--format timm and merged work")
+    assert library[1].startswith("img_size=0 is not valid") and cli[1].startswith("--img-size 0")
+    assert library[2].startswith("topk 'x' is not valid") and cli[2].startswith("--search-topk 'x'")
+    assert library[3].startswith("fmt='onnx' needs") and cli[3].startswith("--format onnx needs")
+    assert library[4].endswith("use a smaller batch_size or img_size.")
+    assert cli[4].endswith("use a smaller --batch-size or --img-size.")
+    assert not any(FLAG.search(text) for text in library)
