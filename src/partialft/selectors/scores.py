@@ -76,7 +76,7 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
     if not is_run_dir(path):
         what = "does not exist" if not path.exists() else "is not a finished run dir"
         raise PartialFTError(f"reference={reference} {what}; pass a finished run dir of "
-                             "method='full' (select never trains into reference).",
+                             "method=full (select never trains into reference).",
                              cli=f"--reference {reference} {what}; pass a finished 'partialft "
                              "train --method full' run dir (select never trains into "
                              "--reference).")

@@ -148,7 +148,7 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
         return  # a weights file: _angles checks no layer was left untrained
     if not is_run_dir(path):
         what = "is not a finished run dir; pass a finished"
-        raise PartialFTError(f"reference={reference} {what} run dir of method='full' or a "
+        raise PartialFTError(f"reference={reference} {what} run dir of method=full or a "
                              "checkpoint.", cli=f"--reference {reference} {what} 'partialft "
                              "train --method full' run dir or a checkpoint.")
     summary = _summary_of(path)
