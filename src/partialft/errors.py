@@ -50,10 +50,25 @@ def for_cli(template: str) -> str:
     return _OPTION.sub(flag, template)
 
 
-def option_error(template: str) -> PartialFTError:
+def option_error(template: str, /, **values: object) -> PartialFTError:
     """One error worded twice: options in backticks become keyword arguments in the library's
-    message and flags in the CLI's (see :func:`for_library`, :func:`for_cli`)."""
-    return PartialFTError(for_library(template), cli=for_cli(template))
+    message and flags in the CLI's (see :func:`for_library`, :func:`for_cli`). With ``values``,
+    ``{name}`` fields (``str.format``) are filled after the wording, so a backtick in a path or
+    an exception's text is never read as an option."""
+    library, cli = for_library(template), for_cli(template)
+    if values:
+        library, cli = library.format(**values), cli.format(**values)
+    return PartialFTError(library, cli=cli)
+
+
+def named_option(name: str) -> str:
+    """A setting's name as a template option with a ``{value}`` field (fill it through
+    :func:`option_error`'s values): ``--img-size`` -> `img_size={value}` (img_size=... for a
+    library caller, --img-size ... on the command line); a name that is no flag (``img_size``,
+    ``a rerun``) stays as it is: ``img_size {value}``."""
+    if name.startswith("--"):
+        return f"`{name[2:].replace('-', '_')}={{value}}`"
+    return f"{name} {{value}}"
 
 
 def suggest(value: str, valid: Iterable[str], limit: int = 5) -> str:

@@ -23,7 +23,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from partialft.data.corruptions import corrupt_batch, corruption_errors, mce
-from partialft.errors import PartialFTError, first_items
+from partialft.errors import PartialFTError, first_items, option_error
 from partialft.utils.io import atomic_write_json
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
@@ -52,7 +52,7 @@ def accuracy(model: nn.Module, loader: Iterable, preprocess: Preprocess | None =
         correct += int((logits.argmax(-1).cpu() == labels).sum())
         total += len(labels)
     if total == 0:
-        raise PartialFTError("the evaluation data is empty; check --dataset and --data-dir.")
+        raise option_error("the evaluation data is empty; check `dataset` and `data_dir`.")
     return 100.0 * correct / total
 
 
@@ -140,8 +140,9 @@ def wnid_folder(root: str | Path, wnids: list[str], transform: Callable | None
     position = {w: i for i, w in enumerate(wnids)}
     unknown = [c for c in folder.classes if c not in position]
     if unknown:
-        raise PartialFTError(f"{root} has class folders that are not expected wnids "
-                             f"({first_items(unknown, 3)}); point --data-dir at the dataset root.")
+        what = f"{root} has class folders that are not expected wnids ({first_items(unknown, 3)})"
+        raise PartialFTError(f"{what}; point root at the dataset root.",
+                             cli=f"{what}; point --data-dir at the dataset root.")
     remap = [position[c] for c in folder.classes]
     folder.target_transform = remap.__getitem__
     return folder
@@ -184,8 +185,9 @@ def imagenet_c_eval(model: nn.Module, root: str | Path, names: list[str] | None 
     root = Path(root)
     present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not present:
-        raise PartialFTError(f"{root} holds no <corruption>/<severity>/<wnid>/ folders; point "
-                             "--data-dir at the ImageNet-C root.")
+        what = f"{root} holds no <corruption>/<severity>/<wnid>/ folders"
+        raise PartialFTError(f"{what}; point root at the ImageNet-C root.",
+                             cli=f"{what}; point --data-dir at the ImageNet-C root.")
     missing = sorted(set(names or []) - set(present))
     names = [n for n in (names or present) if n in present]
     transform, wnids = eval_transform(model, crop_pct=1.0), imagenet_wnids()

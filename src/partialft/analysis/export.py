@@ -75,21 +75,32 @@ def check_format(fmt: str, method: str) -> None:
     """Refuse a format the run's method cannot be written in, naming those that work."""
     if fmt not in FORMATS:
         raise PartialFTError(f"format {fmt!r} is not valid; use timm, peft, merged or onnx.")
-    works = ("--format timm and merged work for layer methods, ssf and lora runs, --format "
-             "peft for lora runs, --format onnx for every run")
     if fmt == "onnx":
         from partialft.analysis.export_onnx import check_onnx
 
         check_onnx()  # the extra, before any work
         return
+    run = f"{article(method)} {method} run"
     if method in NEW_ARCHITECTURE:
-        raise PartialFTError(f"{article(method)} {method} run adds modules that no timm "
-                             "architecture has and that cannot be merged into its weights, so it "
-                             f"cannot be exported as --format {fmt} (export it with --format "
-                             f"onnx, or read it with partialft); {works}.")
+        what = (f"{run} adds modules that no timm architecture has and that cannot be merged into "
+                "its weights, so it cannot be exported")
+        raise _format_error(f"{what} with fmt={fmt!r} (export it with fmt='onnx', or read it "
+                            "with partialft)",
+                            f"{what} as --format {fmt} (export it with --format onnx, or read it "
+                            "with partialft)")
     if fmt == "peft" and method != "lora":
-        raise PartialFTError(f"--format peft writes a peft LoRA adapter but this is "
-                             f"{article(method)} {method} run; {works}.")
+        raise _format_error(f"fmt='peft' writes a peft LoRA adapter but this is {run}",
+                            f"--format peft writes a peft LoRA adapter but this is {run}")
+
+
+def _format_error(library: str, cli: str) -> PartialFTError:
+    """A format refusal naming the formats that work: the keyword is ``fmt``, the flag
+    ``--format``, so the two wordings are written out (errors.option_error needs one name)."""
+    works = ("fmt='timm' and 'merged' work for layer methods, ssf and lora runs, fmt='peft' for "
+             "lora runs, fmt='onnx' for every run")
+    works_cli = ("--format timm and merged work for layer methods, ssf and lora runs, --format "
+                 "peft for lora runs, --format onnx for every run")
+    return PartialFTError(f"{library}; {works}.", cli=f"{cli}; {works_cli}.")
 
 
 def run_method(run_dir: str | Path) -> str:

@@ -30,7 +30,7 @@ PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # torch's dynamo exporter need
 def check_onnx() -> None:
     """One sentence naming the extra when a package of ``--format onnx`` is missing."""
     for package in PACKAGES:
-        require(package, "--format onnx")
+        require(package, "fmt='onnx'", cli="--format onnx")
 
 
 def write_onnx(model: nn.Module, out: Path, ctx: dict[str, Any]
@@ -65,8 +65,9 @@ def _export(model: nn.Module, x: torch.Tensor, path: Path) -> None:
                               dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
     except Exception as exc:  # the exporter raises many types; say which step failed
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise PartialFTError(f"torch's ONNX exporter could not export this model ({line}); "
-                             "export it as --format timm or peft instead.") from None
+        what = f"torch's ONNX exporter could not export this model ({line})"
+        raise PartialFTError(f"{what}; export it with fmt='timm' or 'peft' instead.",
+                             cli=f"{what}; export it as --format timm or peft instead.") from None
 
 
 def _max_diff(path: Path, x: torch.Tensor, expected: torch.Tensor) -> float:

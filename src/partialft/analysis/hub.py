@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from partialft import __version__
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.models.loading import first_line
 from partialft.training.outputs import LOCK, MARKER
 from partialft.utils.io import TMP_INFIX, TMP_SUFFIX
@@ -19,21 +19,25 @@ def check_hub(repo: str) -> None:
     """Before any work: a valid repo id, a token, not offline (one sentence each)."""
     from partialft.utils.extras import require
 
-    require("huggingface_hub", "--push-to-hub")
+    require("huggingface_hub", "pushing to the Hub", cli="--push-to-hub")
     import huggingface_hub as hub
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(repo)
     except HFValidationError:
-        raise PartialFTError(f"--push-to-hub {repo!r} is not a Hub repo id; use NAME or "
-                             "OWNER/NAME (letters, digits, '-', '_', '.').") from None
+        valid = "use NAME or OWNER/NAME (letters, digits, '-', '_', '.')."
+        raise PartialFTError(f"repo {repo!r} is not a Hub repo id; {valid}",
+                             cli=f"--push-to-hub {repo!r} is not a Hub repo id; {valid}") from None
     if hub.constants.HF_HUB_OFFLINE:
-        raise PartialFTError("--push-to-hub needs the network but HF_HUB_OFFLINE is set; unset "
-                             "it or export without --push-to-hub.")
+        raise PartialFTError("pushing to the Hub needs the network but HF_HUB_OFFLINE is set; "
+                             "unset it or export without a repo.",
+                             cli="--push-to-hub needs the network but HF_HUB_OFFLINE is set; "
+                             "unset it or export without --push-to-hub.")
     if not hub.get_token():
-        raise PartialFTError("--push-to-hub needs a Hugging Face token and none is set; run "
-                             "`hf auth login` or set HF_TOKEN, then export again.")
+        what = "needs a Hugging Face token and none is set; run `hf auth login` or set HF_TOKEN"
+        raise PartialFTError(f"pushing to the Hub {what}, then export again.",
+                             cli=f"--push-to-hub {what}, then export again.")
 
 
 def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
@@ -49,13 +53,13 @@ def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
                                                     f"*{TMP_INFIX}*{TMP_SUFFIX}"],
                                    commit_message=f"Upload from partialft {__version__}")
     except HfHubHTTPError as exc:
-        raise PartialFTError(f"the Hugging Face Hub refused the upload to {repo} "
-                             f"({first_line(exc)}); check that your token may write there, "
-                             "then export again with --overwrite.") from None
+        raise option_error("the Hugging Face Hub refused the upload to {repo} ({why}); check "
+                           "that your token may write there, then export again with "
+                           "`overwrite=True`.", repo=repo, why=first_line(exc)) from None
     except (OSError, *_network_errors()) as exc:
-        raise PartialFTError(f"could not reach the Hugging Face Hub to upload to {repo} "
-                             f"({first_line(exc)}); check the network connection, then export "
-                             "again with --overwrite.") from None
+        raise option_error("could not reach the Hugging Face Hub to upload to {repo} ({why}); "
+                           "check the network connection, then export again with "
+                           "`overwrite=True`.", repo=repo, why=first_line(exc)) from None
     return str(getattr(commit, "commit_url", None) or getattr(url, "url", repo))
 
 

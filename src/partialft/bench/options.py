@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from partialft.errors import PartialFTError, suggest
+from partialft.errors import PartialFTError, option_error, suggest
 
 DEFAULT_METHODS = ("full", "linear", "attn", "ffn", "fapft", "adapter", "vpt-deep", "ssf", "lora")
 DEPTH_ABLATION = ("full", "last-half-blocks", "first-half-blocks")
@@ -41,7 +41,8 @@ class BenchOptions:
                 raise PartialFTError(f"unknown method {method!r}{suggest(method, valid)}; valid "
                                      f"methods: {', '.join(valid)}.")
         if not self.methods:
-            raise PartialFTError("no methods to bench; pass e.g. --methods full,linear,fapft.")
+            raise option_error("no methods to bench; pass e.g. "
+                               "`methods=('full', 'linear', 'fapft')|full,linear,fapft`.")
         for name in ("batch_size", "warmup", "steps", "num_classes", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise PartialFTError(f"{name} {getattr(self, name)} is not valid; use a whole "

@@ -126,7 +126,7 @@ def checked_loader(data: Dataset, batch_size: int, workers: int, run_cfg: dict[s
 
     if len(data) and isinstance(run_cfg.get("img_size"), int):
         check_batch_memory(min(batch_size, len(data)), run_cfg["img_size"], device=device,
-                           flags="--batch-size")
+                           flags="`batch_size`")
     return DataLoader(data, batch_size=batch_size, num_workers=workers)
 
 

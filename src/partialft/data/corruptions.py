@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partialft.errors import PartialFTError, suggest
+from partialft.errors import PartialFTError, option_error, suggest
 from partialft.utils.extras import require
 
 # The 15 ImageNet-C benchmark corruptions (Hendrycks & Dietterich 2019), in their order.
@@ -61,7 +61,7 @@ def parse_corruptions(text: str) -> list[str]:
             raise PartialFTError(f"unknown corruption {name!r}{suggest(name, valid)}; use all, "
                                  f"extra, every or names from: {', '.join(valid)}.")
     if not names:
-        raise PartialFTError("--corruptions is empty; use all, extra, every or a list of names.")
+        raise option_error("`corruptions` is empty; use all, extra, every or a list of names.")
     return names
 
 

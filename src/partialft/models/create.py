@@ -162,9 +162,9 @@ def local_weights(folder: Path) -> Path:
     for name in LOCAL_WEIGHTS:
         if (folder / name).is_file():
             return folder / name
-    raise PartialFTError(f"model folder {folder} holds no weights file ({', '.join(LOCAL_WEIGHTS)})"
-                         "; export the run again, or pass --no-pretrained to start from "
-                         "random weights.")
+    raise option_error("model folder {folder} holds no weights file ({names}); export the run "
+                       "again, or pass `pretrained=False` to start from random weights.",
+                       folder=folder, names=", ".join(LOCAL_WEIGHTS))
 
 
 def check_hub_name(name: str) -> None:

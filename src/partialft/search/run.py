@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.search.space import SearchSpace
 from partialft.search.storage import default_url, open_storage, optuna_module
 from partialft.training.config import TrainConfig, config_inputs
@@ -191,17 +191,17 @@ def _study(out: Path, storage: str | None, name: str, space: SearchSpace,
         study = optuna.create_study(storage=store, study_name=name, direction="maximize",
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
     except Exception as exc:
-        raise PartialFTError(f"storage {url!r} cannot hold study {name!r} "
-                             f"({type(exc).__name__}); give another --storage or "
-                             "--study-name.") from None
+        raise option_error("storage {url!r} cannot hold study {name!r} ({kind}); give another "
+                           "`storage` or `study_name`.", url=url, name=name,
+                           kind=type(exc).__name__) from None
     mine = {"space": space.to_dict(), "model": recipe["model"], "dataset": recipe["dataset"]}
     recorded = study.user_attrs.get("partialft")
     if recorded is None:
         study.set_user_attr("partialft", mine)
     elif recorded != mine:
-        raise PartialFTError(f"study {name!r} in storage {url!r} searches another space "
-                             f"({recorded}); use the same space, another --study-name, or "
-                             "another --storage.")
+        raise option_error("study {name!r} in storage {url!r} searches another space "
+                           "({recorded}); use the same space, another `study_name`, or "
+                           "another `storage`.", name=name, url=url, recorded=recorded)
     return study
 
 
@@ -289,8 +289,8 @@ def objective(trial: Any, cfg: TrainConfig, out: Path, space: SearchSpace, class
     print(f"trial {trial.number}: {_describe(choice)} val acc {summary['best_acc']:.2f}%, "
           f"{summary['trainable_params']:,} params, {summary['wall_s']:.1f} s", flush=True)
     if summary["best_acc"] is None:
-        raise PartialFTError("search scores trials on the validation split, which is empty "
-                             "(val_fraction 0); pass --val-fraction 0.1 or another share.")
+        raise option_error("search scores trials on the validation split, which is empty "
+                           "(val_fraction 0); pass `val_fraction=0.1` or another share.")
     return float(summary["best_acc"])
 
 

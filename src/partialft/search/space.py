@@ -126,19 +126,20 @@ def space_from_flags(modes: str | None, topk: str | None, lr: str | None) -> Sea
     if modes is not None:
         data["mode"] = [m.strip() for m in modes.split(",") if m.strip()]
     if topk is not None:
-        data["topk"] = _parse_pair("--search-topk", topk, "-", int)
+        data["topk"] = _parse_pair("topk", topk, "-", int)
     if lr is not None:
-        data["lr"] = _parse_pair("--search-lr", lr, ":", float)
+        data["lr"] = _parse_pair("lr", lr, ":", float)
     return space_from_dict(data) if data else SearchSpace()
 
 
-def _parse_pair(flag: str, text: str, sep: str, kind: type) -> list[Any]:
+def _parse_pair(name: str, text: str, sep: str, kind: type) -> list[Any]:
+    """``name`` is the keyword of :func:`space_from_flags`; the CLI's flag is --search-NAME."""
     try:
         parts = [kind(p) for p in text.split(sep)]
     except ValueError:
         parts = []
     if len(parts) not in (1, 2):
         example = "1-6" if kind is int else "3e-4:3e-3"
-        raise PartialFTError(f"{flag} {text!r} is not valid; use LOW{sep}HIGH such as "
-                             f"{example}.")
+        bad = f"{text!r} is not valid; use LOW{sep}HIGH such as {example}."
+        raise PartialFTError(f"{name} {bad}", cli=f"--search-{name} {bad}")
     return parts * (3 - len(parts)) if len(parts) == 1 else parts

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.selectors.probe import (  # noqa: F401  (public here too)
     EASY_THRESHOLD,
     linear_probe,
@@ -130,9 +130,9 @@ def check_auto(cfg: TrainConfig, fraction: float) -> None:
     """What pilots need, checked before anything is written."""
     check_fraction(fraction)
     if cfg.val_fraction == 0:
-        raise PartialFTError("mode auto scores its pilot runs on the validation split, which is "
-                             "empty (val_fraction 0); pass --val-fraction 0.1 (or another share "
-                             "above 0), or --mode large or small.")
+        raise option_error("mode auto scores its pilot runs on the validation split, which is "
+                           "empty (val_fraction 0); pass `val_fraction=0.1` (or another share "
+                           "above 0), or `mode=large` or small.")
 
 
 def _pilot(mode: str, cfg: TrainConfig, summary: dict[str, Any]) -> Pilot:

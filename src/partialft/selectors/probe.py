@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn as nn
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.selectors.task import Task, load_task
 from partialft.training.config import TrainConfig
 
@@ -42,8 +42,8 @@ def linear_probe(task: Task, model: nn.Module, max_images: int = 2000, steps: in
     (None when the task has no validation split)."""
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
-        raise PartialFTError(f"linear probe needs a linear classifier, but {task.cfg.model}'s "
-                             f"is {type(head).__name__}; use --mode auto, large or small.")
+        raise option_error(f"linear probe needs a linear classifier, but {task.cfg.model}'s "
+                           f"is {type(head).__name__}; use `mode=auto`, large or small.")
     x, y = _features(task, model, "train", max_images)
     empty = len(task.data.val) == 0  # val_fraction 0: the head is fitted, not scored
     xv, yv = (x[:0], y[:0]) if empty else _features(task, model, "val", max_images)
@@ -93,9 +93,9 @@ def resolve_probe_mode(cfg: TrainConfig, task: Task | None = None) -> tuple[str,
     start = time.perf_counter()
     task = task or load_task(cfg)
     if len(task.data.val) == 0:  # the probe's accuracy would be measured on nothing
-        raise PartialFTError(f"mode probe scores a linear probe on the validation split, which is "
-                             f"empty (val_fraction {cfg.val_fraction}); pass --val-fraction 0.1 "
-                             "(or another share above 0), or --mode auto, large or small.")
+        raise option_error(f"mode probe scores a linear probe on the validation split, which is "
+                           f"empty (val_fraction {cfg.val_fraction}); pass `val_fraction=0.1` "
+                           "(or another share above 0), or `mode=auto`, large or small.")
     acc = linear_probe(task, task.model())
     mode, reason = probe_rule(acc, task.data.num_classes)
     return mode, reason, time.perf_counter() - start

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from partialft.core.layers import LayerMap, find_layers
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, option_error
 from partialft.selectors.probe import linear_probe
 from partialft.selectors.task import SelectorResult, Task, load_task
 from partialft.training.config import TrainConfig
@@ -75,17 +75,22 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
     path = Path(reference)
     if not is_run_dir(path):
         what = "does not exist" if not path.exists() else "is not a finished run dir"
-        raise PartialFTError(f"--reference {reference} {what}; pass a finished 'partialft train "
-                             "--method full' run dir (select never trains into --reference).")
+        raise PartialFTError(f"reference={reference} {what}; pass a finished run dir of "
+                             "method=full (select never trains into reference).",
+                             cli=f"--reference {reference} {what}; pass a finished 'partialft "
+                             "train --method full' run dir (select never trains into "
+                             "--reference).")
     meta = delta_info(path)
     base, method = meta["base"], (meta.get("selection") or {}).get("method")
     if method in BASELINES:
-        raise PartialFTError(f"--reference {reference} used the PEFT baseline {method!r}, which "
-                             "leaves the residual layers' weights unchanged; angles need a run "
-                             "that trained those layers, such as --method full.")
+        raise option_error("`reference={ref}` used the PEFT baseline {method!r}, which leaves "
+                           "the residual layers' weights unchanged; angles need a run that "
+                           "trained those layers, such as `method=full`.", ref=reference,
+                           method=method)
     if base["model"] != cfg.model:
-        raise PartialFTError(f"--reference {reference} fine-tuned {base['model']}, not "
-                             f"{cfg.model}; angles need a full run of the same model.")
+        raise option_error("`reference={ref}` fine-tuned {theirs}, not {ours}; angles need a "
+                           "full run of the same model.", ref=reference, theirs=base["model"],
+                           ours=cfg.model)
     check_covers(reference, path, _layer_map(base, cfg.layer_spec))
 
 
@@ -112,10 +117,11 @@ def check_covers(reference: str, run_dir: Path, layer_map: LayerMap) -> None:
     untrained = [la.id for la in layer_map.layers
                  if not any(n in trained for n in la.param_names)]
     if untrained:
-        raise PartialFTError(f"--reference {reference} did not train {len(untrained)} of the "
-                             f"{len(layer_map.layers)} residual layers (first: "
-                             f"{first_items(untrained, 2)}), whose angles would be 0; angles "
-                             "need a run that trained those layers, such as --method full.")
+        raise option_error("`reference={ref}` did not train {n} of the {total} residual layers "
+                           "(first: {first}), whose angles would be 0; angles need a run that "
+                           "trained those layers, such as `method=full`.", ref=reference,
+                           n=len(untrained), total=len(layer_map.layers),
+                           first=first_items(untrained, 2))
 
 
 def _steps_of(run_dir: Path) -> int:

@@ -279,8 +279,9 @@ class TrainConfig:
                 continue
             kinds = _kinds(tp)
             if not any(_is(value, k) for k in kinds):
-                raise PartialFTError(f"{name} {value!r} is not valid; use {_describe(kinds)} "
-                                     "(see 'partialft train --help').")
+                bad = f"{name} {value!r} is not valid; use {_describe(kinds)}"
+                raise PartialFTError(f"{bad} (see the fields of TrainConfig).",
+                                     cli=f"{bad} (see 'partialft train --help').")
 
     def _check_positive(self, *names: str) -> None:
         for name in names:

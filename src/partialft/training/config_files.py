@@ -51,8 +51,8 @@ def config_values(path: str | Path | None, overrides: dict[str, Any] | None = No
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         key = unknown[0]
-        raise PartialFTError(f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are "
-                             "the fields of 'partialft train --help'.")
+        bad = f"unknown config key {key!r}{suggest(key, FIELDS)}; valid keys are the fields of"
+        raise PartialFTError(f"{bad} TrainConfig.", cli=f"{bad} 'partialft train --help'.")
     return values
 
 

@@ -76,6 +76,8 @@ def check_method_flags(given: dict[str, Any], method: str) -> None:
 
     for name, owner in METHOD_FLAGS.items():
         if name in given and given[name] is not None and method != owner:
+            # CLI-only: only `partialft train` calls this, with the flags argparse parsed (a
+            # library caller's settings are never refused here), so the message names flags
             flag = "--" + name.replace("_", "-")
             raise PartialFTError(f"{flag} {given[name]} is only used by --method {owner}, not "
                                  f"{method}; drop it or use --method {owner}.")

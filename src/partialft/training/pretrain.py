@@ -34,7 +34,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from partialft.data.fractal import FractalCorpus
-from partialft.errors import PartialFTError
+from partialft.errors import option_error
 from partialft.models import input_size
 from partialft.models.backbone import ARCH, NAME
 from partialft.training.checkpoints import SUMMARY, save_tensors
@@ -136,8 +136,8 @@ def recorded(out: str | Path) -> dict[str, Any] | None:
     values = load_json(path.read_text(encoding="utf-8"), str(path))
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
     if not isinstance(values, dict) or set(values) - names:
-        raise PartialFTError(f"{path} is damaged, so the run cannot be resumed; start it again "
-                             "with --overwrite instead of --resume.")
+        raise option_error("{path} is damaged, so the run cannot be resumed; start it again "
+                           "with `overwrite=True` instead of `resume=True`.", path=path)
     return values
 
 
@@ -149,10 +149,10 @@ def check_same_run(cfg: PretrainConfig) -> None:
     ours = cfg.recipe()
     for key, value in PretrainConfig(**saved).recipe().items():
         if ours[key] != value:
-            raise PartialFTError(f"--resume of {cfg.out} with {key} {ours[key]!r}, but the run "
-                                 f"was started with {key} {value!r}; leave it out (the recorded "
-                                 "value is used) or give the same value, or use --overwrite or "
-                                 "another --out.")
+            raise option_error("`resume=True` of {out} with {key} {new!r}, but the run was "
+                               "started with {key} {old!r}; leave it out (the recorded value is "
+                               "used) or give the same value, or use `overwrite=True` or "
+                               "another `out`.", out=cfg.out, key=key, new=ours[key], old=value)
 
 
 def _loop(job: Job, progress: bool) -> dict[str, Any] | None:

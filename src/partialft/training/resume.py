@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from partialft.errors import PartialFTError, option_error
+from partialft.errors import option_error
 from partialft.models import file_digest
 from partialft.training.config import FIELDS, TrainConfig, input_roles
 from partialft.training.config_files import upgrade_recorded
@@ -78,10 +78,11 @@ def resume_config(out: str | Path, given: dict[str, Any],
             continue
         old, new = getattr(saved, key), getattr(wanted, key)
         if not same(key, old, new):
-            raise PartialFTError(f"{flag} of {out} with {key} {new!r}, but the run was started "
-                                 f"with {key} {old!r}; leave it out (the recorded value is "
-                                 "used) or give the same value, or use --overwrite or another "
-                                 "--out.")
+            who = f"`{flag[2:].replace('-', '_')}=True`" if flag.startswith("--") else "{flag}"
+            raise option_error(who + " of {out} with {key} {new!r}, but the run was started "
+                               "with {key} {old!r}; leave it out (the recorded value is used) "
+                               "or give the same value, or use `overwrite=True` or another "
+                               "`out`.", flag=flag, out=out, key=key, new=new, old=old)
     return saved
 
 

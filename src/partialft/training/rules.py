@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from partialft.errors import PartialFTError
+from partialft.errors import PartialFTError, named_option, option_error
 
 # A stated maximum for learning rates (and weight decay, which multiplies lr in AdamW): 1e10 is
 # far above any rate that trains (timm's recipes stay below 10) yet keeps lr times the schedule
@@ -92,8 +92,9 @@ def check_amp_device(amp: str, flag: str = "--amp") -> None:
     import torch
 
     if amp == "fp16" and not torch.cuda.is_available():
-        raise PartialFTError(f"{flag} fp16 needs a CUDA GPU, and none is available here (on the "
-                             "CPU it would silently train in float32); use bf16 or no.")
+        raise option_error(named_option(flag) + " needs a CUDA GPU, and none is available here "
+                           "(on the CPU it would silently train in float32); use bf16 or no.",
+                           value="fp16")
 
 
 def check_model_kwargs(model: str, kwargs: dict[str, Any] | None, **create: Any) -> None:

@@ -13,9 +13,11 @@ EXTRAS = {"peft": "lora", "matplotlib": "plots", "imagecorruptions": "robustness
           "transformers": "transformers", "optuna": "search"}
 
 
-def require(module: str, what: str) -> None:
-    """Raise one sentence naming the extra unless ``module`` can be imported."""
+def require(module: str, what: str, cli: str | None = None) -> None:
+    """Raise one sentence naming the extra unless ``module`` can be imported; ``what`` needs
+    it (``cli``: the same worded for the command line, such as a flag)."""
     if importlib.util.find_spec(module) is None:
         extra = EXTRAS.get(module, module)
-        raise PartialFTError(f"{what} needs the {module} package, which is not installed; "
-                             f"install it with pip install 'partialft[{extra}]'.")
+        why = (f"needs the {module} package, which is not installed; install it with pip install "
+               f"'partialft[{extra}]'.")
+        raise PartialFTError(f"{what} {why}", cli=f"{cli or what} {why}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from partialft.errors import PartialFTError
+from partialft.errors import named_option, option_error
 
 THREADS_PER_CPU = 4  # more threads than 4 per logical CPU only wait for each other
 MIN_WORKER_CAP = 64  # worker processes allowed on any machine (see max_workers)
@@ -37,8 +37,9 @@ def check_threads(threads: int | None, name: str = "--threads") -> None:
         return
     cap = max_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cap:
-        raise PartialFTError(f"{name} {threads!r} is not valid; use a whole number from 1 to "
-                             f"{cap} ({THREADS_PER_CPU} per logical CPU, {cpu_count()} here).")
+        raise option_error(f"{named_option(name)} is not valid; use a whole number from 1 to "
+                           f"{cap} ({THREADS_PER_CPU} per logical CPU, {cpu_count()} here).",
+                           value=repr(threads))
 
 
 def max_workers() -> int:
@@ -54,9 +55,10 @@ def check_workers(workers: int | None, name: str = "--workers") -> None:
         return
     cap = max_workers()
     if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= cap:
-        raise PartialFTError(f"{name} {workers!r} is not valid; use 0 (load in the main "
-                             f"process) to {cap} (the larger of {MIN_WORKER_CAP} and "
-                             f"{THREADS_PER_CPU} per logical CPU, {cpu_count()} here).")
+        raise option_error(f"{named_option(name)} is not valid; use 0 (load in the main "
+                           f"process) to {cap} (the larger of {MIN_WORKER_CAP} and "
+                           f"{THREADS_PER_CPU} per logical CPU, {cpu_count()} here).",
+                           value=repr(workers))
 
 
 def check_img_size(img_size: int | None, name: str = "--img-size") -> None:
@@ -64,8 +66,9 @@ def check_img_size(img_size: int | None, name: str = "--img-size") -> None:
         return
     if isinstance(img_size, bool) or not isinstance(img_size, int) or \
             not 1 <= img_size <= MAX_IMG_SIZE:
-        raise PartialFTError(f"{name} {img_size!r} is not valid; use a whole number from 1 to "
-                             f"{MAX_IMG_SIZE} (4x the largest pretrained input size).")
+        raise option_error(f"{named_option(name)} is not valid; use a whole number from 1 to "
+                           f"{MAX_IMG_SIZE} (4x the largest pretrained input size).",
+                           value=repr(img_size))
 
 
 def available_bytes(device: str | None = None) -> int | None:
@@ -110,13 +113,14 @@ def batch_bytes(batch_size: int, img_size: int, channels: int = 3) -> int:
 
 
 def check_batch_memory(batch_size: int, img_size: int, *, channels: int = 3,
-                       device: str | None = None, flags: str = "--batch-size or --img-size"
+                       device: str | None = None, flags: str = "`batch_size` or `img_size`"
                        ) -> None:
-    """Refuse a batch whose images alone do not fit the memory free on ``device``."""
+    """Refuse a batch whose images alone do not fit the memory free on ``device``. ``flags``:
+    what to make smaller, options in backticks (errors.option_error)."""
     need = batch_bytes(batch_size, img_size, channels)
     free = available_bytes(device)
     if free is not None and need > free:
         where = "GPU" if device is not None and str(device).startswith("cuda") else "machine"
-        raise PartialFTError(f"a batch of {batch_size} images of {img_size}x{img_size} needs at "
-                             f"least {need / GIB:.1f} GiB, more than the {free / GIB:.1f} GiB "
-                             f"this {where} has free; use a smaller {flags}.")
+        raise option_error(f"a batch of {batch_size} images of {img_size}x{img_size} needs at "
+                           f"least {need / GIB:.1f} GiB, more than the {free / GIB:.1f} GiB "
+                           f"this {where} has free; use a smaller {flags}.")

@@ -14,7 +14,7 @@ from typing import Any
 
 from partialft.core.angles import compute_angles, save_angles
 from partialft.core.layers import find_layers
-from partialft.errors import PartialFTError, first_items
+from partialft.errors import PartialFTError, first_items, option_error
 from partialft.models import load_state_dict_file
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.rundir import RunDir
@@ -80,9 +80,10 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
         full = dataclasses.replace(cfg, method="full", out=str(full_dir), layers=None,
                                    angles=None, topk=None, mode=None)
         if train(full, resume=True, progress=progress, inputs=inputs) is None:
-            raise PartialFTError(f"the full fine-tuning in {full_dir} stopped at max_steps "
-                                 f"{cfg.max_steps}, before the angles can be measured; rerun "
-                                 "without --max-steps to continue the pipeline.")
+            raise option_error("the full fine-tuning in {full_dir} stopped at max_steps "
+                               "{max_steps}, before the angles can be measured; rerun without "
+                               "`max_steps` to continue the pipeline.", full_dir=full_dir,
+                               max_steps=cfg.max_steps)
     angles_path = out / "angles.json"
     if not angles_path.is_file():
         write_angles(cfg, angles_path, full_dir, reference)
@@ -141,26 +142,29 @@ def check_reference(reference: str, cfg: TrainConfig) -> None:
     """A reference run dir must be a finished full fine-tuning of the same base model."""
     path = Path(reference)
     if not path.exists():
-        raise PartialFTError(f"--reference {reference} does not exist; pass a finished full "
-                             "fine-tuning run dir or a weights file.")
+        raise option_error("`reference={ref}` does not exist; pass a finished full fine-tuning "
+                           "run dir or a weights file.", ref=reference)
     if not path.is_dir():
         return  # a weights file: _angles checks no layer was left untrained
     if not is_run_dir(path):
-        raise PartialFTError(f"--reference {reference} is not a finished run dir; pass a "
-                             "finished 'partialft train --method full' run dir or a checkpoint.")
+        what = "is not a finished run dir; pass a finished"
+        raise PartialFTError(f"reference={reference} {what} run dir of method=full or a "
+                             "checkpoint.", cli=f"--reference {reference} {what} 'partialft "
+                             "train --method full' run dir or a checkpoint.")
     summary = _summary_of(path)
     if summary.get("method") != "full":
-        raise PartialFTError(f"--reference {reference} is a {summary.get('method')!r} run; "
-                             "angles need a full fine-tuning run (--method full) of the same "
-                             "base model.")
+        raise option_error("`reference={ref}` is a {method!r} run; angles need a full "
+                           "fine-tuning run (`method=full`) of the same base model.",
+                           ref=reference, method=summary.get("method"))
     base = delta_info(path)["base"]
     ours = {"model": cfg.model, "pretrained": cfg.pretrained,
             "checkpoint": str(Path(cfg.checkpoint).resolve()) if cfg.checkpoint else None}
     for key, value in ours.items():
         if base.get(key) != value:
-            raise PartialFTError(f"--reference {reference} was fine-tuned from {key}="
-                                 f"{base.get(key)!r}, but this run starts from {key}={value!r}; "
-                                 "angles need a full run of the same base model.")
+            raise option_error("`reference={ref}` was fine-tuned from {key}={old!r}, but this "
+                               "run starts from {key}={new!r}; angles need a full run of the "
+                               "same base model.", ref=reference, key=key, old=base.get(key),
+                               new=value)
 
 
 def _angles(cfg: TrainConfig, full_dir: Path, reference: str | None):
