@@ -17,7 +17,7 @@ FORMATS = ("timm", "peft", "merged", "onnx")  # analysis.export.FORMATS (no torc
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a run for timm, PEFT or the Hub",
+    p = sub.add_parser("export", help="export a run for timm, PEFT, ONNX Runtime or the Hub",
                        description="Write a finished run dir (base + delta) as a folder other "
                        "libraries load without partialft: timm (config.json, model.safetensors, "
                        "README.md; SSF and LoRA merged into the weights), merged (the same, "
