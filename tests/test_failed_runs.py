@@ -49,6 +49,29 @@ def test_train_failing_on_bad_data_leaves_nothing(capsys, bad_data, tmp_path) ->
     assert cli(capsys, *argv)[0] == 0  # corrected: the same command, no --overwrite
 
 
+def test_user_files_beside_or_inside_a_failed_run_survive(capsys, monkeypatch, bad_data,
+                                                         tmp_path) -> None:
+    """The clean-up of a failed first run deletes only what partialft wrote: a file of the
+    user's beside the run dir, or one that lands inside it while it runs, stays, and so does
+    the run dir that holds it; the original error is what the user sees."""
+    import partialft.training.train as train_module
+
+    out = tmp_path / "runs" / "attn"
+    (tmp_path / "runs").mkdir()
+    beside = tmp_path / "runs" / "notes.txt"
+    beside.write_text("mine")
+    real = train_module._train
+
+    def user_writes_then_train(s, *args, **kwargs):
+        (out / "mine.txt").write_text("mine too")  # e.g. an editor's file, mid-run
+        return real(s, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train", user_writes_then_train)
+    argv = ["train", *TRAIN, "--dataset", f"folder:{bad_data}", "--epochs", "1", "--out", out]
+    assert_user_error(*cli(capsys, *argv)[::2], "3.png cannot be read")
+    assert beside.read_text() == "mine" and (out / "mine.txt").read_text() == "mine too"
+
+
 def test_fapft_failing_in_its_first_stage_leaves_nothing(capsys, bad_data, tmp_path) -> None:
     out = tmp_path / "fapft"
     assert_user_error(*cli(capsys, "fapft", *TRAIN[:-2], "--dataset", f"folder:{bad_data}",
