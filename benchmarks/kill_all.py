@@ -42,7 +42,8 @@ TINY = ["--model", "test_vit", "--no-pretrained", "--dataset", "synthetic:4", "-
         "--threads", "1"]
 QUIET = ["--no-progress"]  # train and fapft (select has no progress bars)
 TIMING = {"images_per_s", "elapsed_s", "wall_s", "select_s", "train_s", "total_s",
-          "cost_x_full", "auto_s", "full_s", "time_s", "auto_mode_s"}
+          "cost_x_full", "auto_s", "full_s", "time_s", "auto_mode_s", "probe_s", "extra_wall_s",
+          "x_full_wall", "reason", "run_dir", "start_from"}
 
 
 @dataclass
@@ -101,6 +102,14 @@ def fapft_result(out: Path) -> dict[str, Any]:
             "layers": _json(out / "summary.json").get("fapft_layers")}
 
 
+def fapft_auto_result(out: Path) -> dict[str, Any]:
+    """The pipeline's results, its mode decision (pilots' validation accuracies, steps) and
+    the pilots' epochs."""
+    pilots = {m: _metrics(out / f"pilot-{m}") for m in ("large", "small")}
+    return {**fapft_result(out), "decision": _strip(_json(out / "summary.json")[
+        "mode_decision"]), "pilots": pilots}
+
+
 def select_result(out: Path) -> dict[str, Any]:
     sel = _json(out / "selection.json")
     return {"layers": sel["layers"], "mode": sel["mode"],
@@ -150,6 +159,9 @@ def _cases() -> dict[str, Case]:
              rerun=_resume),
         Case("fapft", lambda i, o: ["fapft", *TINY, *QUIET, "--epochs", "1", "--topk", "1",
                                     "--mode", "large", "--out", str(o)], fapft_result),
+        Case("fapft-auto", lambda i, o: ["fapft", *TINY, *QUIET, "--epochs", "2", "--topk",
+                                         "1", "--mode", "auto", "--out", str(o)],
+             fapft_auto_result, sample=["mid:before", "mid:after", "last:after"]),
         Case("select", lambda i, o: ["select", "--selector", "grad", "--batches", "1", *TINY,
                                      "--epochs", "1", "--out", str(o)], select_result),
         Case("select-compare", lambda i, o: ["select", "--compare", "grad", "--batches", "1",

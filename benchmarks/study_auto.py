@@ -8,13 +8,16 @@ Per dataset (digits, the study's Fashion-MNIST subset) and seed (0-2), with the 
 
 1. ``train --method full`` (``full/``) and ``angles`` of it (``angles.json``);
 2. the real pipeline, ``fapft --reference full --mode auto --topk 4`` (``fapft-auto/``), at the
-   default fraction 0.25 (its pilots: ``fapft-auto/pilot-MODE/``, its final run
-   ``fapft-auto/fapft/``);
+   default ``--pilot-fraction`` (its pilots: ``fapft-auto/pilot-MODE/``; its final run
+   ``fapft-auto/fapft/`` continues the chosen pilot);
 3. ``train --method fapft --mode M --topk 4`` at the full schedule (``fapft-M-k4/``) for the mode
    auto did not pick: with the final run of 2, the truth the decision is scored against (which
-   mode is better on the *test* split at the full schedule);
-4. pilot sweeps (``--phase pilots``): ``partialft.selectors.auto.choose_mode`` at the other
-   fractions of ``FRACTIONS`` (``sweep-FRACTION/pilot-MODE/``).
+   mode is better on the *test* split at the full schedule).
+
+A pilot is the start of a run in its mode (same schedule, training is deterministic on the CPU),
+so the decision at every other fraction e/8 is read from the two full-schedule runs' per-epoch
+validation accuracies (``prefix`` in ``auto.json``): no further training. The table checks that
+the final run's first epochs are its pilot's.
 
 Everything is resumable: a finished output (summary.json / angles.json) is skipped.
 ``--phase table`` writes ``auto.md`` and ``auto.json`` under ``--out`` from what is on disk.
@@ -34,8 +37,6 @@ from study_data import make_fashion_subset  # noqa: E402
 from study_grid import MODEL, QUIET, RECIPE, STUDY, bundled_weights, dataset  # noqa: E402
 
 TOPK = "4"
-FRACTIONS = (0.125, 0.5)  # 0.25, the default, is measured by the pipeline itself (step 4)
-DEFAULT_FRACTION = 0.25
 
 
 def cli(argv: list[str]) -> None:
@@ -78,51 +79,16 @@ def fixed_runs(base: Path, flags: tuple[str, ...], seed: int) -> None:
 
 
 def _chosen(base: Path) -> str | None:
-    """The mode auto picked: from the pipeline's summary, else from its finished pilots (the
-    same rule: better validation accuracy, ties small), so step 3 can start beside the final
-    run."""
+    """The mode auto picked (None before the pipeline finished: both modes are trained)."""
     summary = base / "fapft-auto" / "summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text())["mode"]
-    pilots = [base / "fapft-auto" / f"pilot-{m}" / "summary.json" for m in ("large", "small")]
-    if not all(p.is_file() for p in pilots):
-        return None
-    large, small = (json.loads(p.read_text())["best_acc"] for p in pilots)
-    return "large" if large > small else "small"
-
-
-def sweep(base: Path, flags: tuple[str, ...], seed: int,
-          fractions: tuple[float, ...] = FRACTIONS) -> None:
-    """choose_mode at each fraction of FRACTIONS (library call, the pipeline's own code)."""
-    import dataclasses
-
-    from partialft.selectors.auto import choose_mode
-    from partialft.training.config import TrainConfig
-    from partialft.training.config_flags import overrides_from_args
-
-    for fraction in fractions:
-        out = base / f"sweep-{fraction:g}"
-        if all((out / f"pilot-{m}" / "summary.json").is_file() for m in ("large", "small")):
-            continue
-        ns = _parse_train(["train", *recipe(flags, seed), "--method", "fapft", "--angles",
-                           str(base / "angles.json"), "--topk", TOPK, "--mode", "auto"])
-        cfg = TrainConfig(**overrides_from_args(ns))
-        t0 = time.perf_counter()
-        choose_mode(dataclasses.replace(cfg, out=str(out)), out, fraction=fraction)
-        print(f"  [{time.perf_counter() - t0:6.1f} s] sweep {fraction:g}", flush=True)
-
-
-def _parse_train(argv: list[str]):
-    from partialft.cli import build_parser
-
-    return build_parser().parse_args(argv)
+    return json.loads(summary.read_text())["mode"] if summary.is_file() else None
 
 
 def auto_pipeline(base: Path, flags: tuple[str, ...], seed: int) -> None:
     out = base / "fapft-auto"
     if not (out / "summary.json").is_file():
         cli(["fapft", *recipe(flags, seed), "--reference", str(base / "full"), "--topk", TOPK,
-             "--mode", "auto", "--pilot-fraction", f"{DEFAULT_FRACTION:g}", "--out", str(out)])
+             "--mode", "auto", "--out", str(out)])
 
 
 def _read(path: Path) -> dict | None:
@@ -151,47 +117,81 @@ def seed_row(base: Path) -> dict | None:
             "final_wall_s": {m: (s or {}).get("wall_s") for m, s in final.items()}}
 
 
-def sweep_row(base: Path) -> dict:
-    """The decision at the other fractions, where measured."""
-    out = {}
-    for fraction in FRACTIONS:
-        pilots = {m: _read(base / f"sweep-{fraction:g}" / f"pilot-{m}" / "summary.json")
-                  for m in ("large", "small")}
-        if all(pilots.values()):
-            acc = {m: s["best_acc"] for m, s in pilots.items()}
-            out[f"{fraction:g}"] = {"val": acc, "chosen": "large" if acc["large"] > acc[
-                "small"] else "small", "wall_s": sum(s["wall_s"] for s in pilots.values())}
+def _epochs(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
+
+
+def prefix_row(base: Path, chosen: str) -> dict:
+    """The decision pilots of e epochs would take, for every e: best validation accuracy of
+    each mode's full-schedule run over its first e epochs (ties: small); and whether the final
+    run's first epochs are its pilot's (the pilot is the start of the run)."""
+    other = "small" if chosen == "large" else "large"
+    runs = {chosen: base / "fapft-auto" / "fapft", other: base / f"fapft-{other}-k{TOPK}"}
+    curves = {m: [r["val_acc"] for r in _epochs(d)] for m, d in runs.items()}
+    pilot = _epochs(base / "fapft-auto" / f"pilot-{chosen}")
+    final = _epochs(runs[chosen])
+    out = {"continued": bool(pilot) and final[:len(pilot)] == pilot, "by_epochs": {}}
+    for e in range(1, min(len(c) for c in curves.values()) + 1):
+        best = {m: max(c[:e]) for m, c in curves.items()}
+        out["by_epochs"][e] = {"val": best, "chosen": "large" if best["large"] > best[
+            "small"] else "small"}
     return out
 
 
 def table(out: Path, datasets: list[str], seeds: list[int]) -> None:
     rows, lines = {}, [
         "| dataset | seed | pilot val large | pilot val small | auto | test large | test small "
-        "| better on test | right? | pilot cost (s) | x full FT wall | pilot epochs (x schedule) "
-        "| full FT test | full FT wall (s) |", "|---|---:|" + "---:|" * 12]
+        "| better on test | right? | continued? | extra: other pilot (s) | x full FT wall "
+        "| extra epochs (x schedule) | full FT test | full FT wall (s) |",
+        "|---|---:|" + "---:|" * 13]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for ds in datasets:
         for seed in seeds:
             base = out / ds / f"s{seed}"
             r = seed_row(base)
             if r is None:
                 continue
-            r["sweep"] = sweep_row(base)
+            r["prefix"] = prefix_row(base, r["chosen"])
             rows[f"{ds}/s{seed}"] = r
             t, pv, c = r["test"], r["pilot_val"], r["cost"]
-            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
             lines.append(f"| {ds} | {seed} | {fmt(pv['large'])} | {fmt(pv['small'])} | "
                          f"{r['chosen']} | {fmt(t['large'])} | {fmt(t['small'])} | "
                          f"{r['better_on_test'] or '-'} | "
                          f"{'-' if r['hit'] is None else 'yes' if r['hit'] else 'no'} | "
-                         f"{c['wall_s']:.1f} | {c.get('x_full_wall', float('nan')):.2f} | "
+                         f"{'yes' if r['prefix']['continued'] else 'no'} | "
+                         f"{c['extra_wall_s']:.1f} | {c.get('x_full_wall', float('nan')):.2f} | "
                          f"{c['x_full_epochs']:.2f} | {fmt(r['full_test'])} | "
                          f"{r['full_wall_s']:.1f} |")
     hits = [r["hit"] for r in rows.values() if r["hit"] is not None]
     lines.append(f"\nauto picked the mode better on the test split in {sum(hits)} of "
-                 f"{len(hits)} dataset-seeds.")
+                 f"{len(hits)} dataset-seeds.\n")
+    lines += _prefix_table(rows)
     (out / "auto.md").write_text("\n".join(lines) + "\n")
     (out / "auto.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))
+
+
+def _prefix_table(rows: dict) -> list[str]:
+    """Right decisions by pilot length (epochs of the schedule), from the full-schedule runs."""
+    scored = [r for r in rows.values() if r["better_on_test"] is not None]
+    if not scored:
+        return []
+    epochs = sorted({int(e) for r in scored for e in r["prefix"]["by_epochs"]})
+    lines = ["| pilot epochs | " + " | ".join(rows_name(rows, r) for r in scored)
+             + " | right |", "|---:|" + "---|" * (len(scored) + 1)]
+    for e in epochs:
+        picks = [r["prefix"]["by_epochs"].get(e, r["prefix"]["by_epochs"].get(str(e)))
+                 for r in scored]
+        right = sum(p is not None and p["chosen"] == r["better_on_test"] or
+                    r["better_on_test"] == "tie" for p, r in zip(picks, scored))
+        lines.append(f"| {e} | " + " | ".join("-" if p is None else p["chosen"] for p in picks)
+                     + f" | {right} of {len(scored)} |")
+    return lines
+
+
+def rows_name(rows: dict, row: dict) -> str:
+    return next(k for k, v in rows.items() if v is row)
 
 
 def main() -> int:
@@ -199,10 +199,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/study-auto")
     ap.add_argument("--datasets", default="digits,fashion-mnist")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS),
-                    help="--phase pilots: the pilot fractions to measure")
-    ap.add_argument("--phase", default="all", choices=["fixed", "pilots", "auto", "all",
-                                                        "table"])
+    ap.add_argument("--phase", default="all", choices=["fixed", "auto", "all", "table"])
     args = ap.parse_args()
     out = Path(args.out)
     if args.phase == "table":
@@ -221,8 +218,6 @@ def main() -> int:
                 auto_pipeline(base, flags, seed)
             if args.phase in ("fixed", "all"):
                 fixed_runs(base, flags, seed)
-            if args.phase == "pilots":
-                sweep(base, flags, seed, tuple(map(float, args.fractions.split(","))))
     return 0
 
 

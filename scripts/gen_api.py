@@ -23,6 +23,9 @@ PACKAGES = {
     "partialft.integrations": "hooks into other trainers (optional extras, imported when used)",
     "partialft.models": "timm model creation and weight files",
     "partialft.data": "datasets, augmentation and splits",
+    "partialft.selectors.auto": "`--mode auto`: FAPFT's mode decided by validation pilots",
+    "partialft.search": "`partialft search` on Optuna (extra `partialft[search]`, imported "
+                        "when a search runs)",
 }
 HEADER = """# API reference
 

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # the packages whose functions are the library's face: each parameter named in the docstring
-FACE = ["partialft", "partialft.integrations"]
+FACE = ["partialft", "partialft.integrations", "partialft.selectors.auto", "partialft.search"]
 PACKAGES = [*FACE, "partialft.models", "partialft.data"]
 
 

@@ -35,7 +35,7 @@ sys.modules["kill_all"] = kill_all  # dataclasses look their module up there
 _spec.loader.exec_module(kill_all)
 
 # verbs whose sample takes more than a few seconds on one core
-SLOW = {"train", "fapft", "select-compare", "pretrain", "soup-overwrite", "report"}
+SLOW = {"train", "fapft", "fapft-auto", "select-compare", "pretrain", "soup-overwrite", "report"}
 
 
 @pytest.fixture(autouse=True)

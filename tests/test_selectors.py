@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import yaml
 from conftest import tiny_run
 
 from partialft.cli import main
@@ -143,8 +144,15 @@ def test_select_mode_auto_trains_pilots_and_records_the_decision(tmp_path, capsy
         "reason"]
     accs = {m: p["val_acc"] for m, p in decision["pilots"].items()}
     assert selection["mode"] == max(accs, key=lambda m: (accs[m], m == "small"))
-    for mode, pilot in decision["pilots"].items():  # 1 of 2 epochs, kept in the output
-        assert is_run_dir(out / f"pilot-{mode}") and pilot["epochs"] == 1
+    for mode, pilot in decision["pilots"].items():  # 1 of 2 epochs, kept (resumable)
+        pdir = out / f"pilot-{mode}"
+        assert pilot["epochs"] == 1 and (pdir / "state" / "state.json").is_file()
+        assert len((pdir / "metrics.jsonl").read_text().splitlines()) == 1
+    # `partialft train --resume` of the chosen pilot finishes the run select recommends
+    chosen = out / f"pilot-{selection['mode']}"
+    assert main(["train", "--resume", "--out", str(chosen), "--no-progress"]) == 0
+    finished = json.loads((chosen / "summary.json").read_text())
+    assert finished["layers"] == selection["layers"] and finished["epochs"] == 2
     assert f"({selection['mode']}: pilots of 1 of 2 epochs" in capsys.readouterr().out
     probe = tmp_path / "sp"  # the old rule, on request
     assert main(["select", "--selector", "grad", "--batches", "1", "--mode", "probe", "--topk",
@@ -170,6 +178,13 @@ def test_compare_runs_full_selector_and_partial_runs(tmp_path):
     assert angle_row["select_s"] == summary["rows"][0]["train_s"]  # angles cost a full run
     assert all(len(r["layers"]) == 2 for r in summary["rows"][1:])
     assert set(summary["auto_picks_better"]) == {"angle", "grad"}
+    for sel in ("angle", "grad"):  # (auto): the better validation accuracy, ties small
+        rows = {r["mode"].split()[0]: r for r in summary["rows"] if r["selector"] == sel}
+        auto = next(m for m, r in rows.items() if r["mode"].endswith("(auto)"))
+        assert auto == max(rows, key=lambda m: (rows[m]["best_val_acc"], m == "small"))
+        assert summary["auto_picks_better"][sel] == (
+            rows[auto]["test_acc"] >= max(r["test_acc"] for r in rows.values()))
+    assert summary["probe_mode"] in ("large", "small")
     assert "Kendall tau" in (out / "comparison.md").read_text()
     assert is_run_dir(out / "grad" / "partial-small")
 
@@ -210,12 +225,18 @@ def test_fapft_pipeline_mode_auto_pilots_after_the_angles_and_reuses_them(tmp_pa
     partial = json.loads((out / "fapft" / "summary.json").read_text())
     assert partial["config"]["mode"] == decision["mode"]
     full_wall = json.loads((out / "full" / "summary.json").read_text())["wall_s"]
-    assert decision["cost"]["x_full_wall"] == pytest.approx(
-        decision["cost"]["wall_s"] / full_wall, abs=1e-3)
+    other = "large" if decision["mode"] == "small" else "small"
+    assert decision["cost"]["x_full_wall"] == pytest.approx(  # what auto adds: the other pilot
+        decision["pilots"][other]["wall_s"] / full_wall, abs=1e-3)
     for mode in ("large", "small"):  # pilots select from the pipeline's own angles
-        pilot = json.loads((out / f"pilot-{mode}" / "summary.json").read_text())
-        assert pilot["config"]["angles"] == str(out / "angles.json") and pilot["epochs"] == 1
-    stamp = (out / "pilot-small" / "summary.json").stat().st_mtime_ns
+        pilot = yaml.safe_load((out / f"pilot-{mode}" / "config.yaml").read_text())
+        assert pilot["angles"] == str(out / "angles.json") and pilot["mode"] == mode
+        assert decision["pilots"][mode]["epochs"] == 1
+    # the partial run is the chosen pilot continued: it trained 2 epochs, the first the pilot's
+    metrics = (out / "fapft" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 2 and metrics[0] == (
+        out / f"pilot-{decision['mode']}" / "metrics.jsonl").read_text().splitlines()[0]
+    stamp = (out / "pilot-small" / "metrics.jsonl").stat().st_mtime_ns
     assert main(args) == 0  # a rerun reuses the finished stages, pilots included
-    assert (out / "pilot-small" / "summary.json").stat().st_mtime_ns == stamp
+    assert (out / "pilot-small" / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert json.loads((out / "summary.json").read_text())["mode_decision"] == decision

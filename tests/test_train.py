@@ -316,9 +316,11 @@ def test_recipe_options_run_together(tmp_path):
 
 
 def test_fapft_mode_auto_is_decided_by_pilot_runs_kept_in_the_run_dir(tmp_path, capsys):
-    """`partialft train --mode auto` trains a pilot per mode inside the run dir, uses the one
-    with the better validation accuracy, records the decision in summary.json and reuses the
-    pilots on a rerun; the library's train() is never handed 'auto'."""
+    """`partialft train --mode auto` starts the run in both modes inside the run dir (the
+    pilots), compares them on validation after --pilot-fraction of the schedule, continues the
+    better one to the same weights as a run started in that mode, records the decision in
+    summary.json and reuses the pilots on a rerun; the library's train() is never handed
+    'auto'."""
     angles = {f"blocks.{i}.{k}": float(i) for i in range(6) for k in ("attn", "mlp")}
     path = tmp_path / "angles.json"
     path.write_text(json.dumps({"angles": angles}))
@@ -329,25 +331,47 @@ def test_fapft_mode_auto_is_decided_by_pilot_runs_kept_in_the_run_dir(tmp_path, 
             "--topk", "1", "--mode", "auto", "--pilot-fraction", "0.5", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "mode auto -> " in printed and "val acc" in printed
+    assert "mode auto -> " in printed and "best val acc" in printed
     summary = json.loads((out / "summary.json").read_text())
     decision = summary["mode_decision"]
     pilots = decision["pilots"]
     assert set(pilots) == {"large", "small"} and decision["rule"] == "validation pilots"
-    for mode, pilot in pilots.items():  # each pilot is a finished run dir of 1 of 2 epochs
-        pilot_summary = json.loads((out / f"pilot-{mode}" / "summary.json").read_text())
-        assert pilot_summary["best_acc"] == pilot["val_acc"] and pilot["epochs"] == 1
-        assert pilot_summary["config"]["mode"] == mode and pilot["steps"] > 0
+    for mode, pilot in pilots.items():  # each pilot: 1 epoch of the 2-epoch run, resumable
+        pdir = out / f"pilot-{mode}"
+        records = [json.loads(line) for line in (pdir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in records] == [1] and pilot["epochs"] == 1
+        assert pilot["val_acc"] == records[0]["val_acc"] and pilot["steps"] == records[0]["step"]
+        assert not (pdir / "summary.json").exists() and (pdir / "state" / "state.json").is_file()
+        assert yaml.safe_load((pdir / "config.yaml").read_text())["epochs"] == 2
+        assert yaml.safe_load((pdir / "config.yaml").read_text())["mode"] == mode
     accs = {m: p["val_acc"] for m, p in pilots.items()}
     better = max(accs, key=lambda m: (accs[m], m == "small"))  # tie: small (same params)
+    other = "large" if better == "small" else "small"
     assert decision["mode"] == better == summary["config"]["mode"]
-    assert decision["cost"]["steps"] == sum(p["steps"] for p in pilots.values())
-    assert decision["cost"]["x_full_epochs"] == 1.0  # 2 pilots x 1 epoch of a 2-epoch run
+    assert decision["start_from"] == str(out / f"pilot-{better}")
+    cost = decision["cost"]
+    assert cost["steps"] == sum(p["steps"] for p in pilots.values())
+    assert (cost["extra_steps"], cost["extra_wall_s"]) == (pilots[other]["steps"],
+                                                           pilots[other]["wall_s"])
+    assert cost["x_full_epochs"] == 0.5  # the other pilot: 1 epoch of a 2-epoch run
     expected = "blocks.5.attn" if better == "large" else "blocks.0.attn"
     assert expected in summary["layers"]
-    stamp = (out / "pilot-large" / "summary.json").stat().st_mtime_ns
+    # the run continued the chosen pilot: its first epoch is the pilot's, and it ends with the
+    # weights of a run started in that mode (training is deterministic on the CPU)
+    first = [(d / "metrics.jsonl").read_text().splitlines()[0]
+             for d in (out, out / f"pilot-{better}")]
+    assert first[0] == first[1]
+    straight = tmp_path / "straight"
+    fixed = [*argv[:argv.index("--mode")], "--mode", better, "--out", str(straight)]
+    assert main(fixed) == 0
+    capsys.readouterr()
+    a, b = (load_state_dict_file(d / "delta.safetensors") for d in (out, straight))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert summary["final_acc"] == json.loads((straight / "summary.json").read_text())[
+        "final_acc"]
+    stamp = (out / "pilot-large" / "metrics.jsonl").stat().st_mtime_ns
     assert main([*argv, "--resume"]) == 0  # the resumed run keeps the mode it got
-    assert (out / "pilot-large" / "summary.json").stat().st_mtime_ns == stamp
+    assert (out / "pilot-large" / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert main([*argv, "--overwrite"]) == 0  # replaced: pilots and run written again
     with pytest.raises(PartialFTError, match="mode auto is decided before a run is built"):
         train(tiny(tmp_path / "lib", method="fapft", angles=str(path), topk="1", mode="auto"),
@@ -413,3 +437,24 @@ def test_a_missing_extra_is_named(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "peft" else real(name, *a))
     with pytest.raises(PartialFTError, match=r"pip install 'partialft\[lora\]'"):
         train(tiny(tmp_path / "lora", method="lora", epochs=1), progress=False)
+
+
+def test_start_from_continues_only_a_resume_point_of_the_same_recipe(tmp_path):
+    """train(start_from=RUN): a new run continues RUN's resume point when every recipe setting
+    matches (out, keep_state and max_steps may differ) and refuses otherwise, naming the
+    setting; a run dir without settings is refused too. Nothing is written for a refusal."""
+    first = tmp_path / "first"
+    assert train(tiny(first, epochs=2, max_steps=3, keep_state=True), progress=False) is None
+    done = train(tiny(tmp_path / "next", epochs=2), progress=False, start_from=first)
+    straight = train(tiny(tmp_path / "straight", epochs=2), progress=False)
+    assert (done["final_acc"], done["best_acc"]) == (straight["final_acc"], straight["best_acc"])
+    a, b = (load_state_dict_file(tmp_path / d / "delta.safetensors") for d in ("next", "straight"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for change, value in (("lr", 3e-3), ("seed", 1), ("epochs", 3)):
+        with pytest.raises(PartialFTError, match=f"trained {change} .* this run has {change}"):
+            train(tiny(tmp_path / f"bad-{change}", **{"epochs": 2, change: value}),
+                  progress=False, start_from=first)
+        assert not (tmp_path / f"bad-{change}").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PartialFTError, match="has no recorded settings"):
+        train(tiny(tmp_path / "orphan", epochs=2), progress=False, start_from=tmp_path / "empty")

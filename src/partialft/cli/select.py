@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", dest="select_mode", default="auto",
                    choices=["auto", "probe", "large", "small"],
                    help="train the largest (hard task) or smallest (easy) scores; auto trains a "
-                   "short pilot of each (--pilot-fraction of the schedule) and keeps the better "
+                   "pilot of each (--pilot-fraction of the schedule) and keeps the better "
                    "on the validation split; probe: partialft's linear-probe threshold rule "
                    "(default auto)")
     p.add_argument("--reference", default=None, metavar="RUN_DIR",
@@ -121,9 +121,11 @@ def _select(args: argparse.Namespace, cfg) -> int:
                                                                         mode),
                                                "mode": mode, "mode_reason": reason,
                                                "mode_decision": decision})
+    pilot = (f" (or finish the chosen pilot, which trains them: 'partialft train --resume "
+             f"--out {decision['start_from']}')" if decision and "start_from" in decision else "")
     print(f"{args.selector}: {len(layers)} layers ({mode}: {reason}); "
           f"{result.cost['wall_s']:.1f} s; train them with 'partialft train --method layers "
-          f"--layers {','.join(layers) or '-'}'; scores in {out / 'scores.json'}")
+          f"--layers {','.join(layers) or '-'}'{pilot}; scores in {out / 'scores.json'}")
     return 0
 
 

@@ -50,6 +50,9 @@ def run_search(cfg: TrainConfig, out: str | Path, *, space: SearchSpace | None =
     each with its own ``out``. ``angles``: an angles file to select from, or ``reference``: a
     finished full fine-tuning run dir to compute them from; with neither, ``out/full/`` is
     trained first. ``pruner``: an Optuna pruner instead of the default median pruner.
+    ``study_name``: the study's name in the storage (workers of one search share it).
+    ``overwrite``: replace a search ``out`` that partialft wrote before (only its recorded
+    files). ``progress``: progress bars for each trial's training.
     Returns the search's record (``search.json``).
     """
     from partialft.training.reruns import finish, open_output

@@ -87,7 +87,9 @@ def _range(key: str, value: Any, kind: type) -> tuple[Any, Any]:
 
 
 def space_from_dict(data: Any, source: str = "the search space") -> SearchSpace:
-    """A space from a mapping (a YAML file's contents); unknown keys and an empty one refused."""
+    """A space from the mapping ``data`` (a YAML file's contents: ``modes``, ``topk``, ``lr``);
+    unknown keys and an empty one are refused, with ``source`` (what ``data`` came from) named
+    in the error."""
     if not isinstance(data, dict) or not data:
         raise PartialFTError(f"{source} is empty; give at least one of {', '.join(KEYS)}, such "
                              "as 'topk: [1, 6]'.")
@@ -108,7 +110,8 @@ def space_from_dict(data: Any, source: str = "the search space") -> SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """A space from a YAML file (``yaml.safe_load``)."""
+    """A space from the YAML file at ``path`` (``yaml.safe_load``; keys as
+    :func:`space_from_dict` takes them)."""
     import yaml
 
     try:

@@ -1,14 +1,18 @@
 """``--mode auto``: decide FAPFT's mode (largest or smallest angles) from the user's own data.
 
 The paper gives no automatic rule: it labels its tasks easy or hard by hand. ``choose_mode``
-trains two short *pilot* runs with the same recipe, one per mode, on the training split, each
-for ``fraction`` of the schedule's epochs (the cosine schedule compressed to that length), and
-keeps the mode whose pilot has the better validation accuracy. The test split is never read
-to choose. Ties (equal validation accuracy) go to the pilot with fewer trainable parameters,
-then to ``small`` (the pretrained layers that moved least keep training; the paper's choice for
-the tasks the backbone already handles). The pilots are ordinary run dirs under ``out``
-(``out/pilot-large/``, ``out/pilot-small/``), so a rerun reuses finished ones and resumes an
-interrupted one.
+starts the final run in both modes, the same recipe and schedule, on the training split, stops
+both after ``fraction`` of the schedule's epochs (the *pilots*), and keeps the mode whose pilot
+reached the better validation accuracy so far. The test split is never read to choose. Ties go
+to the pilot with fewer trainable parameters, then to ``small`` (the pretrained layers that
+moved least keep training; the paper's choice for the tasks the backbone already handles).
+
+A pilot is the first part of the final run, not a shortened copy of it: the final run continues
+the chosen pilot's resume point (``train(..., start_from=...)``), so auto costs one run in the
+chosen mode plus ``fraction`` of a run in the other. The pilots are ordinary run dirs under
+``out`` (``out/pilot-large/``, ``out/pilot-small/``) that keep their resume point, so a rerun
+reuses them, and ``partialft train --resume --out OUT/pilot-large`` finishes the other mode
+for a comparison.
 
 ``--mode probe`` keeps partialft's earlier linear-probe threshold rule
 (:mod:`partialft.selectors.probe`), which is cheaper and was wrong on the study's tasks.
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,16 +36,18 @@ from partialft.selectors.probe import (  # noqa: F401  (public here too)
     resolve_probe_mode,
 )
 from partialft.training.config import TrainConfig, config_inputs
+from partialft.training.rules import PILOT_FRACTION, check_pilot_fraction
+
+__all__ = ["ModeDecision", "Pilot", "choose_mode", "decide", "pilot_epochs", "rank", "resolve_mode",
+           "train_auto"]
 
 MODES = ("large", "small")
-# Share of the schedule's epochs each pilot trains (at least one epoch). Chosen from the
-# study rerun (docs/RESULTS.md, "--mode auto by validation pilots"): see docs/selectors.md.
-PILOT_FRACTION = 0.25
 
 
 @dataclass
 class Pilot:
-    """One pilot run: its mode, run dir, validation accuracy and cost."""
+    """One pilot: its mode, run dir, best validation accuracy over its first ``epochs`` epochs
+    and what those epochs cost."""
 
     mode: str
     run_dir: str
@@ -58,7 +63,8 @@ class Pilot:
 
 @dataclass
 class ModeDecision:
-    """What ``choose_mode`` decided, why, and what the pilots cost."""
+    """What ``choose_mode`` decided, why, and what the pilots cost. ``start_from`` is the
+    chosen pilot's run dir, which the final run continues."""
 
     mode: str
     reason: str
@@ -66,31 +72,37 @@ class ModeDecision:
     pilots: dict[str, Pilot] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def start_from(self) -> str:
+        return self.pilots[self.mode].run_dir
+
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "rule": "validation pilots", "reason": self.reason,
-                "fraction": self.fraction,
+                "fraction": self.fraction, "start_from": self.start_from,
                 "pilots": {m: p.to_dict() for m, p in self.pilots.items()}, "cost": self.cost}
 
 
-def pilot_config(cfg: TrainConfig, mode: str, out: Path, fraction: float,
+def pilot_epochs(cfg: TrainConfig, fraction: float) -> int:
+    """Epochs each pilot trains before they are compared: ``fraction`` of ``cfg.epochs``,
+    rounded, at least one."""
+    return min(cfg.epochs, max(1, round(fraction * cfg.epochs)))
+
+
+def pilot_config(cfg: TrainConfig, mode: str, out: Path,
                  layers: Sequence[str] | None = None) -> TrainConfig:
-    """``cfg`` shortened to ``fraction`` of its epochs (warm-up scaled alike) in ``mode``; with
-    ``layers``, those layers are trained (``method layers``) instead of FAPFT's angles."""
-    epochs = max(1, round(fraction * cfg.epochs))
-    shorter = {"epochs": epochs, "warmup_epochs": cfg.warmup_epochs * epochs / cfg.epochs,
-               "out": str(out / f"pilot-{mode}"), "max_steps": None, "keep_state": False}
+    """The final run's recipe and whole schedule in ``mode``, in ``out/pilot-MODE``, keeping its
+    resume point (the final run continues it); with ``layers``, those layers are trained
+    (``method layers``) instead of FAPFT's angles."""
+    where = {"out": str(out / f"pilot-{mode}"), "max_steps": None, "keep_state": True}
     if layers is not None:
         return dataclasses.replace(cfg, method="layers" if layers else "linear",
                                    layers=list(layers) or None, angles=None, mode=None,
-                                   **shorter)
-    return dataclasses.replace(cfg, mode=mode, **shorter)
+                                   **where)
+    return dataclasses.replace(cfg, mode=mode, **where)
 
 
 def check_fraction(fraction: float) -> None:
-    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction)
-            and 0 < fraction <= 1):
-        raise PartialFTError(f"pilot_fraction {fraction!r} is not valid; use a share of the "
-                             f"schedule in (0, 1], such as {PILOT_FRACTION}.")
+    check_pilot_fraction(fraction)
 
 
 def choose_mode(cfg: TrainConfig, out: str | Path, *, fraction: float = PILOT_FRACTION,
@@ -101,77 +113,114 @@ def choose_mode(cfg: TrainConfig, out: str | Path, *, fraction: float = PILOT_FR
 
     ``cfg``: the recipe of the final run (``method fapft`` with ``angles``, or any method when
     ``layers_by_mode`` gives the layers each mode trains, as a non-angle selector does).
-    ``fraction``: share of ``cfg.epochs`` each pilot trains (rounded, at least 1 epoch).
+    ``fraction``: share of ``cfg.epochs`` the pilots train before they are compared (rounded,
+    at least 1 epoch); the final run continues the chosen one (``start_from``).
     ``full_wall_s``: full fine-tuning's training time, when known, for the ``x full FT`` cost.
+    ``progress``: progress bars for the pilots' training.
     ``log``: where the one-line decision is printed (None: silent).
     """
-    from partialft.training.train import train
-
     check_auto(cfg, fraction)
     if layers_by_mode is None and (cfg.method != "fapft" or not cfg.angles):
         raise PartialFTError(f"mode auto needs the fine-tuned angles of a method fapft run (got "
                              f"method {cfg.method}, angles {cfg.angles}); pass angles, or the "
                              "layers each mode trains.")
+    epochs = pilot_epochs(cfg, fraction)
     pilots = {}
     for mode in MODES:
         layers = None if layers_by_mode is None else layers_by_mode[mode]
-        pcfg = pilot_config(cfg, mode, Path(out), fraction, layers)
-        summary = train(pcfg, resume=True, progress=progress)
-        if summary is None:  # pragma: no cover - max_steps is cleared above
-            raise PartialFTError(f"the pilot in {pcfg.out} stopped early; rerun to finish it.")
-        pilots[mode] = _pilot(mode, pcfg, summary)
+        pcfg = pilot_config(cfg, mode, Path(out), layers)
+        pilots[mode] = _run_pilot(mode, pcfg, epochs, progress)
     decision = decide(pilots, fraction, cfg.epochs, full_wall_s)
     if log is not None:
         log(f"mode auto -> {decision.mode}: {decision.reason}")
     return decision
 
 
+def _run_pilot(mode: str, cfg: TrainConfig, epochs: int, progress: bool) -> Pilot:
+    """Train ``cfg`` (resuming it) until ``epochs`` epochs are done; a pilot that has them
+    already (a rerun) is read, not trained."""
+    from partialft.training.train import train
+
+    done = _pilot_progress(cfg.out)
+    if done is None or len(done[0]) < epochs:
+        train(cfg, resume=True, progress=progress,
+              on_epoch=lambda record: record["epoch"] < epochs)
+        done = _pilot_progress(cfg.out)
+    if done is None or len(done[0]) < epochs:  # pragma: no cover - train runs them or raises
+        raise PartialFTError(f"the pilot in {cfg.out} stopped before epoch {epochs}; rerun to "
+                             "finish it.")
+    records = done[0][:epochs]
+    vals = [r["val_acc"] for r in records if r.get("val_acc") is not None]
+    return Pilot(mode, str(cfg.out), max(vals) if vals else None, done[1], epochs,
+                 int(records[-1]["step"]), float(records[-1].get("elapsed_s") or 0.0))
+
+
+def _pilot_progress(run_dir: str | Path) -> tuple[list[dict[str, Any]], int] | None:
+    """The epoch records a pilot has behind it and its trainable parameters: from its resume
+    point (``state/state.json``, what a resume continues; metrics.jsonl may be one epoch ahead
+    of it after a kill), else from a finished run's metrics and summary; None before either."""
+    from partialft.training.checkpoints import SUMMARY
+    from partialft.training.rundir import STATE_DIR
+
+    state, summary = Path(run_dir) / STATE_DIR / "state.json", Path(run_dir) / SUMMARY
+    if state.is_file():
+        info = json.loads(state.read_text(encoding="utf-8"))
+        records = info.get("metrics")
+    elif summary.is_file():
+        info = json.loads(summary.read_text(encoding="utf-8"))
+        path = Path(run_dir) / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        return None
+    if "trainable_params" not in info or not isinstance(records, list):
+        raise PartialFTError(f"the pilot in {run_dir} was written by another version of "
+                             "partialft; start again with `overwrite=True`.")
+    return records, int(info["trainable_params"])
+
+
 def check_auto(cfg: TrainConfig, fraction: float) -> None:
     """What pilots need, checked before anything is written."""
-    check_fraction(fraction)
+    check_pilot_fraction(fraction)
     if cfg.val_fraction == 0:
         raise option_error("mode auto scores its pilot runs on the validation split, which is "
                            "empty (val_fraction 0); pass `val_fraction=0.1` (or another share "
                            "above 0), or `mode=large` or small.")
 
 
-def _pilot(mode: str, cfg: TrainConfig, summary: dict[str, Any]) -> Pilot:
-    steps = 0
-    metrics = Path(cfg.out) / "metrics.jsonl"
-    if metrics.is_file():
-        lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
-        steps = int(json.loads(lines[-1]).get("step", 0)) if lines else 0
-    return Pilot(mode, str(cfg.out), summary.get("best_acc"), int(summary["trainable_params"]),
-                 cfg.epochs, steps, float(summary.get("wall_s") or 0.0))
+def rank(val_acc: float | None, trainable_params: int, mode: str) -> tuple[float, int, int]:
+    """Sort key of the rule (smallest first): higher validation accuracy, then fewer
+    trainable parameters, then ``small``."""
+    return (-(val_acc if val_acc is not None else -1.0), trainable_params,
+            0 if mode == "small" else 1)
 
 
 def decide(pilots: Mapping[str, Pilot], fraction: float, full_epochs: int,
            full_wall_s: float | None = None) -> ModeDecision:
-    """The better pilot by validation accuracy; ties: fewer trainable parameters, then small."""
-    def key(p: Pilot) -> tuple[float, int, int]:
-        return (-(p.val_acc if p.val_acc is not None else -1.0), p.trainable_params,
-                0 if p.mode == "small" else 1)
+    """The better of ``pilots`` by validation accuracy; ties: fewer trainable parameters, then
+    small. ``fraction`` and ``full_epochs`` (the schedule's epochs) are recorded and quoted;
+    ``full_wall_s``, full fine-tuning's training time when known, prices the cost in it.
 
-    best = min(pilots.values(), key=key)
+    Cost: ``wall_s``/``steps``/``epochs`` of both pilots; ``extra_*`` what auto adds to a run
+    in a fixed mode (the other pilot: the chosen one is the start of the final run)."""
+    best = min(pilots.values(), key=lambda p: rank(p.val_acc, p.trainable_params, p.mode))
     other = next(p for p in pilots.values() if p is not best)
     tie = best.val_acc == other.val_acc
     why = ("tie on validation, so " + ("fewer trainable parameters" if
                                         best.trainable_params < other.trainable_params
                                         else "the stated tie rule (small)")
            if tie else "higher validation accuracy")
-    wall = sum(p.wall_s for p in pilots.values())
-    steps = sum(p.steps for p in pilots.values())
-    cost: dict[str, Any] = {"wall_s": round(wall, 3), "steps": steps,
-                            "epochs": sum(p.epochs for p in pilots.values()),
-                            "x_full_epochs": round(sum(p.epochs for p in pilots.values())
-                                                   / full_epochs, 3)}
+    cost: dict[str, Any] = {
+        "wall_s": round(best.wall_s + other.wall_s, 3), "steps": best.steps + other.steps,
+        "epochs": best.epochs + other.epochs, "extra_wall_s": round(other.wall_s, 3),
+        "extra_steps": other.steps, "x_full_epochs": round(other.epochs / full_epochs, 3)}
     if full_wall_s:
-        cost["x_full_wall"] = round(wall / full_wall_s, 3)
+        cost["x_full_wall"] = round(other.wall_s / full_wall_s, 3)
     x_full = (f", {cost['x_full_wall']:.2f}x full fine-tuning's wall time" if full_wall_s
               else "")
-    reason = (f"pilots of {best.epochs} of {full_epochs} epochs: val acc {_pct(best.val_acc)} "
-              f"({best.mode}) vs {_pct(other.val_acc)} ({other.mode}), {why}; cost "
-              f"{wall:.1f} s, {steps} steps{x_full}")
+    reason = (f"pilots of {best.epochs} of {full_epochs} epochs: best val acc "
+              f"{_pct(best.val_acc)} ({best.mode}) vs {_pct(other.val_acc)} ({other.mode}), "
+              f"{why}; the {best.mode} run continues, the {other.mode} pilot cost "
+              f"{other.wall_s:.1f} s, {other.steps} steps{x_full}")
     return ModeDecision(best.mode, reason, fraction, dict(pilots), cost)
 
 
@@ -183,8 +232,10 @@ def resolve_mode(cfg: TrainConfig, pilots: str | Path | None = None, *,
                  full_wall_s: float | None = None,
                  log: Callable[[str], None] = print) -> tuple[TrainConfig, dict[str, Any] | None]:
     """``cfg`` with ``mode auto`` (pilots in ``pilots/pilot-MODE``) or ``probe`` replaced by the
-    mode they choose, and the decision's record (None when ``cfg`` names its mode); the pilots train
-    ``cfg.pilot_fraction`` of the schedule."""
+    mode they choose, and the decision's record (None when ``cfg`` names its mode); the pilots
+    train ``cfg.pilot_fraction`` of the schedule, and the record's ``start_from`` is the chosen
+    pilot, which the final run continues (``train(..., start_from=...)``). ``full_wall_s``:
+    full fine-tuning's training time, for the cost; ``log``: where the decision is printed."""
     if cfg.method != "fapft" or cfg.mode not in ("auto", "probe"):
         return cfg, None
     if cfg.mode == "probe":
@@ -206,8 +257,10 @@ def train_auto(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = Fals
                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``partialft train`` of a ``method fapft`` run whose mode is ``auto`` or ``probe``:
     resolve the mode (pilots in ``cfg.out/pilot-large/`` and ``pilot-small/``, stages of the run
-    dir), train, and add the
-    decision to the run's ``summary.json`` (``mode_decision``). Returns (summary, decision)."""
+    dir), train (continuing the chosen pilot), and add the decision to the run's
+    ``summary.json`` (``mode_decision``). ``overwrite``/``resume``: as for ``train``, for the
+    run dir ``cfg.out``; ``progress``: progress bars; ``inputs``: files read besides those
+    ``cfg`` names (a YAML config). Returns (summary, decision)."""
     from partialft.training.checkpoints import SUMMARY
     from partialft.training.outputs import read_marker
     from partialft.training.resume import input_digests
@@ -228,7 +281,8 @@ def train_auto(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = Fals
         cfg, decision = resolve_mode(cfg, out)
         if decision is not None:
             atomic_write_json(out / "mode_decision.json", decision)
-    summary = train(cfg, resume=True, progress=progress, inputs=inputs)
+    summary = train(cfg, resume=True, progress=progress, inputs=inputs,
+                    start_from=(decision or {}).get("start_from"))
     if summary is not None and decision is not None and "mode_decision" not in summary:
         with RunDir(out, kind="train", resume=True):
             summary = {**summary, "mode_decision": decision}

@@ -1,8 +1,11 @@
 """Compare selectors end to end: full fine-tuning, then each selector + its partial run.
 
 Under ``out``: ``full/`` (the full fine-tuning run dir, also the reference angles),
-``auto_mode.json``, and per selector ``NAME/scores.json`` + ``NAME/partial-MODE/`` run dirs;
-``comparison.json`` and ``comparison.md`` hold the table. Every wall time is measured around the
+``probe_mode.json`` (the mode of the selectors that run in one mode: greedy), and per selector
+``NAME/scores.json`` + ``NAME/partial-MODE/`` run dirs; ``comparison.json`` and
+``comparison.md`` hold the table. A score selector runs in both modes to the end, and the one
+``--mode auto`` would keep at ``--pilot-fraction 1`` (better validation accuracy, the rule of
+:func:`partialft.selectors.auto.rank`) is marked ``(auto)``. Every wall time is measured around the
 whole call (model build, data, training, evaluation), the same way for every row.
 """
 
@@ -56,8 +59,9 @@ def compare_selectors(cfg: TrainConfig, out: str | Path, selectors: list[str],
     full, full_s = timed_train(dataclasses.replace(cfg, method="full", out=str(out / "full")))
     reference = run_selector("angle", cfg, out / "angle", reference=str(out / "full"))
     task = load_task(cfg)
-    auto, reason, auto_s = resolve_probe_mode(cfg, task)  # the probe rule (--mode probe)
-    atomic_write_json(out / "auto_mode.json", {"mode": auto, "reason": reason, "wall_s": auto_s})
+    probe, reason, probe_s = resolve_probe_mode(cfg, task)  # greedy's mode (--mode probe)
+    atomic_write_json(out / "probe_mode.json", {"mode": probe, "reason": reason,
+                                                 "wall_s": probe_s})
     layer_map = find_layers(task.model(), cfg.layer_spec)
     rows = [_row("full", full, full_s, 0.0, full_s, None, [], "-")]
     for name in selectors:
@@ -67,16 +71,17 @@ def compare_selectors(cfg: TrainConfig, out: str | Path, selectors: list[str],
         save_scores(out / name / "scores.json", result, model=cfg.model)
         tau = (kendall_tau(result.scores, reference.scores)
                if result.scores is not None else None)
-        modes = [auto] if result.scores is None or not both_modes else ["large", "small"]
+        modes = [probe] if result.scores is None or not both_modes else ["large", "small"]
+        runs = []
         for mode in modes:
             layers = result.choose(layer_map, topk, mode)
             part, part_s = timed_train(dataclasses.replace(
                 cfg, method="layers" if layers else "linear", layers=layers or None,
                 out=str(out / name / f"partial-{mode}")))
-            tag = "-" if result.scores is None else mode + (" (auto)" if mode == auto else "")
-            rows.append(_row(name, part, part_s, sel_s, full_s, tau, layers, tag))
-    summary = {"rows": rows, "auto_mode": auto, "auto_reason": reason, "auto_s": auto_s,
-               "full_s": full_s, "topk": topk, "auto_picks_better": _auto_check(rows, auto)}
+            runs.append(_row(name, part, part_s, sel_s, full_s, tau, layers, mode))
+        rows += _tag_modes(runs, result.scores is not None)
+    summary = {"rows": rows, "probe_mode": probe, "probe_reason": reason, "probe_s": probe_s,
+               "full_s": full_s, "topk": topk, "auto_picks_better": _auto_check(rows)}
     atomic_write_json(out / "comparison.json", summary)
     atomic_write_text(out / "comparison.md", table(summary))
     return summary
@@ -92,17 +97,30 @@ def _row(name: str, summary: dict[str, Any], train_s: float, sel_s: float, full_
             "cost_x_full": round(total / full_s, 2)}
 
 
-def _auto_check(rows: list[dict[str, Any]], auto: str) -> dict[str, bool]:
-    """Per score selector run in both modes: did auto pick the mode with the better test acc."""
+def _tag_modes(runs: list[dict[str, Any]], scored: bool) -> list[dict[str, Any]]:
+    """Rows of one selector: ``-`` without scores (greedy); in both modes, ``(auto)`` on the
+    one ``--mode auto`` keeps when its pilots run the whole schedule."""
+    from partialft.selectors.auto import rank
+
+    if not scored:
+        return [{**r, "mode": "-"} for r in runs]
+    if len(runs) < 2:
+        return runs
+    best = min(runs, key=lambda r: rank(r["best_val_acc"], r["trainable_params"], r["mode"]))
+    return [{**r, "mode": r["mode"] + (" (auto)" if r is best else "")} for r in runs]
+
+
+def _auto_check(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """Per score selector run in both modes: is its ``(auto)`` row the better one on test."""
     out: dict[str, bool] = {}
-    by_sel: dict[str, dict[str, float]] = {}
+    by_sel: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["selector"] != "full" and r["tau"] is not None:
-            by_sel.setdefault(r["selector"], {})[r["mode"].split()[0]] = r["test_acc"]
-    for sel, accs in by_sel.items():
-        if len(accs) == 2:
-            other = "small" if auto == "large" else "large"
-            out[sel] = accs[auto] >= accs[other]
+            by_sel.setdefault(r["selector"], []).append(r)
+    for sel, both in by_sel.items():
+        if len(both) == 2:
+            auto = next(r for r in both if r["mode"].endswith("(auto)"))
+            out[sel] = auto["test_acc"] >= max(r["test_acc"] for r in both)
     return out
 
 
@@ -117,6 +135,8 @@ def table(summary: dict[str, Any]) -> str:
                      f"{r['trainable_params']:,} | {r['best_val_acc']:.2f} | {r['test_acc']:.2f}"
                      f" | {r['select_s']:.1f} | {r['train_s']:.1f} | {r['total_s']:.1f} | "
                      f"{r['cost_x_full']:.2f} |")
-    lines.append(f"\nauto mode: {summary['auto_mode']} ({summary['auto_reason']}; "
-                 f"{summary['auto_s']:.1f} s)")
+    lines.append("\n(auto): the mode with the better validation accuracy at the full schedule "
+                 "(`--mode auto --pilot-fraction 1`); greedy's mode, by the linear-probe rule: "
+                 f"{summary['probe_mode']} ({summary['probe_reason']}; "
+                 f"{summary['probe_s']:.1f} s)")
     return "\n".join(lines) + "\n"

@@ -50,11 +50,13 @@ class TrainConfig:
     angles: str | None = _f(None, "angles JSON for --method fapft")
     topk: str | None = _f(None, "fapft layers per group: one number or one per stage (0,0,6,2)")
     mode: str | None = _f(None, "fapft (required): train the layers with the largest (hard "
-                          "task) or smallest (easy task) angles; auto: short pilot runs of both, "
-                          "the better on the validation split is used; probe: partialft's "
-                          "linear-probe threshold rule (docs/selectors.md); no default")
-    pilot_fraction: float = _f(0.25, "mode auto: share of the schedule's epochs each pilot "
-                               "trains (at least one epoch)")
+                          "task) or smallest (easy task) angles; auto: start both, the better on "
+                          "the validation split after pilot_fraction of the schedule continues; "
+                          "probe: partialft's linear-probe threshold rule (docs/selectors.md); "
+                          "no default")
+    pilot_fraction: float = _f(rules.PILOT_FRACTION, "mode auto: share of the schedule's "
+                               "epochs both modes train before the better on validation "
+                               "continues (at least one epoch)")
     train_non_residual: bool = _f(False, "also train embeddings, downsampling and final norm")
     # the PEFT baselines' options, one name each (the keyword of partialft.prepare, this key,
     # the flag --rank): partialft.methods.method_options lists them per method
@@ -262,9 +264,7 @@ class TrainConfig:
         if self.mode not in (None, "large", "small", "auto", "probe"):
             raise PartialFTError(f"mode {self.mode!r} is not valid; use large, small, auto or "
                                  "probe.")
-        if not (isinstance(self.pilot_fraction, (int, float)) and 0 < self.pilot_fraction <= 1):
-            raise PartialFTError(f"pilot_fraction {self.pilot_fraction!r} is not valid; use a "
-                                 "share of the schedule in (0, 1], such as 0.25.")
+        rules.check_pilot_fraction(self.pilot_fraction)
         if self.method == "fapft" and self.mode is None:
             from partialft.core.select import MODE_NEEDED
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from partialft.errors import option_error
 from partialft.training.checkpoints import delta_names
 from partialft.training.loaders import evaluate, loader
-from partialft.training.rundir import optimizer_state, optimizer_tensors
+from partialft.training.rundir import optimizer_state, optimizer_tensors, read_state
 from partialft.utils.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ def _save(s: Setup, p: Progress, sums: torch.Tensor, seconds: float) -> None:
         return
     atomic_write_text(s.run.file(METRICS), "".join(json.dumps(m) + "\n" for m in p.metrics))
     tensors, optim_info = _state_tensors(s)
-    s.run.save_state(tensors, {**asdict(p), "optimizer": optim_info, "base": s.base})
+    s.run.save_state(tensors, {**asdict(p), "optimizer": optim_info, "base": s.base,
+                               "trainable_params": s.prepared.summary.trainable_params})
 
 
 def _state_tensors(s: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -226,6 +227,12 @@ def _state_tensors(s: Setup) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def _restore(s: Setup) -> Progress:
     """Load the last resume point into the model, EMA, optimizer and schedule, if there is one."""
     loaded = s.run.load_state() if s.run.main else None
+    if loaded is None and s.start_from is not None and s.run.main:
+        loaded = read_state(s.start_from)  # a new run continuing another's (same recipe)
+        if loaded is not None:  # from here on a kill -9 resumes from the run's own state
+            atomic_write_text(s.run.file(METRICS), "".join(
+                json.dumps(m) + "\n" for m in loaded[1].get("metrics", [])))
+            s.run.save_state(loaded[0], loaded[1])
     if s.acc.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 

@@ -86,6 +86,26 @@ def resume_config(out: str | Path, given: dict[str, Any],
     return saved
 
 
+def check_same_recipe(source: str | Path, cfg: TrainConfig) -> None:
+    """``start_from``: the run dir ``source`` whose resume point a new run continues must have
+    trained ``cfg``'s recipe (every setting but the :data:`RUNTIME_ONLY` ones; a :data:`RESOLVED`
+    one left as None in ``cfg`` takes the recorded value), or its weights are another run's."""
+    recorded = recorded_config(source)
+    if recorded is None:
+        raise option_error("`start_from={source}` has no recorded settings (config.yaml); pass "
+                           "a run dir that partialft started.", source=source)
+    theirs = resume_config(source, {k: v for k, v in given_by(cfg).items()
+                                    if k in RUNTIME_ONLY}, recorded)
+    for key in FIELDS:
+        if key in RUNTIME_ONLY or key in ignored_by(cfg.method):
+            continue
+        old, new = getattr(theirs, key), getattr(cfg, key)
+        if not (same(key, old, new) or (new is None and key in RESOLVED)):
+            raise option_error("`start_from={source}` trained {key} {old!r}, but this run has "
+                               "{key} {new!r}; a run can only continue the resume point of the "
+                               "same recipe.", source=source, key=key, old=old, new=new)
+
+
 def given_by(cfg: TrainConfig) -> dict[str, Any]:
     """What a library caller's ``cfg`` gives: every field, but None in a :data:`RESOLVED` one
     means "left out" (the recorded, resolved value)."""

@@ -23,6 +23,10 @@ MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 RATES = ("drop_rate", "proj_drop_rate", "attn_drop_rate", "pos_drop_rate", "patch_drop_rate",
          "drop_block_rate", "drop_path_rate")
 
+# --mode auto: share of the schedule's epochs after which the two pilots are compared. Chosen
+# from the study's per-epoch validation curves of both modes (docs/selectors.md).
+PILOT_FRACTION = 0.5
+
 
 def number(value: Any) -> bool:
     """A finite int or float (not a bool)."""
@@ -121,3 +125,10 @@ def check_model_kwargs(model: str, kwargs: dict[str, Any] | None, **create: Any)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PartialFTError(f"model_kwargs {kwargs} are not accepted by {model}'s constructor "
                              f"({why}); pass only arguments of timm's {model}.") from None
+
+
+def check_pilot_fraction(value: Any) -> None:
+    """``pilot_fraction``: a share of the schedule in (0, 1]."""
+    if not (number(value) and 0 < value <= 1):
+        raise PartialFTError(f"pilot_fraction {value!r} is not valid; use a share of the "
+                             f"schedule in (0, 1], such as {PILOT_FRACTION}.")

@@ -137,20 +137,26 @@ class RunDir:
 
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The last complete resume point, or None when the run has none yet."""
-        state = self.path / STATE_DIR
-        if not (state / "state.json").is_file():
-            return None
-        try:
-            info = json.loads((state / "state.json").read_text(encoding="utf-8"))
-            tensors = load_file(str(state / info["tensors"]))
-            set_rng_state(tensors, info["rng"])
-        except (ValueError, KeyError, TypeError, IndexError, OSError, SafetensorError) as exc:
-            why = "a file is missing" if isinstance(exc, FileNotFoundError) else (
-                "a file is truncated or malformed")
-            raise option_error(f"the resume point in {state} is damaged ({why}); start the "
-                               "run again with `overwrite=True` instead of `resume=True`."
-                               ) from None
-        return tensors, info
+        return read_state(self.path)
+
+
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The last complete resume point of the run dir ``path`` (its RNG states restored), or None
+    when it has none; a damaged one is refused."""
+    state = Path(path) / STATE_DIR
+    if not (state / "state.json").is_file():
+        return None
+    try:
+        info = json.loads((state / "state.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(state / info["tensors"]))
+        set_rng_state(tensors, info["rng"])
+    except (ValueError, KeyError, TypeError, IndexError, OSError, SafetensorError) as exc:
+        why = "a file is missing" if isinstance(exc, FileNotFoundError) else (
+            "a file is truncated or malformed")
+        raise option_error(f"the resume point in {state} is damaged ({why}); start the "
+                           "run again with `overwrite=True` instead of `resume=True`."
+                           ) from None
+    return tensors, info
 
 
 def holds_progress(path: Path) -> bool:

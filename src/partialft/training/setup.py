@@ -64,6 +64,9 @@ class Setup:
     augment_eval: nn.Module
     batches: Batches
     base: dict[str, Any]
+    # a run dir of the same recipe whose resume point a new run continues (``train``'s
+    # ``start_from``): ``--mode auto``'s chosen pilot
+    start_from: Path | None = None
 
 
 # timm optimizer names that are torch's own Adam/AdamW, which have a fused CUDA kernel

@@ -30,7 +30,12 @@ from partialft.training.checkpoints import (
 from partialft.training.config import TrainConfig, config_inputs
 from partialft.training.loaders import evaluate
 from partialft.training.outputs import check_claim, read_marker, remove_recorded
-from partialft.training.resume import check_inputs, given_by, resume_config
+from partialft.training.resume import (
+    check_inputs,
+    check_same_recipe,
+    given_by,
+    resume_config,
+)
 from partialft.training.rundir import STATE_DIR, RunDir
 from partialft.training.runs import angles_origin
 from partialft.training.setup import Setup, build
@@ -39,10 +44,16 @@ from partialft.utils.io import atomic_write_json, atomic_write_text
 
 def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
           progress: bool = True, inputs: Sequence[str | Path] = (),
-          on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
+          on_epoch: Callable[[dict[str, Any]], bool] | None = None,
+          start_from: str | Path | None = None) -> dict[str, Any] | None:
     """Train one run; returns its summary, or None when stopped early by ``max_steps`` or by
     ``on_epoch`` (given each epoch's metrics record; False stops the run, resumable: a
     search's pruner).
+
+    ``start_from``: a run dir of the same recipe (only :data:`~partialft.training.resume.
+    RUNTIME_ONLY` settings may differ) whose resume point a new run continues instead of
+    starting at step 0, as ``--mode auto`` continues its chosen pilot; ignored once the run has
+    a resume point of its own.
 
     ``inputs``: files the caller read besides those ``cfg`` names (a YAML config), which the
     run dir must not contain or sit inside; their SHA-256 is recorded with the others'.
@@ -56,7 +67,10 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             if not cfg.keep_state and (Path(cfg.out) / STATE_DIR).exists():
                 _drop_leftover_state(cfg, inputs)
             return json.loads((Path(cfg.out) / SUMMARY).read_text())
+    if start_from is not None:
+        check_same_recipe(start_from, cfg)
     s = build(cfg, overwrite=overwrite, resume=resume, inputs=inputs)
+    s.start_from = None if start_from is None else Path(start_from)
     failed = True
     try:
         summary = _train(s, progress, on_epoch)

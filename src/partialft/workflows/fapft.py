@@ -91,7 +91,8 @@ def _pipeline(cfg: TrainConfig, reference: str | None, progress: bool, selector:
                                   out=str(out / "fapft"))
     full_summary = _summary_of(full_dir) if is_run_dir(full_dir) else None
     partial, decision = _resolve(partial, out, full_summary, progress)
-    fapft_summary = train(partial, resume=True, progress=progress, inputs=inputs)
+    fapft_summary = train(partial, resume=True, progress=progress, inputs=inputs,
+                          start_from=(decision or {}).get("start_from"))
     return _compare(out, full_summary, fapft_summary, decision)
 
 
@@ -242,7 +243,8 @@ def _selector_run(cfg: TrainConfig, out: Path, selector: str, progress: bool
     partial = dataclasses.replace(cfg, method="layers" if layers else "linear",
                                   layers=layers or None, angles=None, out=str(out / "fapft"),
                                   mode=mode if mode in ("large", "small") else None)
-    return train(partial, resume=True, progress=progress), decision
+    return train(partial, resume=True, progress=progress,
+                 start_from=(decision or {}).get("start_from")), decision
 
 
 def _summary_of(run_dir: Path) -> dict[str, Any]:
