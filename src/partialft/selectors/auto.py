@@ -146,6 +146,10 @@ def _run_pilot(mode: str, cfg: TrainConfig, epochs: int, progress: bool) -> Pilo
         train(cfg, resume=True, progress=progress,
               on_epoch=lambda record: record["epoch"] < epochs)
         done = _pilot_progress(cfg.out)
+    else:  # reused as it is: opening it (locked) sweeps what a kill mid-write left there
+        from partialft.training.rundir import RunDir
+
+        RunDir(cfg.out, kind="train", resume=True, inputs=config_inputs(cfg)).close()
     if done is None or len(done[0]) < epochs:  # pragma: no cover - train runs them or raises
         raise PartialFTError(f"the pilot in {cfg.out} stopped before epoch {epochs}; rerun to "
                              "finish it.")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,11 +17,20 @@ from typing import Any
 
 import yaml
 
-from partialft.errors import PartialFTError, option_error, suggest
+from partialft.errors import PartialFTError, option_error
 from partialft.training import rules
+from partialft.training.config_values import (
+    check_optimizer,
+    describe,
+    floats,
+    is_kind,
+    keyword_values,
+    kinds,
+    optional,
+    whole,
+)
 from partialft.training.rules import MAX_SEED  # noqa: F401  (re-exported)
 from partialft.utils.limits import check_img_size, check_threads, check_workers
-from partialft.utils.parse import load_yaml
 
 AMP = ("auto", "no", "bf16", "fp16")
 # timm's schedulers that step per optimizer step (plateau needs an epoch metric: not offered)
@@ -170,9 +178,9 @@ class TrainConfig:
         if isinstance(self.targets, list):  # YAML [qkv, mlp.fc1] = "qkv,mlp.fc1"
             self.targets = ",".join(str(t) for t in self.targets)
         for name in ("mean", "std"):
-            setattr(self, name, _floats(name, getattr(self, name)))
+            setattr(self, name, floats(name, getattr(self, name)))
         if isinstance(self.model_kwargs, str):
-            self.model_kwargs = _keyword_values("model_kwargs", self.model_kwargs)
+            self.model_kwargs = keyword_values("model_kwargs", self.model_kwargs)
         for key, value in (self.model_kwargs or {}).items() if isinstance(
                 self.model_kwargs, dict) else ():
             if key in rules.RATES:
@@ -182,7 +190,7 @@ class TrainConfig:
             own = OWN_SETTINGS[owned[0]]
             raise PartialFTError(f"model_kwargs {owned[0]} is set by partialft itself; use "
                                  f"--{own.replace('_', '-')} (or {own}: in a config) instead.")
-        if isinstance(self.topk, list) and all(_whole(k) for k in self.topk):
+        if isinstance(self.topk, list) and all(whole(k) for k in self.topk):
             self.topk = ",".join(str(k) for k in self.topk)  # YAML [0, 0, 6, 2] = "0,0,6,2"
         elif self.topk is not None and not isinstance(self.topk, (dict, list)):
             self.topk = str(self.topk)
@@ -236,7 +244,7 @@ class TrainConfig:
         if self.color_jitter and self.randaugment:
             raise PartialFTError(f"color_jitter {self.color_jitter} has no effect with randaugment "
                                  f"{self.randaugment!r} (timm turns it off too); drop one of them.")
-        if self.layer_decay is not None and not (_number(self.layer_decay)
+        if self.layer_decay is not None and not (rules.number(self.layer_decay)
                                                  and 0 < self.layer_decay <= 1):
             raise PartialFTError(f"layer_decay {self.layer_decay!r} is not valid; use a number in "
                                  "(0, 1], such as 0.75 (or none for off).")
@@ -251,7 +259,7 @@ class TrainConfig:
                                  f"{', '.join(LOGGERS)}.")
         rules.check_tracker_name("wandb_project", self.wandb_project)
         rules.check_tracker_name("run_name", self.run_name)
-        _check_optimizer(self.opt)
+        check_optimizer(self.opt)
         if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
             raise PartialFTError(f"interpolation {self.interpolation!r} is not valid; use "
                                  "bilinear, bicubic or nearest.")
@@ -275,11 +283,11 @@ class TrainConfig:
         hints = typing.get_type_hints(TrainConfig)
         for name, tp in hints.items():
             value = getattr(self, name)
-            if value is None and (FIELDS[name].default is None or _optional(tp)):
+            if value is None and (FIELDS[name].default is None or optional(tp)):
                 continue
-            kinds = _kinds(tp)
-            if not any(_is(value, k) for k in kinds):
-                bad = f"{name} {value!r} is not valid; use {_describe(kinds)}"
+            allowed = kinds(tp)
+            if not any(is_kind(value, k) for k in allowed):
+                bad = f"{name} {value!r} is not valid; use {describe(allowed)}"
                 raise PartialFTError(f"{bad} (see the fields of TrainConfig).",
                                      cli=f"{bad} (see 'partialft train --help').")
 
@@ -303,89 +311,10 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 BASELINE_KEYS = ("rank", "alpha", "dropout", "targets", "reduction", "dim", "tokens")
-_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-          list: "a list", dict: "a mapping"}
-
-
-def _floats(name: str, value: Any) -> Any:
-    """'0.5,0.5,0.5' (a flag) or [0.5, 0.5, 0.5] (YAML) -> [0.5, 0.5, 0.5]; other values are
-    left for the type check to name."""
-    if isinstance(value, str):
-        try:
-            value = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise PartialFTError(f"{name} {value!r} is not valid; use comma-separated numbers "
-                                 "such as 0.5,0.5,0.5.") from None
-    if isinstance(value, list):
-        if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                and math.isfinite(v) for v in value):
-            raise PartialFTError(f"{name} {value!r} is not valid; use finite numbers, one per "
-                                 "channel (or one for all).")
-        if name == "std" and not all(v > 0 for v in value):
-            raise PartialFTError(f"std {value!r} is not valid; every value must be above 0.")
-        value = [float(v) for v in value]
-    return value
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # timm.create_model arguments that have a setting of their own (model_kwargs may not repeat them)
 OWN_SETTINGS = {"num_classes": "num_classes", "img_size": "img_size", "pretrained": "pretrained",
                 "checkpoint_path": "checkpoint", "pretrained_cfg": "pretrained",
                 "pretrained_cfg_overlay": "pretrained", "drop_path_rate": "drop_path"}
-
-
-def _keyword_values(name: str, text: str) -> dict[str, Any]:
-    """'drop_rate=0.1,global_pool=avg' (a flag) -> {'drop_rate': 0.1, 'global_pool': 'avg'}."""
-    out: dict[str, Any] = {}
-    for part in (p.strip() for p in text.replace(" ", ",").split(",")):
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.isidentifier():
-            raise PartialFTError(f"{name} {text!r} is not valid; use key=value pairs separated "
-                                 "by commas, such as drop_rate=0.1,global_pool=avg.")
-        # numbers, true/false, strings; aliases and deep nesting refused (utils.parse)
-        out[key] = load_yaml(value, f"{name} {key}") if value else None
-    return out
-
-
-def _check_optimizer(name: str) -> None:
-    from timm.optim import list_optimizers
-
-    valid = list_optimizers()
-    if name not in valid:
-        raise PartialFTError(f"opt {name!r} is not valid{suggest(name, valid)}; use one of "
-                             "timm's optimizers, such as adamw, sgd or lamb.")
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _optional(tp: Any) -> bool:
-    return type(None) in typing.get_args(tp)
-
-
-def _kinds(tp: Any) -> list[type]:
-    """The plain types an annotation allows: ``list[str] | None`` -> [list]."""
-    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    parts = typing.get_args(tp) if union else (tp,)
-    return [typing.get_origin(a) or a for a in parts if a is not type(None)]
-
-
-def _is(value: Any, kind: type) -> bool:
-    if isinstance(value, bool):
-        return kind is bool
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def _describe(kinds: list[type]) -> str:
-    return " or ".join(_WORDS.get(k, k.__name__) for k in kinds)
 
 
 def input_roles(cfg: TrainConfig) -> dict[str, str]:
