@@ -126,9 +126,14 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_search_killed_mid_trial_resumes_that_trial_and_finishes(tmp_path):
+@pytest.mark.parametrize("shared", [False, True], ids=["own-storage", "shared-storage"])
+def test_a_search_killed_mid_trial_resumes_that_trial_and_finishes(tmp_path, shared):
+    """Rerun at once after kill -9: the killed trial is failed and retried in its run dir, in
+    the search dir's own SQLite and in a shared storage (where the rerun knows the trial by its
+    run dir in the dir it holds, without waiting for the heartbeat's grace period)."""
     out, angles = tmp_path / "k", angles_file(tmp_path)
-    cmd = _search_cmd(out, angles, "--n-trials", "3")
+    url = f"sqlite:///{tmp_path / 'shared.db'}" if shared else f"sqlite:///{out / 'search.db'}"
+    cmd = _search_cmd(out, angles, "--n-trials", "3", *(["--storage", url] if shared else []))
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     metrics = out / "trial-001" / "metrics.jsonl"
@@ -141,7 +146,7 @@ def test_a_search_killed_mid_trial_resumes_that_trial_and_finishes(tmp_path):
     assert not (out / "trial-001" / "summary.json").exists()
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    study = storage_study(f"sqlite:///{out / 'search.db'}")
+    study = storage_study(url)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
     retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)

@@ -72,8 +72,7 @@ def run_search(cfg: TrainConfig, out: str | Path, *, space: SearchSpace | None =
         angles_path = _angles(cfg, out, angles, reference, progress)
         base = dataclasses.replace(cfg, method="fapft", angles=str(angles_path), layers=None)
         study = _study(out, storage, study_name, space, recipe, seed, pruner)
-        if storage is None:
-            _requeue_killed(study)
+        _requeue_killed(study, None if storage is None else out, n_trials)
         _optimize(study, base, out, space, n_trials, timeout, progress, classes)
         from partialft.search.report import write_report
 
@@ -208,15 +207,25 @@ def _study(out: Path, storage: str | None, name: str, space: SearchSpace,
     return study
 
 
-def _requeue_killed(study: Any) -> None:
-    """Trials left RUNNING in this dir's own storage were killed with the search: fail them and
-    queue their choices again (the retry resumes the same run dir)."""
+def _requeue_killed(study: Any, mine: Path | None, n_trials: int) -> None:
+    """Fail the trials a kill of this search left RUNNING and, while the search still needs
+    trials, queue their choices again (the retry resumes the same run dir). In the dir's own
+    storage (``mine`` None) every RUNNING trial is one; in a shared one, those whose run dir lies
+    in ``mine``: this process holds that dir's lock, so no live worker runs them (other
+    workers' dead trials are left to the heartbeat)."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": _run_number(t)},
-                            skip_if_exists=False)
+        run_dir = t.user_attrs.get("run_dir")
+        if mine is not None and (run_dir is None or Path(run_dir).parent != mine.resolve()):
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # a heartbeat check failed it meanwhile
+            continue
+        if _finished(study) < n_trials:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": _run_number(t)},
+                                skip_if_exists=False)
 
 
 def _run_number(trial: Any) -> int:

@@ -4,8 +4,9 @@ The default ``OUT/search.db`` belongs to one search dir, which one process holds
 (the dir's lock): a trial left RUNNING there was killed, and is failed and re-queued with the
 same choices when the search is rerun. A ``--storage`` URL (``sqlite:///...``,
 ``postgresql://...``, ``mysql://...``, or ``journal:PATH`` for a journal file on shared disk) can
-be shared by several worker processes or machines: heartbeats mark a killed worker's trial
-failed after ``GRACE_S`` and Optuna's retry callback re-queues it.
+be shared by several worker processes or machines: heartbeats (SQL storages) mark a killed
+worker's trial failed after ``GRACE_S`` and Optuna's retry callback re-queues it; rerunning the
+killed worker does it at once for the trials whose run dirs lie in its output.
 """
 
 from __future__ import annotations
