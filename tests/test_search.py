@@ -184,3 +184,32 @@ def test_two_workers_share_one_storage_every_trial_runs_once(tmp_path):
     assert record["best"]["trial"] == study.best_trial.number
     best_row = next(r for r in table_rows(last) if "(best)" in r[0])
     assert int(best_row[0].split()[0]) == study.best_trial.number
+
+
+def _open_at_once(url: str, barrier, results) -> None:
+    from partialft.search.storage import open_storage
+
+    barrier.wait()
+    try:
+        open_storage(url)
+        results.put("ok")
+    except PartialFTError as exc:
+        results.put(str(exc))
+
+
+def test_workers_opening_a_new_storage_at_once_all_get_it(tmp_path):
+    """Workers started together on a new SQLite file race to create Optuna's tables; every one
+    of them opens the storage (the race's losers open it again), none is told it cannot."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(4):
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(url, barrier, results))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [results.get(timeout=10) for _ in procs] == ["ok"] * 4

@@ -11,6 +11,7 @@ killed worker does it at once for the trials whose run dirs lie in its output.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +42,46 @@ def default_url(out: str | Path) -> str:
 
 def open_storage(url: str) -> Any:
     """An Optuna storage for ``url``; one sentence when it cannot be opened."""
+    for attempt in range(OPEN_TRIES):
+        try:
+            return _open(url)
+        except PartialFTError:
+            raise
+        except Exception as exc:  # sqlalchemy / driver errors of every kind
+            if attempt + 1 < OPEN_TRIES and _racing(exc):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise PartialFTError(f"storage {url!r} cannot be opened ({type(exc).__name__}); "
+                                 "give an Optuna storage URL that is reachable, such as "
+                                 "sqlite:///PATH.db in an existing folder, or journal:PATH."
+                                 ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Workers started together on a new database all create Optuna's tables and its version row:
+# the losers of that race get an IntegrityError (the row exists) or an OperationalError (a table
+# appeared or the file is locked meanwhile). Opening again finds the schema made.
+OPEN_TRIES = 5
+
+
+def _racing(exc: Exception) -> bool:
+    name = type(exc).__name__
+    return name == "IntegrityError" or (name == "OperationalError"
+                                        and "unable to open" not in str(exc))
+
+
+def _open(url: str) -> Any:
     optuna = optuna_module()
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
 
-            path = Path(url[len("journal:"):])
-            if not path.parent.is_dir():
-                raise FileNotFoundError(path.parent)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
-    except PartialFTError:
-        raise
-    except Exception as exc:  # sqlalchemy / driver errors of every kind
-        raise PartialFTError(f"storage {url!r} cannot be opened ({type(exc).__name__}); give an "
-                             "Optuna storage URL that is reachable, such as sqlite:///PATH.db "
-                             "in an existing folder, or journal:PATH.") from None
+        path = Path(url[len("journal:"):])
+        if not path.parent.is_dir():
+            raise FileNotFoundError(path.parent)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
