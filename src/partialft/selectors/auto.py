@@ -192,8 +192,8 @@ def check_auto(cfg: TrainConfig, fraction: float) -> None:
 
 
 def rank(val_acc: float | None, trainable_params: int, mode: str) -> tuple[float, int, int]:
-    """Sort key of the rule (smallest first): higher validation accuracy, then fewer
-    trainable parameters, then ``small``."""
+    """Sort key of the rule, smallest first: the higher ``val_acc`` (None ranks last), then
+    fewer ``trainable_params``, then ``mode`` ``small``."""
     return (-(val_acc if val_acc is not None else -1.0), trainable_params,
             0 if mode == "small" else 1)
 
