@@ -101,10 +101,6 @@ def pilot_config(cfg: TrainConfig, mode: str, out: Path,
     return dataclasses.replace(cfg, mode=mode, **where)
 
 
-def check_fraction(fraction: float) -> None:
-    check_pilot_fraction(fraction)
-
-
 def choose_mode(cfg: TrainConfig, out: str | Path, *, fraction: float = PILOT_FRACTION,
                 layers_by_mode: Mapping[str, Sequence[str]] | None = None,
                 full_wall_s: float | None = None, progress: bool = False,
